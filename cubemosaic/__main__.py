@@ -1,0 +1,118 @@
+"""``python -m cubemosaic key=value ...``: compose the Hydra config, validate it, run.
+
+The CLI only gathers the configuration and calls :func:`cubemosaic.pipeline.run`. Any
+failure a user can cause ends with one line on stderr (``cubemosaic: error: ...``) and a
+non-zero exit; ``debug=true`` (or ``CUBEMOSAIC_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+HELP = """\
+usage: python -m cubemosaic [--help] [--cfg] [key=value ...]
+
+Sentinel-2 L2A monthly cloud-free median mosaics (Hydra overrides; see README.md).
+
+  catalog=planetary_computer|earth_search|demo   catalog.url=<STAC API URL or ItemCollection/catalog file>
+  start_date=YYYY-MM-DD end_date=YYYY-MM-DD      aoi=[min_lon,min_lat,max_lon,max_lat]
+  bands=[red,green,blue,nir]  collection=...     resolution=20 (metres)   crs=EPSG:XXXX
+  max_items=N  max_cloud_cover=0-100             mask_classes=[0,1,2,3,8,9,10] (SCL)
+  resampling=nearest  chunk_size=1024            cluster=auto|local   cluster.threads_per_worker=N
+  output_dir=output  stage=all|cube|composite|export|mosaic   overwrite=false   debug=false
+
+  --cfg   print the composed configuration and exit
+  example: python -m cubemosaic catalog=demo output_dir=demo-out
+"""
+
+log = logging.getLogger("cubemosaic")
+
+
+def compose(overrides: Sequence[str]):
+    """The composed config for ``overrides`` (raises :class:`ConfigError` with one line)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from .config import conf_dir, register_schemas
+    from .errors import ConfigError
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except Exception as e:  # Hydra and OmegaConf raise many types; all mean a bad override
+        raise ConfigError(*_explain(e)) from None
+    OmegaConf.resolve(cfg)
+    return cfg
+
+
+def _explain(e: Exception) -> tuple[str, str]:
+    """(parameter, problem) from a Hydra/OmegaConf composition error."""
+    cause = e
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
+    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    if "not in struct" in text or "Could not override" in str(e) and "not in struct" in str(cause):
+        return str(key or "override"), "unknown key (see --help for the keys)"
+    if "Could not find" in text or "Could not load" in text:
+        return text.split("'")[1] if "'" in text else "override", text
+    if key:
+        return str(key), text
+    first = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return "override", first
+
+
+def _setup_logging(debug: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s cubemosaic: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("cubemosaic")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.propagate = False
+    for noisy in ("distributed", "rasterio", "hydra"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import CubeMosaicError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "-h" in args or "--help" in args:
+        print(HELP, end="")
+        return 0
+    show_cfg = "--cfg" in args
+    overrides = [a for a in args if a != "--cfg"]
+    debug = os.environ.get("CUBEMOSAIC_DEBUG", "") not in ("", "0") or "debug=true" in overrides
+    _setup_logging(debug)
+    try:
+        cfg = compose(overrides)
+        if show_cfg:
+            from omegaconf import OmegaConf
+
+            print(OmegaConf.to_yaml(cfg), end="")
+            return 0
+        from .config import to_settings
+        from .pipeline import run
+
+        settings = to_settings(cfg)
+        run(settings)
+    except CubeMosaicError as e:
+        if debug:
+            raise
+        print(f"cubemosaic: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("cubemosaic: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

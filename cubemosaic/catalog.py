@@ -1,0 +1,254 @@
+"""Catalogs: open a STAC API or a static file, search it, resolve band names, sign hrefs.
+
+A ``catalog.url`` is either a STAC API root (searched with pystac-client, cloud cover
+through the query extension where the API conforms to it) or a static ItemCollection /
+catalog JSON (a path or URL), filtered in-process by the same rules. Either way the
+result is a list of :class:`pystac.Item` sorted by time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+from urllib.parse import urlsplit, urlunsplit
+
+import pystac
+
+from .errors import CatalogError, ConfigError, NothingFoundError
+
+__all__ = [
+    "SearchRequest",
+    "asset_key",
+    "redact",
+    "resolve_bands",
+    "search",
+    "signer",
+]
+
+log = logging.getLogger(__name__)
+
+CLOUD_COVER = "eo:cloud_cover"
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What to look for (strict types; built from validated settings)."""
+
+    collection: str
+    #: (min_lon, min_lat, max_lon, max_lat), WGS84.
+    bbox: tuple[float, float, float, float]
+    start_date: dt.date
+    #: Inclusive: scenes on this day are found.
+    end_date: dt.date
+    #: Scene-level cloud cover limit in percent; 100 keeps everything.
+    max_cloud_cover: float = 100.0
+    #: Stop after this many scenes (in the catalog's order); ``None`` for all.
+    max_items: Optional[int] = None
+
+    @property
+    def datetime_range(self) -> str:
+        return f"{self.start_date.isoformat()}T00:00:00Z/{self.end_date.isoformat()}T23:59:59.999Z"
+
+
+def redact(url: str) -> str:
+    """A URL safe to log: no query string (SAS tokens, keys) and no user info."""
+    parts = urlsplit(str(url))
+    if not parts.scheme:
+        return str(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+# --------------------------------------------------------------------------- search
+def search(url: str, request: SearchRequest) -> list[pystac.Item]:
+    """Items matching ``request`` from the STAC API or static file at ``url``, sorted by time."""
+    doc = _read_json(url)
+    kind = doc.get("type")
+    if kind == "FeatureCollection":
+        items = [pystac.Item.from_dict(f, preserve_dict=False) for f in doc.get("features", [])]
+        found = _filter(items, request, source=url)
+    elif kind in ("Catalog", "Collection") and _is_api(doc):
+        found = _search_api(url, request)
+    elif kind in ("Catalog", "Collection"):
+        root = pystac.read_dict(doc, href=_absolute(url))
+        found = _filter(root.get_items(recursive=True), request, source=url)
+    else:
+        raise CatalogError(f"catalog.url: {redact(url)} is not a STAC API, catalog or ItemCollection")
+    if not found:
+        raise NothingFoundError(
+            f"no scene of collection {request.collection!r} matches aoi={list(request.bbox)}, "
+            f"{request.start_date}..{request.end_date}, max_cloud_cover={request.max_cloud_cover:g} "
+            f"in {redact(url)}"
+        )
+    found.sort(key=lambda it: (it.datetime, it.id))
+    log.info("search: %d scene(s) found", len(found))
+    return found
+
+
+def _absolute(url: str) -> str:
+    return url if "://" in url else str(Path(url).expanduser().absolute())
+
+
+def _read_json(url: str) -> dict[str, Any]:
+    try:
+        if "://" not in url or url.startswith("file://"):
+            path = Path(url.removeprefix("file://")).expanduser()
+            text = path.read_text()
+        else:
+            import requests
+
+            resp = requests.get(url, timeout=30)
+            if resp.status_code >= 400:
+                raise CatalogError(f"catalog.url: {redact(url)} answered HTTP {resp.status_code}")
+            text = resp.text
+        doc = json.loads(text)
+    except CatalogError:
+        raise
+    except OSError as e:
+        raise CatalogError(f"catalog.url: cannot read {redact(url)} ({e.strerror or e})") from None
+    except ValueError:
+        raise CatalogError(f"catalog.url: {redact(url)} is not JSON") from None
+    except Exception as e:  # requests' connection errors carry the URL and the reason
+        raise CatalogError(f"catalog.url: cannot reach {redact(url)} ({type(e).__name__})") from None
+    if not isinstance(doc, dict):
+        raise CatalogError(f"catalog.url: {redact(url)} is not a STAC document")
+    return doc
+
+
+def _is_api(doc: dict[str, Any]) -> bool:
+    conforms = doc.get("conformsTo") or []
+    return any("item-search" in c for c in conforms) or any(
+        link.get("rel") == "search" for link in doc.get("links", [])
+    )
+
+
+def _search_api(url: str, request: SearchRequest) -> list[pystac.Item]:
+    from pystac_client import Client
+    from pystac_client.conformance import ConformanceClasses
+    from pystac_client.exceptions import APIError
+
+    try:
+        client = Client.open(url)
+        use_query = request.max_cloud_cover < 100 and client.conforms_to(ConformanceClasses.QUERY)
+        query = {CLOUD_COVER: {"lte": request.max_cloud_cover}} if use_query else None
+        # The server can stop at max_items only when it applies every filter itself.
+        server_limit = request.max_items if (use_query or request.max_cloud_cover >= 100) else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # DoesNotConformTo: handled by the client-side filter
+            result = client.search(
+                collections=[request.collection],
+                bbox=list(request.bbox),
+                datetime=request.datetime_range,
+                query=query,
+                max_items=server_limit,
+                limit=100,
+            )
+            items: list[pystac.Item] = []
+            for n, page in enumerate(result.pages(), start=1):
+                items.extend(page.items)
+                log.info("search: page %d, %d scene(s) so far", n, len(items))
+                if request.max_items and len(_filter(items, request, source=url, quiet=True)) >= request.max_items:
+                    break
+    except APIError as e:
+        raise CatalogError(f"catalog.url: {redact(url)} refused the search ({str(e)[:200]})") from None
+    except Exception as e:  # connection errors from requests, raised through pystac-client
+        if isinstance(e, (CatalogError, ConfigError)):
+            raise
+        raise CatalogError(f"catalog.url: cannot search {redact(url)} ({type(e).__name__})") from None
+    return _filter(items, request, source=url)
+
+
+def _filter(items: Iterable[pystac.Item], request: SearchRequest, source: str, quiet: bool = False) -> list[pystac.Item]:
+    """Apply ``request`` in-process (static files; APIs without the query extension)."""
+    start = dt.datetime.combine(request.start_date, dt.time.min, tzinfo=dt.timezone.utc)
+    end = dt.datetime.combine(request.end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.timezone.utc)
+    x0, y0, x1, y1 = request.bbox
+    out: list[pystac.Item] = []
+    for item in items:
+        if item.collection_id and item.collection_id != request.collection:
+            continue
+        when = item.datetime or item.common_metadata.start_datetime
+        if when is None or not (start <= when.astimezone(dt.timezone.utc) < end):
+            continue
+        if item.bbox:
+            bx0, by0, bx1, by1 = item.bbox[0], item.bbox[1], item.bbox[-2], item.bbox[-1]
+            if bx0 > x1 or bx1 < x0 or by0 > y1 or by1 < y0:
+                continue
+        cc = item.properties.get(CLOUD_COVER)
+        if request.max_cloud_cover < 100 and cc is not None and cc > request.max_cloud_cover:
+            continue
+        out.append(item)
+        if request.max_items and len(out) >= request.max_items:
+            break
+    if not quiet:
+        log.debug("search: %d item(s) kept of %s", len(out), redact(source))
+    return out
+
+
+# --------------------------------------------------------------------------- bands
+def _band_names(asset: pystac.Asset) -> set[str]:
+    """Every name an asset answers to: eo:bands / STAC 1.1 bands names and common names."""
+    names: set[str] = set()
+    for band in list(asset.extra_fields.get("eo:bands") or []) + list(asset.extra_fields.get("bands") or []):
+        for key in ("name", "common_name", "eo:common_name"):
+            if band.get(key):
+                names.add(str(band[key]).lower())
+    return names
+
+
+def asset_key(item: pystac.Item, name: str) -> Optional[str]:
+    """The asset key of ``item`` for band ``name`` (asset key, band name or common name)."""
+    if name in item.assets:
+        return name
+    lowered = {k.lower(): k for k in item.assets}
+    if name.lower() in lowered:
+        return lowered[name.lower()]
+    matches = [k for k, a in item.assets.items() if name.lower() in _band_names(a)]
+    # Prefer single-band assets: a 'visual' TCI asset also carries red, green and blue.
+    single = [k for k in matches if len(item.assets[k].extra_fields.get("eo:bands") or
+                                        item.assets[k].extra_fields.get("bands") or []) == 1]  # fmt: skip
+    return (single or matches or [None])[0]
+
+
+def resolve_bands(items: Sequence[pystac.Item], bands: Sequence[str], mask_band: str = "SCL") -> tuple[dict[str, str], str]:
+    """Map each requested band (and the SCL mask) to an asset key, checked on every item.
+
+    Returns ``({band: asset_key}, scl_asset_key)``; raises :class:`ConfigError` naming
+    the band when an item lacks it.
+    """
+    if not items:
+        raise NothingFoundError("no scene to resolve bands on")
+    first = items[0]
+    mapping: dict[str, str] = {}
+    for band in bands:
+        key = asset_key(first, band)
+        if key is None:
+            known = sorted({n for a in first.assets.values() for n in _band_names(a)} | set(first.assets))
+            raise ConfigError("bands", f"{band!r} is not a band of item {first.id}; known: {', '.join(known)}")
+        mapping[band] = key
+    scl = asset_key(first, mask_band)
+    if scl is None:
+        raise CatalogError(f"item {first.id} has no {mask_band} (scene classification) asset to mask clouds with")
+    for item in items[1:]:
+        for band, key in list(mapping.items()) + [(mask_band, scl)]:
+            if key not in item.assets:
+                raise CatalogError(f"item {item.id} has no asset {key!r} for band {band!r}")
+    return mapping, scl
+
+
+# --------------------------------------------------------------------------- signing
+def signer(kind: str) -> Optional[Callable[[str], str]]:
+    """The href signer for ``catalog.sign``: ``planetary_computer`` or ``none``."""
+    if kind == "planetary_computer":
+        import planetary_computer
+
+        return planetary_computer.sign
+    return None

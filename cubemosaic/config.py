@@ -1,0 +1,272 @@
+"""Configuration: Hydra structured-config schemas and their validation.
+
+The schemas (:class:`Config`, :class:`CatalogConf`, :class:`ClusterConf`) are registered
+in Hydra's ConfigStore so a misspelt key or a value of the wrong type is refused when
+the command line is composed. :func:`to_settings` then turns the loose config into a
+frozen, typed :class:`Settings` once, at the edge; library code never sees the Hydra
+object. All checks here run before any network call.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from .errors import ConfigError
+
+__all__ = [
+    "CatalogConf",
+    "ClusterConf",
+    "Config",
+    "Settings",
+    "Stage",
+    "conf_dir",
+    "register_schemas",
+    "to_settings",
+]
+
+Stage = Literal["cube", "composite", "export", "mosaic", "all"]
+STAGES: tuple[str, ...] = ("cube", "composite", "export", "mosaic", "all")
+CLUSTER_KINDS: tuple[str, ...] = ("auto", "local", "gateway")
+SIGNERS: tuple[str, ...] = ("none", "planetary_computer")
+RESAMPLING: tuple[str, ...] = ("nearest", "average", "bilinear", "cubic", "mode", "min", "max")
+#: SCL classes masked by default: no data, saturated/defective, dark/cast shadow,
+#: cloud shadow, cloud medium and high probability, thin cirrus.
+DEFAULT_MASK_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 8, 9, 10)
+
+
+# --------------------------------------------------------------------------- schemas
+@dataclass
+class CatalogConf:
+    """Where scenes come from (group ``catalog``)."""
+
+    name: str = "planetary_computer"
+    #: A STAC API root URL, or a path/URL of a static ItemCollection or catalog JSON.
+    #: ``null`` with ``name: demo`` means the embedded demo archive.
+    url: Optional[str] = None
+    collection: str = "sentinel-2-l2a"
+    #: How asset hrefs are signed before reading: ``none`` or ``planetary_computer``.
+    sign: str = "none"
+
+
+@dataclass
+class ClusterConf:
+    """Where the Dask work runs (group ``cluster``)."""
+
+    kind: str = "auto"
+    #: Local cluster: worker processes (``null`` = 1) and threads per worker (``null`` = all cores).
+    n_workers: Optional[int] = None
+    threads_per_worker: Optional[int] = None
+    #: Local cluster: worker processes (true) or threads in this process (false).
+    processes: bool = False
+    memory_limit: str = "auto"
+
+
+@dataclass
+class Config:
+    """The whole command line: ``python -m cubemosaic key=value ...``."""
+
+    catalog: CatalogConf = field(default_factory=CatalogConf)
+    cluster: ClusterConf = field(default_factory=ClusterConf)
+    start_date: Optional[str] = None
+    end_date: Optional[str] = None
+    aoi: Optional[list[float]] = None
+    bands: list[str] = field(default_factory=lambda: ["red", "green", "blue", "nir"])
+    collection: Optional[str] = None
+    resolution: float = 20.0
+    crs: Optional[str] = None
+    max_items: Optional[int] = None
+    max_cloud_cover: float = 100.0
+    mask_classes: list[int] = field(default_factory=lambda: list(DEFAULT_MASK_CLASSES))
+    resampling: str = "nearest"
+    chunk_size: int = 1024
+    output_dir: str = "output"
+    stage: str = "all"
+    overwrite: bool = False
+    debug: bool = False
+
+
+def register_schemas() -> None:
+    """Register the schemas in Hydra's ConfigStore (``config.yaml`` extends ``cubemosaic_schema``)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="cubemosaic_schema", node=Config)
+
+
+def conf_dir() -> Path:
+    """The Hydra config folder: inside the installed package, or ``conf/`` beside it in a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "conf", here.parent / "conf"):
+        if (candidate / "config.yaml").is_file():
+            return candidate
+    raise FileNotFoundError("cubemosaic's config folder (conf/config.yaml) is missing from the install")
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Settings:
+    """Validated job settings; every field strictly typed."""
+
+    #: Catalog name (``planetary_computer``, ``earth_search``, ``demo`` or a user's own).
+    catalog: str
+    #: STAC API URL or static file path/URL; ``None`` only for the demo before it is built.
+    catalog_url: Optional[str]
+    collection: str
+    sign: str
+    start_date: dt.date
+    end_date: dt.date
+    #: (min_lon, min_lat, max_lon, max_lat) in WGS84.
+    aoi: tuple[float, float, float, float]
+    bands: tuple[str, ...]
+    resolution: float
+    crs: Optional[str]
+    max_items: Optional[int]
+    max_cloud_cover: float
+    mask_classes: tuple[int, ...]
+    resampling: str
+    chunk_size: int
+    output_dir: Path
+    stage: str
+    overwrite: bool
+    cluster_kind: str
+    n_workers: Optional[int]
+    threads_per_worker: Optional[int]
+    processes: bool
+    memory_limit: str
+    debug: bool
+
+
+def _parse_date(name: str, value: Any) -> dt.date:
+    if value is None or value == "":
+        raise ConfigError(name, f"required, as YYYY-MM-DD (e.g. {name}=2021-01-01)")
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ConfigError(name, f"{value!r} is not a date as YYYY-MM-DD") from None
+
+
+def _parse_aoi(value: Any) -> tuple[float, float, float, float]:
+    if value is None:
+        raise ConfigError("aoi", "required, as [min_lon,min_lat,max_lon,max_lat]")
+    if isinstance(value, str):
+        value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+    try:
+        vals = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError("aoi", f"{list(value)!r} is not four numbers [min_lon,min_lat,max_lon,max_lat]") from None
+    if len(vals) != 4:
+        raise ConfigError("aoi", f"needs 4 numbers [min_lon,min_lat,max_lon,max_lat], got {len(vals)}")
+    x0, y0, x1, y1 = vals
+    if not (-180 <= x0 <= 180 and -180 <= x1 <= 180):
+        raise ConfigError("aoi", f"longitudes must lie in [-180, 180], got {x0} and {x1}")
+    if not (-90 <= y0 <= 90 and -90 <= y1 <= 90):
+        raise ConfigError("aoi", f"latitudes must lie in [-90, 90], got {y0} and {y1}")
+    if x0 >= x1 or y0 >= y1:
+        raise ConfigError("aoi", "min must be below max: [min_lon,min_lat,max_lon,max_lat]")
+    return (x0, y0, x1, y1)
+
+
+def _check_output_dir(path: Path) -> Path:
+    """Make sure ``output_dir`` can be written (creates it; writes nothing else)."""
+    if "://" in str(path):
+        raise ConfigError("output_dir", f"{path} must be a local folder")
+    path = path.expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise ConfigError("output_dir", f"{path} exists and is not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError("output_dir", f"{path} is not writable ({e.strerror or e})") from None
+    return path
+
+
+def to_settings(cfg: Any) -> Settings:
+    """Validate a composed config (a :class:`Config`-shaped mapping) into :class:`Settings`."""
+    catalog = cfg.catalog
+    url = catalog.url
+    if catalog.name != "demo" and not url:
+        raise ConfigError("catalog.url", "required: a STAC API URL or a static ItemCollection/catalog file")
+    if url and "://" not in url and not Path(url).expanduser().exists():
+        raise ConfigError("catalog.url", f"{url} is neither a URL nor an existing file")
+    if catalog.sign not in SIGNERS:
+        raise ConfigError("catalog.sign", f"{catalog.sign!r} is not one of {', '.join(SIGNERS)}")
+
+    start = _parse_date("start_date", cfg.start_date)
+    end = _parse_date("end_date", cfg.end_date)
+    if end < start:
+        raise ConfigError("end_date", f"{end} is before start_date {start}")
+    aoi = _parse_aoi(cfg.aoi)
+
+    bands = tuple(str(b) for b in (cfg.bands or ()))
+    if not bands:
+        raise ConfigError("bands", "at least one band is needed, e.g. bands=[red,green,blue,nir]")
+    if len(set(b.lower() for b in bands)) != len(bands):
+        raise ConfigError("bands", f"{list(bands)} names a band twice")
+    if any(b.lower() == "scl" for b in bands):
+        raise ConfigError("bands", "SCL is the cloud mask, not an output band")
+
+    if not cfg.resolution > 0:
+        raise ConfigError("resolution", f"must be a positive number of metres, got {cfg.resolution}")
+    if cfg.max_items is not None and cfg.max_items < 1:
+        raise ConfigError("max_items", f"must be at least 1 (or null for no limit), got {cfg.max_items}")
+    if not 0 <= cfg.max_cloud_cover <= 100:
+        raise ConfigError("max_cloud_cover", f"must lie in 0-100 (percent), got {cfg.max_cloud_cover}")
+    mask = tuple(int(c) for c in cfg.mask_classes)
+    if any(not 0 <= c <= 11 for c in mask):
+        raise ConfigError("mask_classes", f"SCL classes are 0-11, got {list(mask)}")
+    if cfg.resampling not in RESAMPLING:
+        raise ConfigError("resampling", f"{cfg.resampling!r} is not one of {', '.join(RESAMPLING)}")
+    if cfg.chunk_size < 64 or cfg.chunk_size > 8192:
+        raise ConfigError("chunk_size", f"must lie in 64-8192 pixels, got {cfg.chunk_size}")
+    if cfg.stage not in STAGES:
+        raise ConfigError("stage", f"{cfg.stage!r} is not one of {', '.join(STAGES)}")
+    if cfg.crs is not None:
+        from odc.geo import CRS  # light; pyproj underneath
+
+        try:
+            CRS(cfg.crs)
+        except Exception:  # pyproj raises several types for a bad CRS string
+            raise ConfigError("crs", f"{cfg.crs!r} is not a CRS (e.g. crs=EPSG:32610)") from None
+    cluster = cfg.cluster
+    if cluster.kind not in CLUSTER_KINDS:
+        raise ConfigError("cluster.kind", f"{cluster.kind!r} is not one of {', '.join(CLUSTER_KINDS)}")
+    for key in ("n_workers", "threads_per_worker"):
+        value = getattr(cluster, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"cluster.{key}", f"must be at least 1, got {value}")
+
+    return Settings(
+        catalog=catalog.name,
+        catalog_url=url,
+        collection=cfg.collection or catalog.collection,
+        sign=catalog.sign,
+        start_date=start,
+        end_date=end,
+        aoi=aoi,
+        bands=bands,
+        resolution=float(cfg.resolution),
+        crs=cfg.crs,
+        max_items=cfg.max_items,
+        max_cloud_cover=float(cfg.max_cloud_cover),
+        mask_classes=mask,
+        resampling=cfg.resampling,
+        chunk_size=int(cfg.chunk_size),
+        output_dir=_check_output_dir(Path(os.fspath(cfg.output_dir))),
+        stage=cfg.stage,
+        overwrite=bool(cfg.overwrite),
+        cluster_kind=cluster.kind,
+        n_workers=cluster.n_workers,
+        threads_per_worker=cluster.threads_per_worker,
+        processes=bool(cluster.processes),
+        memory_limit=str(cluster.memory_limit),
+        debug=bool(cfg.debug),
+    )

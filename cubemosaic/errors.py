@@ -1,0 +1,50 @@
+"""User-facing errors.
+
+Every failure a user can cause is a :class:`CubeMosaicError`. The CLI prints its
+message as one line (``cubemosaic: error: <message>``) and exits non-zero, without a
+traceback. Messages name the parameter or asset at fault and never carry secrets.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CatalogError",
+    "ConfigError",
+    "CubeMosaicError",
+    "NothingFoundError",
+    "OutputError",
+    "ReadError",
+]
+
+
+class CubeMosaicError(Exception):
+    """Base class of every error a user can cause."""
+
+    exit_code: int = 1
+
+
+class ConfigError(CubeMosaicError):
+    """A configuration value is missing or invalid (found before any network call)."""
+
+    exit_code = 2
+
+    def __init__(self, parameter: str, problem: str) -> None:
+        self.parameter = parameter
+        self.problem = problem
+        super().__init__(f"{parameter}: {problem}")
+
+
+class CatalogError(CubeMosaicError):
+    """The catalog could not be opened or searched."""
+
+
+class NothingFoundError(CubeMosaicError):
+    """The search matched no scene."""
+
+
+class ReadError(CubeMosaicError):
+    """An asset could not be read (named by item id and band)."""
+
+
+class OutputError(CubeMosaicError):
+    """The output location cannot be written, or holds something we must not overwrite."""

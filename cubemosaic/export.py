@@ -1,0 +1,160 @@
+"""The export stage: one COG per month, its valid-observation count, and a STAC catalog.
+
+For each month of ``monthly.zarr`` with any clear pixel, writes under ``output_dir``::
+
+    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.tif        one band per requested band
+    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM-count.tif  clear observations per pixel
+    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.json       its STAC item
+
+and ``catalog.json``, a self-contained STAC catalog with relative hrefs. Each COG is
+written to a temp file, validated with rio-cogeo, then renamed into place. Only one
+month is held in memory at a time.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import OutputError
+
+__all__ = ["export_months", "write_cog"]
+
+log = logging.getLogger(__name__)
+PREFIX = "monthly-mosaic"
+
+
+def write_cog(path: Path, data: np.ndarray, *, crs: Any, transform: Any, descriptions: Sequence[str],
+              nodata: int | None, overview_resampling: str) -> None:  # fmt: skip
+    """Write (bands, y, x) ``data`` as a validated COG at ``path`` (temp file, validate, rename)."""
+    from rasterio.io import MemoryFile
+    from rio_cogeo.cogeo import cog_translate, cog_validate
+    from rio_cogeo.profiles import cog_profiles
+
+    profile = cog_profiles.get("zstd")
+    block = 512 if min(data.shape[1:]) >= 2048 else 256
+    profile.update(predictor=2, blockxsize=block, blockysize=block)
+    # Overviews down to ~128 px, at least one level, so small mosaics get overviews too.
+    levels = max(1, int(np.log2(max(data.shape[1:]) / 128)))
+    src_profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype.name, crs=crs, transform=transform, nodata=nodata)  # fmt: skip
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        with MemoryFile() as mem, mem.open(**src_profile) as src:
+            src.write(data)
+            for i, desc in enumerate(descriptions, start=1):
+                src.set_band_description(i, desc)
+            cog_translate(
+                src, str(tmp), profile, nodata=nodata, overview_resampling=overview_resampling,
+                in_memory=True, quiet=True, overview_level=levels, config={"GDAL_NUM_THREADS": "ALL_CPUS"}, use_cog_driver=False,
+            )  # fmt: skip
+        valid, errors, _ = cog_validate(str(tmp), quiet=True)
+        if not valid:
+            raise OutputError(f"{path.name} failed COG validation: {'; '.join(errors)}")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _month_range(month: np.datetime64) -> tuple[dt.datetime, dt.datetime]:
+    start = dt.datetime.fromisoformat(str(month.astype("datetime64[D]"))).replace(tzinfo=dt.timezone.utc)
+    last = calendar.monthrange(start.year, start.month)[1]
+    end = start.replace(day=last, hour=23, minute=59, second=59, microsecond=999000)
+    return start, end
+
+
+def _item(name: str, month: np.datetime64, geobox, bands: Sequence[str], sources: Sequence[str],
+          folder: Path, n_days: int):  # fmt: skip
+    import pystac
+    from pystac.extensions.eo import Band, EOExtension
+    from pystac.extensions.projection import ProjectionExtension
+    from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+
+    start, end = _month_range(month)
+    footprint = geobox.extent.to_crs("EPSG:4326")
+    item = pystac.Item(
+        id=name,
+        geometry=footprint.json,
+        bbox=list(footprint.boundingbox),
+        datetime=None,
+        start_datetime=start,
+        end_datetime=end,
+        properties={
+            "title": f"Sentinel-2 L2A cloud-free median mosaic, {str(month)[:7]}",
+            "cubemosaic:source_items": list(sources),
+            "cubemosaic:n_days": n_days,
+            "constellation": "sentinel-2",
+        },
+    )
+    mosaic = pystac.Asset(href=str(folder / f"{name}.tif"), media_type=pystac.MediaType.COG,
+                          title="Monthly median surface reflectance x 10000", roles=["data"])  # fmt: skip
+    count = pystac.Asset(href=str(folder / f"{name}-count.tif"), media_type=pystac.MediaType.COG,
+                         title="Clear observations in the month", roles=["data", "count"])  # fmt: skip
+    item.add_asset("mosaic", mosaic)
+    item.add_asset("count", count)
+    proj = ProjectionExtension.ext(item, add_if_missing=True)
+    proj.code = str(geobox.crs)
+    proj.shape = list(geobox.shape)
+    proj.transform = list(geobox.transform)[:6]
+    proj.bbox = list(geobox.extent.boundingbox)
+    EOExtension.ext(mosaic, add_if_missing=True).bands = [Band.create(name=b, common_name=b) for b in bands]
+    RasterExtension.ext(mosaic, add_if_missing=True).bands = [
+        RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=1e-4, offset=0.0) for _ in bands
+    ]
+    RasterExtension.ext(count, add_if_missing=True).bands = [RasterBand.create(data_type=DataType.UINT16)]
+    return item
+
+
+def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
+    """Write the COGs, counts, STAC items and ``catalog.json``; returns the mosaic paths."""
+    import pystac
+    import xarray as xr
+
+    from . import store
+
+    attrs = store.read_attrs(monthly_path)
+    if not attrs.get("complete"):
+        raise OutputError(f"output_dir: {monthly_path} is not complete; run stage=composite first")
+    monthly = xr.open_zarr(monthly_path, mask_and_scale=False, consolidated=True)
+    bands = [name for name in attrs["variables"] if name != "count"]
+    geobox = monthly.odc.geobox
+    catalog = pystac.Catalog(
+        id="cubemosaic",
+        description="Sentinel-2 L2A monthly cloud-free median mosaics made by cubemosaic",
+        title="cubemosaic monthly mosaics",
+    )
+    written: list[Path] = []
+    n = len(monthly.time)
+    for i in range(n):
+        month = monthly.time.values[i]
+        tag = str(month)[:7]
+        count = monthly["count"].isel(time=i).values
+        if not count.any():
+            log.info("export: %s has no clear pixel, skipped [%d/%d]", tag, i + 1, n)
+            continue
+        name = f"{PREFIX}-{tag}"
+        folder = output_dir / name
+        folder.mkdir(parents=True, exist_ok=True)
+        data = np.stack([monthly[b].isel(time=i).values for b in bands])
+        write_cog(folder / f"{name}.tif", data, crs=geobox.crs.to_wkt(), transform=geobox.transform,
+                  descriptions=bands, nodata=0, overview_resampling="average")  # fmt: skip
+        write_cog(folder / f"{name}-count.tif", count[None], crs=geobox.crs.to_wkt(), transform=geobox.transform,
+                  descriptions=["count"], nodata=None, overview_resampling="nearest")  # fmt: skip
+        sources = str(monthly["item_ids"].values[i]).split()
+        catalog.add_item(_item(name, month, geobox, bands, sources, folder, int(monthly["n_days"].values[i])))
+        written.append(folder / f"{name}.tif")
+        log.info("export: %s written [%d/%d]", folder / f"{name}.tif", i + 1, n)
+    if not written:
+        raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
+    catalog.normalize_hrefs(str(output_dir))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    log.info("export: %s lists %d monthly mosaic(s)", output_dir / "catalog.json", len(written))
+    return written

@@ -1,0 +1,110 @@
+"""The main job: search -> cube -> composite -> export, or any one stage of it."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .config import Settings
+
+__all__ = ["Outputs", "outputs", "resolve_demo", "run"]
+
+log = logging.getLogger(__name__)
+
+STAGES = {
+    "cube": ("cube",),
+    "composite": ("composite",),
+    "export": ("export",),
+    "mosaic": ("composite", "export"),
+    "all": ("cube", "composite", "export"),
+}
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where a job's outputs live under ``output_dir``."""
+
+    root: Path
+
+    @property
+    def cube(self) -> Path:
+        return self.root / "cube.zarr"
+
+    @property
+    def monthly(self) -> Path:
+        return self.root / "monthly.zarr"
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / "catalog.json"
+
+
+def outputs(settings: Settings) -> Outputs:
+    return Outputs(settings.output_dir)
+
+
+def resolve_demo(settings: Settings) -> Settings:
+    """For ``catalog=demo`` without a URL: build (or reuse) the demo archive and point at it."""
+    if settings.catalog != "demo" or settings.catalog_url:
+        return settings
+    from .demo import ensure_demo
+
+    archive = ensure_demo()
+    log.info("demo: archive at %s", archive.root)
+    return replace(settings, catalog_url=str(archive.items_path))
+
+
+def run(settings: Settings) -> Outputs:
+    """Run the stages ``settings.stage`` names; returns the output locations."""
+    from .cluster import dask_client
+
+    out = outputs(settings)
+    stages = STAGES[settings.stage]
+    needs_dask = "cube" in stages or "composite" in stages
+    if "cube" in stages:
+        settings = resolve_demo(settings)
+        items, bands, scl, geobox = _plan(settings)
+    if needs_dask:
+        with dask_client(settings.cluster_kind, n_workers=settings.n_workers,
+                         threads_per_worker=settings.threads_per_worker, processes=settings.processes,
+                         memory_limit=settings.memory_limit):  # fmt: skip
+            if "cube" in stages:
+                from .catalog import signer
+                from .cube import build_cube
+
+                build_cube(items, str(out.cube), geobox=geobox, bands=bands, scl_key=scl,
+                           mask_classes=settings.mask_classes, resampling=settings.resampling,
+                           chunk_size=settings.chunk_size, overwrite=settings.overwrite,
+                           patch_url=signer(settings.sign))  # fmt: skip
+            if "composite" in stages:
+                from .composite import build_monthly
+
+                build_monthly(str(out.cube), str(out.monthly), overwrite=settings.overwrite)
+    if "export" in stages:
+        from .export import export_months
+
+        export_months(str(out.monthly), out.root)
+    log.info("done: outputs in %s", out.root)
+    return out
+
+
+def _plan(settings: Settings):
+    """Search the catalog and fix the bands and the output grid."""
+    from .catalog import SearchRequest, resolve_bands, search
+    from .cube import dominant_crs, output_geobox
+
+    assert settings.catalog_url is not None
+    request = SearchRequest(
+        collection=settings.collection,
+        bbox=settings.aoi,
+        start_date=settings.start_date,
+        end_date=settings.end_date,
+        max_cloud_cover=settings.max_cloud_cover,
+        max_items=settings.max_items,
+    )
+    items = search(settings.catalog_url, request)
+    bands, scl = resolve_bands(items, settings.bands)
+    crs = settings.crs or dominant_crs(items)
+    geobox = output_geobox(settings.aoi, crs, settings.resolution)
+    return items, bands, scl, geobox

@@ -1,0 +1,158 @@
+"""Resumable Zarr stores: one template, many region writes, a completion record per step.
+
+Both the cube (one step per solar day) and the monthly store (one step per month) are
+written the same way:
+
+1. :func:`create` writes the store's metadata and coordinates from an xarray template
+   (no data), tagged with a *signature* of the request that made it;
+2. :func:`write_step` stores one step's uint16 DN arrays into their region with
+   ``dask.array.store`` (each task writes whole shards, so writes never race);
+3. :func:`mark_done` records the step as complete, after its data (completion record last).
+
+Rerunning with the same signature resumes: :func:`open_or_create` returns the steps
+already done. A store made by a different request is never overwritten unless asked.
+Data variables are stored as raw uint16 DN with CF ``scale_factor``/``_FillValue``
+attributes so that plain ``xr.open_zarr`` decodes them to reflectance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+
+__all__ = ["StoreState", "create", "mark_done", "open_or_create", "write_step", "zarr_encoding"]
+
+log = logging.getLogger(__name__)
+ATTR = "cubemosaic"
+REFLECTANCE_SCALE = 1e-4
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence zarr's notes on consolidated metadata (we write and read it on purpose)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        yield
+
+
+def zarr_encoding(chunks: tuple[int, ...], shards: tuple[int, ...], *, reflectance: bool = True) -> dict[str, Any]:
+    """Encoding of one uint16 data variable: zstd, inner chunks, shards; CF scaling if reflectance."""
+    from zarr.codecs import BloscCodec
+
+    enc: dict[str, Any] = {
+        "dtype": "uint16",
+        "chunks": chunks,
+        "shards": shards,
+        "compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
+    }
+    if reflectance:
+        enc.update({"scale_factor": REFLECTANCE_SCALE, "add_offset": 0.0, "_FillValue": 0})
+    return enc
+
+
+class StoreState:
+    """An open store: its path, the signature it was made for, and the steps already done."""
+
+    def __init__(self, path: str, done: set[int]) -> None:
+        self.path = path
+        self.done = done
+
+    def __repr__(self) -> str:
+        return f"StoreState({self.path!r}, done={sorted(self.done)})"
+
+
+def _read_attrs(path: str) -> dict[str, Any] | None:
+    import zarr
+
+    try:
+        with _quiet():
+            group = zarr.open_group(path, mode="r")
+        return dict(group.attrs.get(ATTR) or {})
+    except (FileNotFoundError, KeyError, ValueError, TypeError, zarr.errors.GroupNotFoundError):
+        return None
+
+
+def open_or_create(path: str, template, encoding: Mapping[str, dict], signature: Mapping[str, Any],
+                   *, overwrite: bool, label: str) -> StoreState:  # fmt: skip
+    """Open the store at ``path`` to resume it, or create it from ``template``.
+
+    ``signature`` is a JSON-able description of the request; a store holding another
+    request raises :class:`OutputError` (or is replaced when ``overwrite``).
+    """
+    sig = json.loads(json.dumps(signature, default=str))
+    p = Path(path)
+    if p.exists():
+        attrs = _read_attrs(path)
+        if attrs is not None and attrs.get("signature") == sig:
+            done = set(attrs.get("done", []))
+            if done:
+                log.info("%s: resuming %s, %d step(s) already written", label, p.name, len(done))
+            return StoreState(path, done)
+        if not overwrite:
+            what = "was made for another request" if attrs is not None else "is not a cubemosaic store"
+            raise OutputError(
+                f"output_dir: {p} {what}; choose another output_dir or set overwrite=true to replace it"
+            )
+        log.info("%s: replacing %s (overwrite=true)", label, p.name)
+        shutil.rmtree(p)
+    create(path, template, encoding, sig)
+    return StoreState(path, set())
+
+
+def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping[str, Any]) -> None:
+    """Write ``template``'s metadata and coordinates (not its data) and the signature."""
+    import zarr
+
+    tmp = Path(str(path) + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    ds = template.copy()
+    # xarray lists variables alphabetically on reading; keep the order they were asked in.
+    variables = list(ds.data_vars)
+    ds.attrs[ATTR] = {"signature": dict(signature), "variables": variables, "done": [], "complete": False}
+    with _quiet():
+        ds.to_zarr(str(tmp), mode="w", compute=False, encoding=dict(encoding), consolidated=True, zarr_format=3)
+        zarr.consolidate_metadata(str(tmp))
+    tmp.rename(path)  # the store appears whole or not at all
+
+
+def write_step(path: str, index: int, arrays: Mapping[str, Any]) -> None:
+    """Store uint16 dask arrays of shape (1, y, x) at time ``index`` of each named variable."""
+    import dask.array as da
+    import zarr
+
+    with _quiet():
+        group = zarr.open_group(path, mode="r+")
+        targets = [group[name] for name in arrays]
+    sources = [arrays[name] for name in arrays]
+    regions = [(slice(index, index + 1), slice(None), slice(None)) for _ in sources]
+    da.store(sources, targets, regions=regions, lock=False, compute=True)
+
+
+def mark_done(path: str, index: int, *, complete: bool = False) -> None:
+    """Record step ``index`` as written (after its data), and the store as complete if so."""
+    import zarr
+
+    with _quiet():
+        group = zarr.open_group(path, mode="r+")
+        attrs = dict(group.attrs[ATTR])
+        attrs["done"] = sorted(set(attrs.get("done", [])) | {int(index)})
+        attrs["complete"] = bool(complete or attrs.get("complete"))
+        group.attrs[ATTR] = attrs
+        zarr.consolidate_metadata(path)
+
+
+def read_attrs(path: str) -> dict[str, Any]:
+    """The cubemosaic attributes of a store (signature, variables in order, done, complete)."""
+    attrs = _read_attrs(path)
+    if attrs is None:
+        raise OutputError(f"output_dir: {path} is missing or not a cubemosaic store")
+    return attrs

@@ -76,8 +76,9 @@ def _setup_logging(debug: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     root.propagate = False
-    for noisy in ("distributed", "rasterio", "hydra"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    # Third-party loggers would repeat a failure with tracebacks; our one line says it.
+    for noisy in ("distributed", "rasterio", "hydra", "odc"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,7 +47,7 @@ def _local(n_workers: Optional[int], threads_per_worker: Optional[int], processe
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     cluster = LocalCluster(
         n_workers=workers, threads_per_worker=threads, processes=processes, memory_limit=memory_limit,
-        dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING,
+        dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
     )  # fmt: skip
     try:
         with Client(cluster) as client:

@@ -282,10 +282,11 @@ def _read_error(e: Exception, day: SolarDay) -> Exception:
     text = _scrub(str(e))
     for item in day.items:
         for key, asset in item.assets.items():
-            if asset.href.split("?")[0] in text:
-                return ReadError(f"cannot read asset {key} of item {item.id}: {type(e).__name__}: {text}")
+            hrefs = {asset.href, asset.get_absolute_href() or asset.href}
+            if any(h.split("?")[0].removeprefix("file://") in text for h in hrefs):
+                return ReadError(f"cannot read asset {key} of item {item.id}: {text}")
     ids = ", ".join(i.id for i in day.items)
-    return ReadError(f"cannot read the scenes of {day.day} ({ids}): {type(e).__name__}: {text}")
+    return ReadError(f"cannot read the scenes of {day.day} ({ids}): {text}")
 
 
 def _scrub(text: str) -> str:

@@ -34,7 +34,7 @@ __all__ = ["DemoArchive", "DemoSpec", "ensure_demo", "make_archive", "default_ca
 log = logging.getLogger(__name__)
 
 #: Bump when the generator changes so cached archives are rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 BASELINE_CHANGE = dt.date(2022, 1, 25)
 BANDS = {  # asset key: (common name, centre wavelength um, description)
     "B02": ("blue", 0.49, "Band 2 - Blue"),
@@ -268,7 +268,7 @@ def _item(spec: DemoSpec, day: dt.date, tile: str, col0: int, col1: int, folder:
     assets = {}
     for key, (common, wl, desc) in BANDS.items():
         assets[key] = {
-            "href": str(folder / f"{key}.tif"),
+            "href": (folder / f"{key}.tif").as_uri(),
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
             "title": f"{desc} - 10m",
             "roles": ["data"],
@@ -279,7 +279,7 @@ def _item(spec: DemoSpec, day: dt.date, tile: str, col0: int, col1: int, folder:
             "proj:transform": [10.0, 0.0, x0, 0.0, -10.0, y1],
         }
     assets[SCL_KEY] = {
-        "href": str(folder / f"{SCL_KEY}.tif"),
+        "href": (folder / f"{SCL_KEY}.tif").as_uri(),
         "type": "image/tiff; application=geotiff; profile=cloud-optimized",
         "title": "Scene classfication map (SCL)",
         "roles": ["data"],

@@ -100,7 +100,10 @@ def _item(name: str, month: np.datetime64, geobox, bands: Sequence[str], sources
     item.add_asset("mosaic", mosaic)
     item.add_asset("count", count)
     proj = ProjectionExtension.ext(item, add_if_missing=True)
-    proj.code = str(geobox.crs)
+    if geobox.crs.epsg:
+        proj.code = f"EPSG:{geobox.crs.epsg}"
+    else:
+        proj.wkt2 = geobox.crs.to_wkt()
     proj.shape = list(geobox.shape)
     proj.transform = list(geobox.transform)[:6]
     proj.bbox = list(geobox.extent.boundingbox)

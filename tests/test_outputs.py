@@ -1,0 +1,82 @@
+"""What a user gets under output_dir, and how other tools read it."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pystac
+import rasterio
+import xarray as xr
+
+MONTHS = ["2021-12", "2022-01", "2022-02", "2022-03"]
+
+
+def test_every_output_is_written(demo_run):
+    assert (demo_run / "cube.zarr").is_dir()
+    assert (demo_run / "monthly.zarr").is_dir()
+    assert (demo_run / "catalog.json").is_file()
+    for month in MONTHS:
+        folder = demo_run / f"monthly-mosaic-{month}"
+        assert (folder / f"monthly-mosaic-{month}.tif").is_file()
+        assert (folder / f"monthly-mosaic-{month}-count.tif").is_file()
+    assert not list(demo_run.rglob("*.partial")), "no temp file may be left behind"
+
+
+def test_cogs_are_valid_with_band_names_nodata_and_overviews(demo_run):
+    from rio_cogeo.cogeo import cog_validate
+
+    for month in MONTHS:
+        path = demo_run / f"monthly-mosaic-{month}" / f"monthly-mosaic-{month}.tif"
+        valid, errors, _ = cog_validate(str(path), quiet=True)
+        assert valid, errors
+        with rasterio.open(path) as ds:
+            assert ds.descriptions == ("red", "green", "blue", "nir")
+            assert ds.nodata == 0 and ds.dtypes[0] == "uint16" and ds.count == 4
+            assert ds.overviews(1)
+            assert ds.crs.to_epsg() == 32610 and ds.res == (20.0, 20.0)
+        count = path.with_name(f"monthly-mosaic-{month}-count.tif")
+        assert cog_validate(str(count), quiet=True)[0]
+
+
+def test_catalog_resolves_after_the_folder_is_moved(demo_run, tmp_path):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(demo_run, moved)
+    shutil.rmtree(demo_run.parent / "gone", ignore_errors=True)
+    catalog = pystac.Catalog.from_file(str(moved / "catalog.json"))
+    items = list(catalog.get_items(recursive=True))
+    assert sorted(i.id for i in items) == [f"monthly-mosaic-{m}" for m in MONTHS]
+    for item in items:
+        month = item.id.removeprefix("monthly-mosaic-")
+        assert item.properties["start_datetime"].startswith(f"{month}-01T00:00:00")
+        assert item.properties["end_datetime"][:7] == month
+        assert item.properties["proj:code"] == "EPSG:32610"
+        assert item.properties["cubemosaic:source_items"]
+        for asset in item.assets.values():
+            href = asset.get_absolute_href()
+            assert href.startswith(str(moved)), href
+            with rasterio.open(href) as ds:
+                assert ds.count >= 1
+        assert [b["name"] for b in item.assets["mosaic"].extra_fields["eo:bands"]] == ["red", "green", "blue", "nir"]
+    text = (moved / "catalog.json").read_text()
+    assert str(demo_run) not in text
+
+
+def test_cube_opens_with_plain_open_zarr(demo_run):
+    import odc.geo.xr  # noqa: F401  (registers .odc)
+    import rioxarray  # noqa: F401  (registers .rio)
+
+    cube = xr.open_zarr(demo_run / "cube.zarr")
+    assert list(cube.data_vars) == sorted(["red", "green", "blue", "nir"])
+    assert cube.red.dims == ("time", "y", "x")
+    assert cube.rio.crs.to_epsg() == 32610
+    assert cube.odc.geobox.crs.epsg == 32610
+    assert cube.odc.geobox.resolution.x == 20
+    red = cube.red.values
+    assert np.nanmax(red) < 1.2 and np.nanmin(red) > 0, "decodes to reflectance, 0 -> NaN"
+    assert np.isnan(red).any()
+    assert cube.sizes["time"] == 18  # 19 scenes, two on one solar day
+    pair = [ids for ids in cube.item_ids.values if " " in str(ids)]
+    assert len(pair) == 1
+    assert set(cube.processing_baseline.values) == {"03.01", "04.00"}
+    assert {str(p) for p in cube.platform.values} == {"Sentinel-2A", "Sentinel-2B"}

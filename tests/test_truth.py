@@ -1,0 +1,70 @@
+"""The oracle: outputs against the demo archive's true clear-sky monthly median and count."""
+
+from __future__ import annotations
+
+import numpy as np
+import rasterio
+import xarray as xr
+
+from conftest import BANDS
+
+
+def _truth_on(grid, truth):
+    return truth.sel(x=grid.x.values, y=grid.y.values)
+
+
+def test_demo_has_what_real_archives_have(demo, truth):
+    import json
+
+    items = json.loads(demo.items_path.read_text())["features"]
+    baselines = {i["properties"]["s2:processing_baseline"] for i in items}
+    assert baselines == {"03.01", "04.00"}
+    days = [i["properties"]["datetime"][:10] for i in items]
+    assert any(d < "2022-01-25" for d in days) and any(d >= "2022-01-25" for d in days)
+    assert len(days) > len(set(days)), "two tiles of the same solar day"
+    with rasterio.open(items[0]["assets"]["B04"]["href"]) as ds:
+        assert ds.profile["tiled"] and ds.overviews(1) and ds.nodata == 0 and ds.res == (10, 10)
+    with rasterio.open(items[0]["assets"]["SCL"]["href"]) as ds:
+        assert ds.res == (20, 20)
+    scl_classes = set()
+    for it in items:
+        with rasterio.open(it["assets"]["SCL"]["href"]) as ds:
+            scl_classes |= set(np.unique(ds.read(1)).tolist())
+    assert {0, 3, 8, 9, 10}.issubset(scl_classes)
+    # The truth has pixels without a clear answer, and most pixels with one.
+    assert (truth["count"] == 0).any() and float((truth["count"] > 0).mean()) > 0.8
+
+
+def test_monthly_median_matches_truth(demo_run, truth):
+    monthly = xr.open_zarr(demo_run / "monthly.zarr", mask_and_scale=False)
+    t = _truth_on(monthly, truth)
+    assert monthly.sizes["time"] == 4 and (monthly.time.values == t.time.values).all()
+    for name, key in BANDS.items():
+        got = monthly[name].values.astype(np.float64)
+        expected = t[key].values
+        clear = ~np.isnan(expected)
+        assert clear.mean() > 0.5
+        assert (got[~clear] == 0).all(), f"{name}: pixels without a clear observation must be nodata"
+        assert (got[clear] >= 1).all(), f"{name}: clear pixels must never read as nodata 0"
+        assert np.abs(got[clear] - expected[clear]).max() <= 1, name
+    np.testing.assert_array_equal(monthly["count"].values, t["count"].values)
+
+
+def test_cogs_match_truth_across_baseline_change(demo_run, truth):
+    monthly = xr.open_zarr(demo_run / "monthly.zarr")
+    t = _truth_on(monthly, truth)
+    for i, month in enumerate(["2021-12", "2022-01", "2022-02", "2022-03"]):
+        folder = demo_run / f"monthly-mosaic-{month}"
+        with rasterio.open(folder / f"monthly-mosaic-{month}.tif") as ds:
+            data = ds.read().astype(np.float64)
+        with rasterio.open(folder / f"monthly-mosaic-{month}-count.tif") as ds:
+            np.testing.assert_array_equal(ds.read(1), t["count"].values[i])
+        for b, key in enumerate(BANDS.values()):
+            expected = t[key].values[i]
+            clear = ~np.isnan(expected)
+            assert (data[b][~clear] == 0).all()
+            assert np.abs(data[b][clear] - expected[clear]).max() <= 1, (month, key)
+    # January mixes baseline 03.01 and 04.00 scenes: an unharmonised median would be ~500 DN off.
+    assert (t["count"].values[1] > 0).mean() > 0.9
+    # March has a patch that is cloudy in every scene: no clear answer, nodata out.
+    assert (t["count"].values[3] == 0).sum() > 100

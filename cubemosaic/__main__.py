@@ -54,19 +54,29 @@ def compose(overrides: Sequence[str]):
 
 def _explain(e: Exception) -> tuple[str, str]:
     """(parameter, problem) from a Hydra/OmegaConf composition error."""
+    import re
+
     cause = e
     while cause.__cause__ is not None:
         cause = cause.__cause__
+    text = (str(cause).splitlines() or [type(cause).__name__])[0]
+    missing = re.search(r"Could not find '([^']+)/([^']*)'", str(e))
+    if missing:  # an unknown option of a config group
+        group, option = missing.groups()
+        options = sorted(p.stem for p in (_conf_dir() / group).glob("*.yaml"))
+        return group, f"no option {option!r}; choose one of {', '.join(options)}"
     key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
-    text = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-    if "not in struct" in text or "Could not override" in str(e) and "not in struct" in str(cause):
-        return str(key or "override"), "unknown key (see --help for the keys)"
-    if "Could not find" in text or "Could not load" in text:
-        return text.split("'")[1] if "'" in text else "override", text
+    if key and "not in" in text:
+        return str(key), "unknown key (python -m cubemosaic --help lists the keys)"
     if key:
         return str(key), text
-    first = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return "override", first
+    return "override", (str(e).splitlines() or [text])[0]
+
+
+def _conf_dir():
+    from .config import conf_dir
+
+    return conf_dir()
 
 
 def _setup_logging(debug: bool) -> None:

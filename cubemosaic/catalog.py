@@ -98,26 +98,27 @@ def _absolute(url: str) -> str:
 
 
 def _read_json(url: str) -> dict[str, Any]:
+    import requests
+
     try:
         if "://" not in url or url.startswith("file://"):
-            path = Path(url.removeprefix("file://")).expanduser()
-            text = path.read_text()
+            text = Path(url.removeprefix("file://")).expanduser().read_text()
         else:
-            import requests
-
             resp = requests.get(url, timeout=30)
             if resp.status_code >= 400:
                 raise CatalogError(f"catalog.url: {redact(url)} answered HTTP {resp.status_code}")
             text = resp.text
         doc = json.loads(text)
-    except CatalogError:
-        raise
+    except requests.ConnectionError:
+        raise CatalogError(f"catalog.url: cannot reach {redact(url)} (connection failed)") from None
+    except requests.Timeout:
+        raise CatalogError(f"catalog.url: {redact(url)} did not answer in time") from None
+    except requests.RequestException as e:
+        raise CatalogError(f"catalog.url: cannot read {redact(url)} ({type(e).__name__})") from None
     except OSError as e:
         raise CatalogError(f"catalog.url: cannot read {redact(url)} ({e.strerror or e})") from None
     except ValueError:
         raise CatalogError(f"catalog.url: {redact(url)} is not JSON") from None
-    except Exception as e:  # requests' connection errors carry the URL and the reason
-        raise CatalogError(f"catalog.url: cannot reach {redact(url)} ({type(e).__name__})") from None
     if not isinstance(doc, dict):
         raise CatalogError(f"catalog.url: {redact(url)} is not a STAC document")
     return doc
@@ -204,36 +205,47 @@ def _band_names(asset: pystac.Asset) -> set[str]:
     return names
 
 
-def asset_key(item: pystac.Item, name: str) -> Optional[str]:
-    """The asset key of ``item`` for band ``name`` (asset key, band name or common name)."""
+def _candidates(item: pystac.Item, name: str) -> list[str]:
+    """Asset keys of ``item`` that band ``name`` may mean, best first."""
     if name in item.assets:
-        return name
+        return [name]
     lowered = {k.lower(): k for k in item.assets}
     if name.lower() in lowered:
-        return lowered[name.lower()]
+        return [lowered[name.lower()]]
     matches = [k for k, a in item.assets.items() if name.lower() in _band_names(a)]
-    # Prefer single-band assets: a 'visual' TCI asset also carries red, green and blue.
+    # Single-band assets only: a 'visual' TCI asset also carries red, green and blue.
     single = [k for k in matches if len(item.assets[k].extra_fields.get("eo:bands") or
                                         item.assets[k].extra_fields.get("bands") or []) == 1]  # fmt: skip
-    return (single or matches or [None])[0]
+    return single or matches
+
+
+def asset_key(item: pystac.Item, name: str) -> Optional[str]:
+    """The asset key of ``item`` for band ``name`` (asset key, band name or common name), if one."""
+    found = _candidates(item, name)
+    return found[0] if len(found) == 1 else None
 
 
 def resolve_bands(items: Sequence[pystac.Item], bands: Sequence[str], mask_band: str = "SCL") -> tuple[dict[str, str], str]:
     """Map each requested band (and the SCL mask) to an asset key, checked on every item.
 
     Returns ``({band: asset_key}, scl_asset_key)``; raises :class:`ConfigError` naming
-    the band when an item lacks it.
+    the band when it is unknown or ambiguous, :class:`CatalogError` when an item lacks it.
     """
     if not items:
         raise NothingFoundError("no scene to resolve bands on")
     first = items[0]
     mapping: dict[str, str] = {}
     for band in bands:
-        key = asset_key(first, band)
-        if key is None:
-            known = sorted({n for a in first.assets.values() for n in _band_names(a)} | set(first.assets))
-            raise ConfigError("bands", f"{band!r} is not a band of item {first.id}; known: {', '.join(known)}")
-        mapping[band] = key
+        found = _candidates(first, band)
+        if len(found) > 1:
+            raise ConfigError("bands", f"{band!r} is ambiguous in item {first.id} ({', '.join(found)}); "
+                                       "name the asset instead")  # fmt: skip
+        if not found:
+            data = [k for k, a in first.assets.items() if "data" in (a.roles or [])]
+            common = {n for k in data for n in _band_names(first.assets[k])} - {k.lower() for k in data}
+            raise ConfigError("bands", f"{band!r} is not a band of item {first.id}; "
+                                       f"known: {', '.join(sorted(data) + sorted(common))}")  # fmt: skip
+        mapping[band] = found[0]
     scl = asset_key(first, mask_band)
     if scl is None:
         raise CatalogError(f"item {first.id} has no {mask_band} (scene classification) asset to mask clouds with")

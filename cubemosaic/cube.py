@@ -265,7 +265,7 @@ def build_cube(items: Sequence[pystac.Item], path: str, *, geobox, bands: Mappin
         try:
             store.write_step(path, i, arrays)
         except Exception as e:  # a failed read surfaces here, from whichever worker ran it
-            raise _read_error(e, day) from None
+            raise _read_error(e, day, geobox, [*bands.values(), scl_key], patch_url) from None
         store.mark_done(path, i, complete=len(state.done) + n == len(days))
         log.info("cube: day %d/%d written: %s (%d scene(s)) [%d/%d]", i + 1, len(days), day.day,
                  len(day.items), len(state.done) + n, len(days))  # fmt: skip
@@ -275,18 +275,45 @@ def build_cube(items: Sequence[pystac.Item], path: str, *, geobox, bands: Mappin
     return path
 
 
-def _read_error(e: Exception, day: SolarDay) -> Exception:
-    """Turn a failed read into a :class:`ReadError` naming the asset (item id and band)."""
+def _read_error(e: Exception, day: SolarDay, geobox, keys: Sequence[str],
+                patch_url: Optional[Callable[[str], str]]) -> Exception:  # fmt: skip
+    """Turn a failed read into a :class:`ReadError` naming the asset (item id and band).
+
+    The error raised by a worker does not always name its file (GDAL's warper says only
+    "Chunk and warp failed"), so on failure each asset of the day is read again here, at
+    the output resolution, until the broken one is found.
+    """
     if isinstance(e, MemoryError):
         return e
     text = _scrub(str(e))
     for item in day.items:
-        for key, asset in item.assets.items():
-            hrefs = {asset.href, asset.get_absolute_href() or asset.href}
-            if any(h.split("?")[0].removeprefix("file://") in text for h in hrefs):
-                return ReadError(f"cannot read asset {key} of item {item.id}: {text}")
+        for key in keys:
+            problem = _probe(item.assets[key].get_absolute_href() or item.assets[key].href, geobox, patch_url)
+            if problem:
+                return ReadError(f"cannot read asset {key} of item {item.id}: {problem}")
     ids = ", ".join(i.id for i in day.items)
     return ReadError(f"cannot read the scenes of {day.day} ({ids}): {text}")
+
+
+def _probe(href: str, geobox, patch_url: Optional[Callable[[str], str]]) -> Optional[str]:
+    """Read ``href`` over ``geobox`` at its resolution; the problem as one line, or None."""
+    import rasterio
+    from rasterio.windows import from_bounds
+
+    try:
+        url = patch_url(href) if patch_url else href
+        with rasterio.open(url) as src:
+            bounds = geobox.extent.to_crs(src.crs).boundingbox
+            window = from_bounds(*bounds, transform=src.transform).intersection(
+                rasterio.windows.Window(0, 0, src.width, src.height))
+            scale = abs(src.transform.a) / geobox.resolution.x
+            shape = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
+            src.read(1, window=window, out_shape=shape)
+    except rasterio.errors.WindowError:
+        return None  # the asset does not cover the area: not what failed
+    except Exception as e:  # rasterio and GDAL raise many types; any of them is the answer
+        return _scrub(f"{type(e).__name__}: {e}")
+    return None
 
 
 def _scrub(text: str) -> str:

@@ -1,0 +1,109 @@
+"""Every bad input: one line naming the parameter or asset, a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+
+import pytest
+
+from conftest import cli
+
+
+def _one_line_error(proc, *needles: str) -> str:
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("cubemosaic: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert proc.stderr.rstrip().splitlines()[-1] == errors[0], "the error is the last line"
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("start_date=2021-13-01", ["start_date", "YYYY-MM-DD"]),
+        ("end_date=20210101x", ["end_date"]),
+        ("end_date=2021-01-01", ["end_date", "before start_date"]),
+        ("aoi=[1,2,3]", ["aoi", "4 numbers"]),
+        ("aoi=[200,0,201,1]", ["aoi", "longitudes"]),
+        ("aoi=[0,10,1,5]", ["aoi", "min must be below max"]),
+        ("bands=[]", ["bands", "at least one band"]),
+        ("bands=[red,red]", ["bands", "twice"]),
+        ("resolution=-5", ["resolution", "positive"]),
+        ("resolution=abc", ["resolution"]),
+        ("max_cloud_cover=150", ["max_cloud_cover", "0-100"]),
+        ("max_items=0", ["max_items"]),
+        ("resolutoin=20", ["resolutoin", "unknown key"]),
+        ("catalog=nope", ["catalog", "no option 'nope'"]),
+        ("stage=foo", ["stage", "'foo'"]),
+        ("crs=EPSG:999999", ["crs"]),
+        ("mask_classes=[3,12]", ["mask_classes"]),
+    ],
+)
+def test_bad_input_is_refused_before_any_network_call(override, needles, tmp_path):
+    # A listening socket stands for the catalog: validation must not connect to it.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/stac"
+        proc = cli(["catalog=demo", f"catalog.url={url}", override, f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+        _one_line_error(proc, *needles)
+        assert proc.returncode == 2
+        with pytest.raises(BlockingIOError):
+            server.accept()
+
+
+def test_unknown_band_is_named(demo, tmp_path):
+    proc = cli(["catalog=demo", "bands=[red,purple]", f"output_dir={tmp_path}"], cwd=tmp_path)
+    _one_line_error(proc, "bands", "'purple'", "known:", "nir")
+
+
+def test_unreachable_catalog(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = cli(["catalog=demo", f"catalog.url=http://127.0.0.1:{port}/stac", f"output_dir={tmp_path}"], cwd=tmp_path)
+    _one_line_error(proc, "catalog.url", f"127.0.0.1:{port}", "cannot reach")
+
+
+def test_missing_catalog_file(tmp_path):
+    proc = cli(["catalog=demo", f"catalog.url={tmp_path}/nope.json", f"output_dir={tmp_path}"], cwd=tmp_path)
+    _one_line_error(proc, "catalog.url", "nope.json")
+
+
+def test_nothing_found(demo, tmp_path):
+    proc = cli(["catalog=demo", "start_date=2010-01-01", "end_date=2010-02-01", f"output_dir={tmp_path}"], cwd=tmp_path)
+    _one_line_error(proc, "no scene", "2010-01-01")
+
+
+def test_unwritable_output_dir(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    proc = cli(["catalog=demo", f"output_dir={blocker}/out"], cwd=tmp_path)
+    _one_line_error(proc, "output_dir", "not writable")
+    assert blocker.read_text() == "mine"
+
+
+def test_output_of_another_request_is_not_overwritten(demo_run, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(demo_run / "cube.zarr", out / "cube.zarr")
+    proc = cli(["catalog=demo", "bands=[red,nir]", f"output_dir={out}"], cwd=tmp_path)
+    _one_line_error(proc, "output_dir", "cube.zarr", "overwrite=true")
+
+
+def test_corrupt_asset_is_named(demo, tmp_path):
+    doc = json.loads(demo.items_path.read_text())
+    item = doc["features"][3]
+    src = item["assets"]["B08"]["href"].removeprefix("file://")
+    broken = tmp_path / "B08-truncated.tif"
+    broken.write_bytes(open(src, "rb").read()[:3000])
+    item["assets"]["B08"]["href"] = broken.as_uri()
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+    _one_line_error(proc, "B08", item["id"])

@@ -1,0 +1,55 @@
+"""A run killed with SIGKILL halfway and rerun gives the same outputs, reusing what was written."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+
+from conftest import cli
+
+
+@pytest.mark.parametrize(("marker", "store", "done_at_least"), [("[6/18]", "cube.zarr", 6), ("[2/4]", "monthly.zarr", 2)])
+def test_sigkill_then_rerun_resumes(demo_run, tmp_path, marker, store, done_at_least):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"output_dir={out}"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=dict(os.environ))
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if marker in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(60)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (out / "catalog.json").exists()
+
+    rerun = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    resumed = re.search(rf"resuming {re.escape(store)}, (\d+) step\(s\) already written", rerun.stderr)
+    assert resumed, rerun.stderr
+    assert int(resumed.group(1)) >= done_at_least
+    if store == "cube.zarr":
+        written = re.search(r"(\d+) day\(s\) to write", rerun.stderr)
+        assert written and int(written.group(1)) <= 18 - done_at_least
+    else:
+        assert "cube.zarr already complete" in rerun.stderr
+    for tif in sorted(demo_run.glob("monthly-mosaic-*/*.tif")):
+        with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(demo_run)) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+    assert len(list(out.glob("monthly-mosaic-*/*.tif"))) == 8
+
+
+def test_rerun_of_a_finished_job_reads_nothing_again(demo_run, tmp_path):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(demo_run, out)
+    proc = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "0 day(s) to write" in proc.stderr and "0 to compute" in proc.stderr

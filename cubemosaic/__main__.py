@@ -80,6 +80,11 @@ def _conf_dir():
 
 
 def _setup_logging(debug: bool) -> None:
+    import warnings
+
+    if not debug:
+        # odc-loader warps pixel arrays in memory, which rasterio reports as "not georeferenced".
+        warnings.filterwarnings("ignore", message="Dataset has no geotransform")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s cubemosaic: %(message)s", "%H:%M:%S"))
     root = logging.getLogger("cubemosaic")

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pystac
@@ -49,7 +49,7 @@ class SearchRequest:
     #: Scene-level cloud cover limit in percent; 100 keeps everything.
     max_cloud_cover: float = 100.0
     #: Stop after this many scenes (in the catalog's order); ``None`` for all.
-    max_items: Optional[int] = None
+    max_items: int | None = None
 
     @property
     def datetime_range(self) -> str:
@@ -167,7 +167,9 @@ def _search_api(url: str, request: SearchRequest) -> list[pystac.Item]:
     return _filter(items, request, source=url)
 
 
-def _filter(items: Iterable[pystac.Item], request: SearchRequest, source: str, quiet: bool = False) -> list[pystac.Item]:
+def _filter(
+    items: Iterable[pystac.Item], request: SearchRequest, source: str, quiet: bool = False
+) -> list[pystac.Item]:
     """Apply ``request`` in-process (static files; APIs without the query extension)."""
     start = dt.datetime.combine(request.start_date, dt.time.min, tzinfo=dt.timezone.utc)
     end = dt.datetime.combine(request.end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.timezone.utc)
@@ -214,18 +216,23 @@ def _candidates(item: pystac.Item, name: str) -> list[str]:
         return [lowered[name.lower()]]
     matches = [k for k, a in item.assets.items() if name.lower() in _band_names(a)]
     # Single-band assets only: a 'visual' TCI asset also carries red, green and blue.
-    single = [k for k in matches if len(item.assets[k].extra_fields.get("eo:bands") or
-                                        item.assets[k].extra_fields.get("bands") or []) == 1]  # fmt: skip
+    single = [
+        k
+        for k in matches
+        if len(item.assets[k].extra_fields.get("eo:bands") or item.assets[k].extra_fields.get("bands") or []) == 1
+    ]
     return single or matches
 
 
-def asset_key(item: pystac.Item, name: str) -> Optional[str]:
+def asset_key(item: pystac.Item, name: str) -> str | None:
     """The asset key of ``item`` for band ``name`` (asset key, band name or common name), if one."""
     found = _candidates(item, name)
     return found[0] if len(found) == 1 else None
 
 
-def resolve_bands(items: Sequence[pystac.Item], bands: Sequence[str], mask_band: str = "SCL") -> tuple[dict[str, str], str]:
+def resolve_bands(
+    items: Sequence[pystac.Item], bands: Sequence[str], mask_band: str = "SCL"
+) -> tuple[dict[str, str], str]:
     """Map each requested band (and the SCL mask) to an asset key, checked on every item.
 
     Returns ``({band: asset_key}, scl_asset_key)``; raises :class:`ConfigError` naming
@@ -238,13 +245,15 @@ def resolve_bands(items: Sequence[pystac.Item], bands: Sequence[str], mask_band:
     for band in bands:
         found = _candidates(first, band)
         if len(found) > 1:
-            raise ConfigError("bands", f"{band!r} is ambiguous in item {first.id} ({', '.join(found)}); "
-                                       "name the asset instead")  # fmt: skip
+            raise ConfigError(
+                "bands", f"{band!r} is ambiguous in item {first.id} ({', '.join(found)}); name the asset instead"
+            )
         if not found:
             data = [k for k, a in first.assets.items() if "data" in (a.roles or [])]
             common = {n for k in data for n in _band_names(first.assets[k])} - {k.lower() for k in data}
-            raise ConfigError("bands", f"{band!r} is not a band of item {first.id}; "
-                                       f"known: {', '.join(sorted(data) + sorted(common))}")  # fmt: skip
+            raise ConfigError(
+                "bands", f"{band!r} is not a band of item {first.id}; known: {', '.join(sorted(data) + sorted(common))}"
+            )
         mapping[band] = found[0]
     scl = asset_key(first, mask_band)
     if scl is None:
@@ -257,7 +266,7 @@ def resolve_bands(items: Sequence[pystac.Item], bands: Sequence[str], mask_band:
 
 
 # --------------------------------------------------------------------------- signing
-def signer(kind: str) -> Optional[Callable[[str], str]]:
+def signer(kind: str) -> Callable[[str], str] | None:
     """The href signer for ``catalog.sign``: ``planetary_computer`` or ``none``."""
     if kind == "planetary_computer":
         import planetary_computer

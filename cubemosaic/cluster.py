@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Optional
 
 from .errors import ConfigError
 
@@ -29,8 +28,14 @@ def gateway_requested() -> bool:
 
 
 @contextmanager
-def dask_client(kind: str = "auto", *, n_workers: Optional[int] = None, threads_per_worker: Optional[int] = None,
-                processes: bool = False, memory_limit: str = "auto") -> Iterator[object]:  # fmt: skip
+def dask_client(
+    kind: str = "auto",
+    *,
+    n_workers: int | None = None,
+    threads_per_worker: int | None = None,
+    processes: bool = False,
+    memory_limit: str = "auto",
+) -> Iterator[object]:
     """Yield a ``distributed.Client`` for ``kind`` (auto, local, gateway); close what it started."""
     if kind == "gateway" or (kind == "auto" and gateway_requested()):
         raise ConfigError("cluster", "Dask Gateway clusters are not supported by this version; use cluster=local")
@@ -39,20 +44,26 @@ def dask_client(kind: str = "auto", *, n_workers: Optional[int] = None, threads_
 
 
 @contextmanager
-def _local(n_workers: Optional[int], threads_per_worker: Optional[int], processes: bool,
-           memory_limit: str) -> Iterator[object]:  # fmt: skip
+def _local(
+    n_workers: int | None, threads_per_worker: int | None, processes: bool, memory_limit: str
+) -> Iterator[object]:
     from distributed import Client, LocalCluster
 
     workers = n_workers or 1
     threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     cluster = LocalCluster(
-        n_workers=workers, threads_per_worker=threads, processes=processes, memory_limit=memory_limit,
-        dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL,
-    )  # fmt: skip
+        n_workers=workers,
+        threads_per_worker=threads,
+        processes=processes,
+        memory_limit=memory_limit,
+        dashboard_address="127.0.0.1:0",
+        silence_logs=logging.CRITICAL,
+    )
     try:
         with Client(cluster) as client:
-            log.info("cluster: local, %d worker(s) x %d thread(s); dashboard %s", workers, threads,
-                     client.dashboard_link)  # fmt: skip
+            log.info(
+                "cluster: local, %d worker(s) x %d thread(s); dashboard %s", workers, threads, client.dashboard_link
+            )
             yield client
     finally:
         cluster.close()

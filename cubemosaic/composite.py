@@ -56,19 +56,28 @@ def _template(cube, months: np.ndarray, counts: Sequence[int], bands: Sequence[s
     import xarray as xr
 
     ids, starts = [], np.cumsum([0, *counts])
-    for a, b in zip(starts[:-1], starts[1:]):
+    for a, b in zip(starts[:-1], starts[1:], strict=True):
         ids.append(" ".join(str(v) for v in cube["item_ids"].values[a:b]))
     shape = (len(months),) + cube[bands[0]].shape[1:]
     chunks = (1,) + shard
     data: dict[str, Any] = {
-        name: (("time", "y", "x"), da.zeros(shape, dtype="float32", chunks=chunks),
-               {"long_name": f"{name} monthly median surface reflectance", "units": "1", "nodata": 0,
-                "grid_mapping": "spatial_ref"})  # fmt: skip
+        name: (
+            ("time", "y", "x"),
+            da.zeros(shape, dtype="float32", chunks=chunks),
+            {
+                "long_name": f"{name} monthly median surface reflectance",
+                "units": "1",
+                "nodata": 0,
+                "grid_mapping": "spatial_ref",
+            },
+        )
         for name in bands
     }
-    data["count"] = (("time", "y", "x"), da.zeros(shape, dtype="uint16", chunks=chunks),
-                     {"long_name": "number of clear observations in the month", "units": "1",
-                      "grid_mapping": "spatial_ref"})  # fmt: skip
+    data["count"] = (
+        ("time", "y", "x"),
+        da.zeros(shape, dtype="uint16", chunks=chunks),
+        {"long_name": "number of clear observations in the month", "units": "1", "grid_mapping": "spatial_ref"},
+    )
     coords = {
         "time": months,
         "y": cube.y,
@@ -111,8 +120,12 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False) -> str:
         for name in bands:
             block = cube[name].data[sl].rechunk((-1,) + shard)  # one month = one chunk in time
             arrays[name] = da.map_blocks(median_block, block, dtype=np.uint16, chunks=((1,),) + block.chunks[1:])
-        arrays["count"] = da.map_blocks(count_block, cube[bands[0]].data[sl].rechunk((-1,) + shard),
-                                        dtype=np.uint16, chunks=((1,),) + arrays[bands[0]].chunks[1:])  # fmt: skip
+        arrays["count"] = da.map_blocks(
+            count_block,
+            cube[bands[0]].data[sl].rechunk((-1,) + shard),
+            dtype=np.uint16,
+            chunks=((1,),) + arrays[bands[0]].chunks[1:],
+        )
         store.write_step(path, i, arrays)
         store.mark_done(path, i, complete=len(state.done) + n == len(months))
         log.info("composite: month %s written [%d/%d]", str(months[i])[:7], len(state.done) + n, len(months))

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from .errors import ConfigError
 
@@ -47,7 +47,7 @@ class CatalogConf:
     name: str = "planetary_computer"
     #: A STAC API root URL, or a path/URL of a static ItemCollection or catalog JSON.
     #: ``null`` with ``name: demo`` means the embedded demo archive.
-    url: Optional[str] = None
+    url: str | None = None
     collection: str = "sentinel-2-l2a"
     #: How asset hrefs are signed before reading: ``none`` or ``planetary_computer``.
     sign: str = "none"
@@ -59,8 +59,8 @@ class ClusterConf:
 
     kind: str = "auto"
     #: Local cluster: worker processes (``null`` = 1) and threads per worker (``null`` = all cores).
-    n_workers: Optional[int] = None
-    threads_per_worker: Optional[int] = None
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
     #: Local cluster: worker processes (true) or threads in this process (false).
     processes: bool = False
     memory_limit: str = "auto"
@@ -72,14 +72,14 @@ class Config:
 
     catalog: CatalogConf = field(default_factory=CatalogConf)
     cluster: ClusterConf = field(default_factory=ClusterConf)
-    start_date: Optional[str] = None
-    end_date: Optional[str] = None
-    aoi: Optional[list[float]] = None
+    start_date: str | None = None
+    end_date: str | None = None
+    aoi: list[float] | None = None
     bands: list[str] = field(default_factory=lambda: ["red", "green", "blue", "nir"])
-    collection: Optional[str] = None
+    collection: str | None = None
     resolution: float = 20.0
-    crs: Optional[str] = None
-    max_items: Optional[int] = None
+    crs: str | None = None
+    max_items: int | None = None
     max_cloud_cover: float = 100.0
     mask_classes: list[int] = field(default_factory=lambda: list(DEFAULT_MASK_CLASSES))
     resampling: str = "nearest"
@@ -115,7 +115,7 @@ class Settings:
     #: Catalog name (``planetary_computer``, ``earth_search``, ``demo`` or a user's own).
     catalog: str
     #: STAC API URL or static file path/URL; ``None`` only for the demo before it is built.
-    catalog_url: Optional[str]
+    catalog_url: str | None
     collection: str
     sign: str
     start_date: dt.date
@@ -124,8 +124,8 @@ class Settings:
     aoi: tuple[float, float, float, float]
     bands: tuple[str, ...]
     resolution: float
-    crs: Optional[str]
-    max_items: Optional[int]
+    crs: str | None
+    max_items: int | None
     max_cloud_cover: float
     mask_classes: tuple[int, ...]
     resampling: str
@@ -134,8 +134,8 @@ class Settings:
     stage: str
     overwrite: bool
     cluster_kind: str
-    n_workers: Optional[int]
-    threads_per_worker: Optional[int]
+    n_workers: int | None
+    threads_per_worker: int | None
     processes: bool
     memory_limit: str
     debug: bool

@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pystac
@@ -74,7 +74,7 @@ def group_by_solar_day(items: Sequence[pystac.Item]) -> list[SolarDay]:
     return [SolarDay(d, tuple(v)) for d, v in sorted(days.items())]
 
 
-def item_offset(item: pystac.Item, asset_key: Optional[str] = None) -> int:
+def item_offset(item: pystac.Item, asset_key: str | None = None) -> int:
     """DN to subtract from ``item``'s reflectance bands to remove the BOA offset.
 
     Decided per item, by the most explicit statement the catalog makes: the asset's
@@ -100,7 +100,7 @@ def item_offset(item: pystac.Item, asset_key: Optional[str] = None) -> int:
     return BOA_OFFSET_DN if when and when.date() >= BASELINE_CHANGE else 0
 
 
-def _item_crs(item: pystac.Item) -> Optional[str]:
+def _item_crs(item: pystac.Item) -> str | None:
     props = item.properties
     if props.get("proj:code"):
         return str(props["proj:code"])
@@ -134,7 +134,10 @@ def output_geobox(aoi: tuple[float, float, float, float], crs: str, resolution: 
 def shard_shape(geobox, chunk_size: int) -> tuple[int, int]:
     """Spatial shard (= dask chunk) shape: 2x2 Zarr chunks, no larger than the grid needs."""
     ny, nx = geobox.shape
-    return (min(2 * chunk_size, -(-ny // chunk_size) * chunk_size), min(2 * chunk_size, -(-nx // chunk_size) * chunk_size))
+    return (
+        min(2 * chunk_size, -(-ny // chunk_size) * chunk_size),
+        min(2 * chunk_size, -(-nx // chunk_size) * chunk_size),
+    )
 
 
 def cube_template(geobox, days: Sequence[SolarDay], bands: Sequence[str], shard: tuple[int, int]):
@@ -147,8 +150,11 @@ def cube_template(geobox, days: Sequence[SolarDay], bands: Sequence[str], shard:
     shape = (len(days),) + geobox.shape
     chunks = (1,) + shard
     data = {
-        name: (("time", "y", "x"), da.zeros(shape, dtype="float32", chunks=chunks),
-               {"long_name": f"{name} surface reflectance", "units": "1", "nodata": 0})  # fmt: skip
+        name: (
+            ("time", "y", "x"),
+            da.zeros(shape, dtype="float32", chunks=chunks),
+            {"long_name": f"{name} surface reflectance", "units": "1", "nodata": 0},
+        )
         for name in bands
     }
     coords: dict[str, Any] = {
@@ -157,11 +163,22 @@ def cube_template(geobox, days: Sequence[SolarDay], bands: Sequence[str], shard:
         "x": grid.x,
         "spatial_ref": grid.spatial_ref,
         "item_ids": ("time", np.array([" ".join(i.id for i in d.items) for d in days], dtype=object)),
-        "platform": ("time", np.array([" ".join(sorted({str(i.properties.get("platform", "")) for i in d.items}))
-                                       for d in days], dtype=object)),  # fmt: skip
-        "processing_baseline": ("time", np.array(
-            [" ".join(sorted({str(i.properties.get("s2:processing_baseline", "")) for i in d.items})) for d in days],
-            dtype=object)),  # fmt: skip
+        "platform": (
+            "time",
+            np.array(
+                [" ".join(sorted({str(i.properties.get("platform", "")) for i in d.items})) for d in days], dtype=object
+            ),
+        ),
+        "processing_baseline": (
+            "time",
+            np.array(
+                [
+                    " ".join(sorted({str(i.properties.get("s2:processing_baseline", "")) for i in d.items}))
+                    for d in days
+                ],
+                dtype=object,
+            ),
+        ),
     }
     ds = xr.Dataset(data, coords=coords)
     for name in bands:
@@ -193,13 +210,21 @@ def _clear(loaded, keys: Sequence[str], scl_key: str, mask: Sequence[int], offse
 _STAC_CFG = {"*": {"assets": {"*": {"data_type": "uint16", "nodata": 0}}}}
 
 
-def load_day(day: SolarDay, geobox, bands: Mapping[str, str], scl_key: str, mask_classes: Sequence[int],
-             resampling: str, shard: tuple[int, int], patch_url: Optional[Callable[[str], str]]) -> dict[str, Any]:  # fmt: skip
+def load_day(
+    day: SolarDay,
+    geobox,
+    bands: Mapping[str, str],
+    scl_key: str,
+    mask_classes: Sequence[int],
+    resampling: str,
+    shard: tuple[int, int],
+    patch_url: Callable[[str], str] | None,
+) -> dict[str, Any]:
     """Lazy (dask) uint16 arrays of shape (1, y, x) per band name for one solar day."""
     import odc.stac
 
     keys = list(bands.values())
-    fused: Optional[list] = None
+    fused: list | None = None
     for item in day.items:
         loaded = odc.stac.load(
             [item],
@@ -214,9 +239,9 @@ def load_day(day: SolarDay, geobox, bands: Mapping[str, str], scl_key: str, mask
             fail_on_error=True,
         )
         clear = _clear(loaded, keys, scl_key, mask_classes, item_offset(item, keys[0]))
-        fused = clear if fused is None else [_first(a, b) for a, b in zip(fused, clear)]
+        fused = clear if fused is None else [_first(a, b) for a, b in zip(fused, clear, strict=True)]
     assert fused is not None
-    return {name: arr[None] for name, arr in zip(bands, fused)}
+    return {name: arr[None] for name, arr in zip(bands, fused, strict=True)}
 
 
 def _first(a, b):
@@ -225,8 +250,15 @@ def _first(a, b):
     return da.where(a != 0, a, b)
 
 
-def signature(days: Sequence[SolarDay], geobox, bands: Mapping[str, str], scl_key: str,
-              mask_classes: Sequence[int], resampling: str, chunk_size: int) -> dict[str, Any]:  # fmt: skip
+def signature(
+    days: Sequence[SolarDay],
+    geobox,
+    bands: Mapping[str, str],
+    scl_key: str,
+    mask_classes: Sequence[int],
+    resampling: str,
+    chunk_size: int,
+) -> dict[str, Any]:
     """What makes a cube: rerunning with the same signature resumes it."""
     return {
         "format": CUBE_FORMAT,
@@ -242,9 +274,19 @@ def signature(days: Sequence[SolarDay], geobox, bands: Mapping[str, str], scl_ke
     }
 
 
-def build_cube(items: Sequence[pystac.Item], path: str, *, geobox, bands: Mapping[str, str], scl_key: str,
-               mask_classes: Sequence[int], resampling: str = "nearest", chunk_size: int = 1024,
-               overwrite: bool = False, patch_url: Optional[Callable[[str], str]] = None) -> str:  # fmt: skip
+def build_cube(
+    items: Sequence[pystac.Item],
+    path: str,
+    *,
+    geobox,
+    bands: Mapping[str, str],
+    scl_key: str,
+    mask_classes: Sequence[int],
+    resampling: str = "nearest",
+    chunk_size: int = 1024,
+    overwrite: bool = False,
+    patch_url: Callable[[str], str] | None = None,
+) -> str:
     """Write (or resume) the cube of ``items`` at ``path``; returns ``path``.
 
     ``bands`` maps output variable names to asset keys; ``scl_key`` is the SCL asset.
@@ -256,9 +298,15 @@ def build_cube(items: Sequence[pystac.Item], path: str, *, geobox, bands: Mappin
     sig = signature(days, geobox, bands, scl_key, mask_classes, resampling, chunk_size)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
     todo = [i for i in range(len(days)) if i not in state.done]
-    log.info("cube: %d solar day(s), %d scene(s), grid %s at %g m in %s; %d day(s) to write",
-             len(days), len(items), "x".join(map(str, geobox.shape[::-1])), geobox.resolution.x,
-             geobox.crs, len(todo))  # fmt: skip
+    log.info(
+        "cube: %d solar day(s), %d scene(s), grid %s at %g m in %s; %d day(s) to write",
+        len(days),
+        len(items),
+        "x".join(map(str, geobox.shape[::-1])),
+        geobox.resolution.x,
+        geobox.crs,
+        len(todo),
+    )
     for n, i in enumerate(todo, start=1):
         day = days[i]
         arrays = load_day(day, geobox, bands, scl_key, mask_classes, resampling, shard, patch_url)
@@ -267,16 +315,24 @@ def build_cube(items: Sequence[pystac.Item], path: str, *, geobox, bands: Mappin
         except Exception as e:  # a failed read surfaces here, from whichever worker ran it
             raise _read_error(e, day, geobox, [*bands.values(), scl_key], patch_url) from None
         store.mark_done(path, i, complete=len(state.done) + n == len(days))
-        log.info("cube: day %d/%d written: %s (%d scene(s)) [%d/%d]", i + 1, len(days), day.day,
-                 len(day.items), len(state.done) + n, len(days))  # fmt: skip
+        log.info(
+            "cube: day %d/%d written: %s (%d scene(s)) [%d/%d]",
+            i + 1,
+            len(days),
+            day.day,
+            len(day.items),
+            len(state.done) + n,
+            len(days),
+        )
     if not todo:
         store.mark_done(path, len(days) - 1, complete=True)
         log.info("cube: %s already complete", path)
     return path
 
 
-def _read_error(e: Exception, day: SolarDay, geobox, keys: Sequence[str],
-                patch_url: Optional[Callable[[str], str]]) -> Exception:  # fmt: skip
+def _read_error(
+    e: Exception, day: SolarDay, geobox, keys: Sequence[str], patch_url: Callable[[str], str] | None
+) -> Exception:
     """Turn a failed read into a :class:`ReadError` naming the asset (item id and band).
 
     The error raised by a worker does not always name its file (GDAL's warper says only
@@ -295,7 +351,7 @@ def _read_error(e: Exception, day: SolarDay, geobox, keys: Sequence[str],
     return ReadError(f"cannot read the scenes of {day.day} ({ids}): {text}")
 
 
-def _probe(href: str, geobox, patch_url: Optional[Callable[[str], str]]) -> Optional[str]:
+def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | None:
     """Read ``href`` over ``geobox`` at its resolution; the problem as one line, or None."""
     import rasterio
     from rasterio.windows import from_bounds
@@ -305,7 +361,8 @@ def _probe(href: str, geobox, patch_url: Optional[Callable[[str], str]]) -> Opti
         with rasterio.open(url) as src:
             bounds = geobox.extent.to_crs(src.crs).boundingbox
             window = from_bounds(*bounds, transform=src.transform).intersection(
-                rasterio.windows.Window(0, 0, src.width, src.height))
+                rasterio.windows.Window(0, 0, src.width, src.height)
+            )
             scale = abs(src.transform.a) / geobox.resolution.x
             shape = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
             src.read(1, window=window, out_shape=shape)

@@ -64,11 +64,25 @@ class DemoSpec:
     size: int = 300
     #: Acquisition days. One item each, except the days in ``pair_days``.
     days: tuple[str, ...] = (
-        "2021-12-03", "2021-12-08", "2021-12-13", "2021-12-23", "2021-12-28",
-        "2022-01-07", "2022-01-17", "2022-01-22", "2022-01-27", "2022-01-30",
-        "2022-02-06", "2022-02-11", "2022-02-16", "2022-02-26",
-        "2022-03-03", "2022-03-08", "2022-03-18", "2022-03-28",
-    )  # fmt: skip
+        "2021-12-03",
+        "2021-12-08",
+        "2021-12-13",
+        "2021-12-23",
+        "2021-12-28",
+        "2022-01-07",
+        "2022-01-17",
+        "2022-01-22",
+        "2022-01-27",
+        "2022-01-30",
+        "2022-02-06",
+        "2022-02-11",
+        "2022-02-16",
+        "2022-02-26",
+        "2022-03-03",
+        "2022-03-08",
+        "2022-03-18",
+        "2022-03-28",
+    )
     #: Days covered by two overlapping tiles (west and east) of one datatake.
     pair_days: tuple[str, ...] = ("2022-02-06",)
     #: Days whose scene has orbit-edge no-data over a corner.
@@ -236,22 +250,43 @@ def _write_cog(path: Path, data: np.ndarray, transform, epsg: int, blocksize: in
     from rasterio.shutil import copy as rio_copy
 
     profile = dict(
-        driver="GTiff", width=data.shape[1], height=data.shape[0], count=1, dtype=data.dtype.name,
-        crs=f"EPSG:{epsg}", transform=transform, nodata=0,
-    )  # fmt: skip
+        driver="GTiff",
+        width=data.shape[1],
+        height=data.shape[0],
+        count=1,
+        dtype=data.dtype.name,
+        crs=f"EPSG:{epsg}",
+        transform=transform,
+        nodata=0,
+    )
     with MemoryFile() as mem, mem.open(**profile) as ds:
         ds.write(data, 1)
         ds.set_band_description(1, desc)
         rio_copy(
-            ds, str(path), driver="COG", compress="DEFLATE", predictor="2", blocksize=blocksize,
-            overview_resampling="nearest", num_threads="ALL_CPUS",
-        )  # fmt: skip
+            ds,
+            str(path),
+            driver="COG",
+            compress="DEFLATE",
+            predictor="2",
+            blocksize=blocksize,
+            overview_resampling="nearest",
+            num_threads="ALL_CPUS",
+        )
     with rasterio.open(path) as check:  # fail here, not in a user's run, if GDAL wrote no overviews
         assert check.overviews(1), f"{path} has no overviews"
 
 
-def _item(spec: DemoSpec, day: dt.date, tile: str, col0: int, col1: int, folder: Path, platform: str,
-          cloud_cover: float, offset: int) -> dict:  # fmt: skip
+def _item(
+    spec: DemoSpec,
+    day: dt.date,
+    tile: str,
+    col0: int,
+    col1: int,
+    folder: Path,
+    platform: str,
+    cloud_cover: float,
+    offset: int,
+) -> dict:
     from pyproj import Transformer
 
     x0 = spec.origin[0] + col0 * 20
@@ -340,7 +375,7 @@ def _generate(tmp: Path, final_root: Path, spec: DemoSpec) -> None:
         for tile, c0, c1 in tiles:
             folder = tmp / f"{day_s}-{tile}"
             folder.mkdir()
-            for key, (common, _, desc) in BANDS.items():
+            for key, (common, _, _desc) in BANDS.items():
                 tr = Affine(10.0, 0.0, spec.origin[0] + c0 * 20, 0.0, -10.0, spec.origin[1])
                 band10 = np.repeat(np.repeat(raw[key][:, c0:c1], 2, axis=0), 2, axis=1)
                 _write_cog(folder / f"{key}.tif", band10, tr, spec.epsg, spec.blocksize, f"{key} {common}")
@@ -353,7 +388,7 @@ def _generate(tmp: Path, final_root: Path, spec: DemoSpec) -> None:
     mask_classes = (0, 1, 2, 3, 8, 9, 10)
     medians = {key: [] for key in BANDS}
     counts = []
-    for month, scenes in months.items():
+    for scenes in months.values():
         clear = np.stack([~np.isin(scl, mask_classes) for _, scl, _ in scenes])
         counts.append(clear.sum(axis=0).astype(np.uint16))
         for key in BANDS:

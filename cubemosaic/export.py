@@ -31,8 +31,16 @@ log = logging.getLogger(__name__)
 PREFIX = "monthly-mosaic"
 
 
-def write_cog(path: Path, data: np.ndarray, *, crs: Any, transform: Any, descriptions: Sequence[str],
-              nodata: int | None, overview_resampling: str) -> None:  # fmt: skip
+def write_cog(
+    path: Path,
+    data: np.ndarray,
+    *,
+    crs: Any,
+    transform: Any,
+    descriptions: Sequence[str],
+    nodata: int | None,
+    overview_resampling: str,
+) -> None:
     """Write (bands, y, x) ``data`` as a validated COG at ``path`` (temp file, validate, rename)."""
     from rasterio.io import MemoryFile
     from rio_cogeo.cogeo import cog_translate, cog_validate
@@ -43,8 +51,16 @@ def write_cog(path: Path, data: np.ndarray, *, crs: Any, transform: Any, descrip
     profile.update(predictor=2, blockxsize=block, blockysize=block)
     # Overviews down to ~128 px, at least one level, so small mosaics get overviews too.
     levels = max(1, int(np.log2(max(data.shape[1:]) / 128)))
-    src_profile = dict(driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                       dtype=data.dtype.name, crs=crs, transform=transform, nodata=nodata)  # fmt: skip
+    src_profile = dict(
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype.name,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+    )
     tmp = path.with_name(f".{path.name}.partial")
     try:
         with MemoryFile() as mem, mem.open(**src_profile) as src:
@@ -52,9 +68,17 @@ def write_cog(path: Path, data: np.ndarray, *, crs: Any, transform: Any, descrip
             for i, desc in enumerate(descriptions, start=1):
                 src.set_band_description(i, desc)
             cog_translate(
-                src, str(tmp), profile, nodata=nodata, overview_resampling=overview_resampling,
-                in_memory=True, quiet=True, overview_level=levels, config={"GDAL_NUM_THREADS": "ALL_CPUS"}, use_cog_driver=False,
-            )  # fmt: skip
+                src,
+                str(tmp),
+                profile,
+                nodata=nodata,
+                overview_resampling=overview_resampling,
+                in_memory=True,
+                quiet=True,
+                overview_level=levels,
+                config={"GDAL_NUM_THREADS": "ALL_CPUS"},
+                use_cog_driver=False,
+            )
         valid, errors, _ = cog_validate(str(tmp), quiet=True)
         if not valid:
             raise OutputError(f"{path.name} failed COG validation: {'; '.join(errors)}")
@@ -70,8 +94,9 @@ def _month_range(month: np.datetime64) -> tuple[dt.datetime, dt.datetime]:
     return start, end
 
 
-def _item(name: str, month: np.datetime64, geobox, bands: Sequence[str], sources: Sequence[str],
-          folder: Path, n_days: int):  # fmt: skip
+def _item(
+    name: str, month: np.datetime64, geobox, bands: Sequence[str], sources: Sequence[str], folder: Path, n_days: int
+):
     import pystac
     from pystac.extensions.eo import Band, EOExtension
     from pystac.extensions.projection import ProjectionExtension
@@ -93,10 +118,18 @@ def _item(name: str, month: np.datetime64, geobox, bands: Sequence[str], sources
             "constellation": "sentinel-2",
         },
     )
-    mosaic = pystac.Asset(href=str(folder / f"{name}.tif"), media_type=pystac.MediaType.COG,
-                          title="Monthly median surface reflectance x 10000", roles=["data"])  # fmt: skip
-    count = pystac.Asset(href=str(folder / f"{name}-count.tif"), media_type=pystac.MediaType.COG,
-                         title="Clear observations in the month", roles=["data", "count"])  # fmt: skip
+    mosaic = pystac.Asset(
+        href=str(folder / f"{name}.tif"),
+        media_type=pystac.MediaType.COG,
+        title="Monthly median surface reflectance x 10000",
+        roles=["data"],
+    )
+    count = pystac.Asset(
+        href=str(folder / f"{name}-count.tif"),
+        media_type=pystac.MediaType.COG,
+        title="Clear observations in the month",
+        roles=["data", "count"],
+    )
     item.add_asset("mosaic", mosaic)
     item.add_asset("count", count)
     proj = ProjectionExtension.ext(item, add_if_missing=True)
@@ -146,10 +179,24 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         folder = output_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         data = np.stack([monthly[b].isel(time=i).values for b in bands])
-        write_cog(folder / f"{name}.tif", data, crs=geobox.crs.to_wkt(), transform=geobox.transform,
-                  descriptions=bands, nodata=0, overview_resampling="average")  # fmt: skip
-        write_cog(folder / f"{name}-count.tif", count[None], crs=geobox.crs.to_wkt(), transform=geobox.transform,
-                  descriptions=["count"], nodata=None, overview_resampling="nearest")  # fmt: skip
+        write_cog(
+            folder / f"{name}.tif",
+            data,
+            crs=geobox.crs.to_wkt(),
+            transform=geobox.transform,
+            descriptions=bands,
+            nodata=0,
+            overview_resampling="average",
+        )
+        write_cog(
+            folder / f"{name}-count.tif",
+            count[None],
+            crs=geobox.crs.to_wkt(),
+            transform=geobox.transform,
+            descriptions=["count"],
+            nodata=None,
+            overview_resampling="nearest",
+        )
         sources = str(monthly["item_ids"].values[i]).split()
         catalog.add_item(_item(name, month, geobox, bands, sources, folder, int(monthly["n_days"].values[i])))
         written.append(folder / f"{name}.tif")

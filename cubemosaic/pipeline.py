@@ -66,17 +66,29 @@ def run(settings: Settings) -> Outputs:
         settings = resolve_demo(settings)
         items, bands, scl, geobox = _plan(settings)
     if needs_dask:
-        with dask_client(settings.cluster_kind, n_workers=settings.n_workers,
-                         threads_per_worker=settings.threads_per_worker, processes=settings.processes,
-                         memory_limit=settings.memory_limit):  # fmt: skip
+        with dask_client(
+            settings.cluster_kind,
+            n_workers=settings.n_workers,
+            threads_per_worker=settings.threads_per_worker,
+            processes=settings.processes,
+            memory_limit=settings.memory_limit,
+        ):
             if "cube" in stages:
                 from .catalog import signer
                 from .cube import build_cube
 
-                build_cube(items, str(out.cube), geobox=geobox, bands=bands, scl_key=scl,
-                           mask_classes=settings.mask_classes, resampling=settings.resampling,
-                           chunk_size=settings.chunk_size, overwrite=settings.overwrite,
-                           patch_url=signer(settings.sign))  # fmt: skip
+                build_cube(
+                    items,
+                    str(out.cube),
+                    geobox=geobox,
+                    bands=bands,
+                    scl_key=scl,
+                    mask_classes=settings.mask_classes,
+                    resampling=settings.resampling,
+                    chunk_size=settings.chunk_size,
+                    overwrite=settings.overwrite,
+                    patch_url=signer(settings.sign),
+                )
             if "composite" in stages:
                 from .composite import build_monthly
 

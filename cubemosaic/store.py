@@ -80,8 +80,9 @@ def _read_attrs(path: str) -> dict[str, Any] | None:
         return None
 
 
-def open_or_create(path: str, template, encoding: Mapping[str, dict], signature: Mapping[str, Any],
-                   *, overwrite: bool, label: str) -> StoreState:  # fmt: skip
+def open_or_create(
+    path: str, template, encoding: Mapping[str, dict], signature: Mapping[str, Any], *, overwrite: bool, label: str
+) -> StoreState:
     """Open the store at ``path`` to resume it, or create it from ``template``.
 
     ``signature`` is a JSON-able description of the request; a store holding another
@@ -98,9 +99,7 @@ def open_or_create(path: str, template, encoding: Mapping[str, dict], signature:
             return StoreState(path, done)
         if not overwrite:
             what = "was made for another request" if attrs is not None else "is not a cubemosaic store"
-            raise OutputError(
-                f"output_dir: {p} {what}; choose another output_dir or set overwrite=true to replace it"
-            )
+            raise OutputError(f"output_dir: {p} {what}; choose another output_dir or set overwrite=true to replace it")
         log.info("%s: replacing %s (overwrite=true)", label, p.name)
         shutil.rmtree(p)
     create(path, template, encoding, sig)

@@ -18,15 +18,20 @@ from cubemosaic.demo import DemoArchive, ensure_demo
 BANDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
 
 
-def cli(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-        timeout: float = 300) -> subprocess.CompletedProcess:  # fmt: skip
+def cli(
+    args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``python -m cubemosaic`` as a user would, from a folder outside the repo."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "cubemosaic", *args],
-        capture_output=True, text=True, env=full_env, cwd=cwd, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -68,8 +73,11 @@ def stac_api(demo) -> str:
     exe = shutil.which("rustac") or str(Path(sys.executable).parent / "rustac")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([exe, "serve", "--addr", f"127.0.0.1:{port}", str(demo.items_path)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [exe, "serve", "--addr", f"127.0.0.1:{port}", str(demo.items_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:

@@ -7,7 +7,6 @@ import shutil
 import socket
 
 import pytest
-
 from conftest import cli
 
 

@@ -11,11 +11,12 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-
 from conftest import cli
 
 
-@pytest.mark.parametrize(("marker", "store", "done_at_least"), [("[6/18]", "cube.zarr", 6), ("[2/4]", "monthly.zarr", 2)])
+@pytest.mark.parametrize(
+    ("marker", "store", "done_at_least"), [("[6/18]", "cube.zarr", 6), ("[2/4]", "monthly.zarr", 2)]
+)
 def test_sigkill_then_rerun_resumes(demo_run, tmp_path, marker, store, done_at_least):
     out = tmp_path / "out"
     args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"output_dir={out}"]

@@ -12,8 +12,8 @@ import pytest
 from cubemosaic.catalog import SearchRequest, asset_key, resolve_bands, search
 from cubemosaic.errors import CatalogError, ConfigError, NothingFoundError
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference-items"
-PC_ITEM = REFERENCE / "planetary-computer-S2B_MSIL2A_20190629T212529_R043_T06VVN.json"
+#: A real Planetary Computer item, as recorded in shared/reference-items.
+PC_ITEM = Path(__file__).parent / "data" / "planetary-computer-S2B_MSIL2A_20190629T212529_R043_T06VVN.json"
 
 
 def _request(**kw) -> SearchRequest:
@@ -29,15 +29,20 @@ def _request(**kw) -> SearchRequest:
 # --------------------------------------------------------------------------- bands
 @pytest.fixture(scope="module")
 def pc_item() -> pystac.Item:
-    if not PC_ITEM.exists():
-        pytest.skip("shared/reference-items is not beside this checkout")
     return pystac.Item.from_file(str(PC_ITEM))
 
 
 def test_planetary_computer_bands_resolve_by_common_name_and_key(pc_item):
     bands, scl = resolve_bands([pc_item], ["red", "green", "blue", "nir", "B8A", "swir16", "coastal"])
-    assert bands == {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08", "B8A": "B8A",
-                     "swir16": "B11", "coastal": "B01"}  # fmt: skip
+    assert bands == {
+        "red": "B04",
+        "green": "B03",
+        "blue": "B02",
+        "nir": "B08",
+        "B8A": "B8A",
+        "swir16": "B11",
+        "coastal": "B01",
+    }
     assert scl == "SCL"
     assert asset_key(pc_item, "b04") == "B04"  # asset keys case-insensitively
 
@@ -60,31 +65,44 @@ def test_ambiguous_common_name_is_refused(pc_item):
 
 
 def _item(assets: dict, extensions=(), props=None) -> pystac.Item:
-    return pystac.Item.from_dict({
-        "type": "Feature", "stac_version": "1.1.0", "id": "x", "stac_extensions": list(extensions),
-        "geometry": {"type": "Point", "coordinates": [0, 0]}, "bbox": [0, 0, 0, 0],
-        "properties": {"datetime": "2023-05-01T10:00:00Z", **(props or {})},
-        "links": [], "assets": assets,
-    })  # fmt: skip
+    return pystac.Item.from_dict(
+        {
+            "type": "Feature",
+            "stac_version": "1.1.0",
+            "id": "x",
+            "stac_extensions": list(extensions),
+            "geometry": {"type": "Point", "coordinates": [0, 0]},
+            "bbox": [0, 0, 0, 0],
+            "properties": {"datetime": "2023-05-01T10:00:00Z", **(props or {})},
+            "links": [],
+            "assets": assets,
+        }
+    )
 
 
 def test_earth_search_assets_named_by_common_name():
-    item = _item({
-        "red": {"href": "r.tif", "eo:bands": [{"name": "red", "common_name": "red"}]},
-        "nir": {"href": "n.tif", "eo:bands": [{"name": "nir", "common_name": "nir"}]},
-        "scl": {"href": "s.tif"},
-        "visual": {"href": "v.tif", "eo:bands": [{"name": "red", "common_name": "red"},
-                                                   {"name": "green", "common_name": "green"}]},
-    })  # fmt: skip
+    item = _item(
+        {
+            "red": {"href": "r.tif", "eo:bands": [{"name": "red", "common_name": "red"}]},
+            "nir": {"href": "n.tif", "eo:bands": [{"name": "nir", "common_name": "nir"}]},
+            "scl": {"href": "s.tif"},
+            "visual": {
+                "href": "v.tif",
+                "eo:bands": [{"name": "red", "common_name": "red"}, {"name": "green", "common_name": "green"}],
+            },
+        }
+    )
     assert resolve_bands([item], ["red", "nir"]) == ({"red": "red", "nir": "nir"}, "scl")
 
 
 def test_stac_1_1_bands_field():
-    item = _item({
-        "B04": {"href": "r.tif", "bands": [{"name": "B04", "eo:common_name": "red"}]},
-        "B08": {"href": "n.tif", "bands": [{"name": "B08", "eo:common_name": "nir"}]},
-        "SCL": {"href": "s.tif", "bands": [{"name": "SCL"}]},
-    })  # fmt: skip
+    item = _item(
+        {
+            "B04": {"href": "r.tif", "bands": [{"name": "B04", "eo:common_name": "red"}]},
+            "B08": {"href": "n.tif", "bands": [{"name": "B08", "eo:common_name": "nir"}]},
+            "SCL": {"href": "s.tif", "bands": [{"name": "SCL"}]},
+        }
+    )
     assert resolve_bands([item], ["red", "nir"]) == ({"red": "B04", "nir": "B08"}, "SCL")
 
 

@@ -15,8 +15,9 @@ from cubemosaic.cube import group_by_solar_day, item_offset, solar_day
 
 def test_median_block_matches_flox_resample_median():
     rng = np.random.default_rng(0)
-    times = np.array(["2022-01-03", "2022-01-08", "2022-01-13", "2022-01-28", "2022-02-02", "2022-02-12"],
-                     dtype="datetime64[ns]")  # fmt: skip
+    times = np.array(
+        ["2022-01-03", "2022-01-08", "2022-01-13", "2022-01-28", "2022-02-02", "2022-02-12"], dtype="datetime64[ns]"
+    )
     dn = rng.integers(1, 5000, size=(6, 40, 50)).astype(np.uint16)
     dn[rng.random(dn.shape) < 0.35] = 0  # masked / no data
     dn[:4, :3, :3] = 0  # a January patch with no observation at all
@@ -40,8 +41,13 @@ def test_median_of_dark_pixels_stays_valid():
 
 
 def _item(when: str, lon: float = -122.3, **props) -> pystac.Item:
-    return pystac.Item(id=f"s-{when}-{lon}", geometry=None, bbox=[lon - 0.5, 47, lon + 0.5, 48],
-                       datetime=dt.datetime.fromisoformat(when), properties=dict(props))  # fmt: skip
+    return pystac.Item(
+        id=f"s-{when}-{lon}",
+        geometry=None,
+        bbox=[lon - 0.5, 47, lon + 0.5, 48],
+        datetime=dt.datetime.fromisoformat(when),
+        properties=dict(props),
+    )
 
 
 @pytest.mark.parametrize(
@@ -72,7 +78,12 @@ def test_solar_day_groups_adjacent_tiles_and_splits_at_local_midnight():
     # 23:30 UTC at lon 150 E is the next local morning; at lon 120 W still the same day.
     assert solar_day(_item("2022-03-01T23:30:00+00:00", lon=150)) == dt.date(2022, 3, 2)
     assert solar_day(_item("2022-03-01T19:10:00+00:00", lon=-122)) == dt.date(2022, 3, 1)
-    days = group_by_solar_day([_item("2022-03-01T19:10:05+00:00", lon=-122.9), _item("2022-03-01T19:10:00+00:00"),
-                               _item("2022-03-06T19:10:00+00:00")])  # fmt: skip
+    days = group_by_solar_day(
+        [
+            _item("2022-03-01T19:10:05+00:00", lon=-122.9),
+            _item("2022-03-01T19:10:00+00:00"),
+            _item("2022-03-06T19:10:00+00:00"),
+        ]
+    )
     assert [len(d.items) for d in days] == [2, 1]
     assert days[0].items[0].datetime < days[0].items[1].datetime

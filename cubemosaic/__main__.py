@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -96,6 +97,10 @@ def _setup_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .errors import CubeMosaicError
 
@@ -107,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = [a for a in args if a != "--cfg"]
     debug = os.environ.get("CUBEMOSAIC_DEBUG", "") not in ("", "0") or "debug=true" in overrides
     _setup_logging(debug)
+    # Kubernetes stops a pod with SIGTERM: unwind like Ctrl-C so started clusters shut down.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         cfg = compose(overrides)
         if show_cfg:

@@ -1,9 +1,16 @@
-"""Where the Dask work runs: one context manager for every kind of cluster.
+"""Where the Dask work runs: one context manager for a local cluster or a Dask Gateway.
 
-``cluster=local`` starts a local Dask cluster sized to the machine (by default one worker
-with a thread per core: GDAL and numpy release the GIL, and threads share the chunks
-without copying them between processes). ``cluster=auto`` picks a Dask Gateway when the
-environment names one, and a local cluster otherwise.
+- ``cluster=local``: a local Dask cluster sized to the machine (by default one worker with a
+  thread per core: GDAL and numpy release the GIL, and threads share chunks without copying
+  them between processes).
+- ``cluster=gateway``: a Dask Gateway cluster. When ``DASK_CLUSTER`` (or
+  ``cluster.name``) names one, connect to it and never shut it down; otherwise start one,
+  sized from ``cluster.worker_*``/``cluster.max_*`` or the environment Calrissian sets
+  (``DASK_GATEWAY_WORKER_CORES``, ``DASK_GATEWAY_WORKER_MEMORY``,
+  ``DASK_GATEWAY_CLUSTER_MAX_CORES``, ``DASK_GATEWAY_CLUSTER_MAX_RAM``), and shut it down
+  when the job ends, fails or is interrupted. The gateway address and credentials come from
+  Dask config (``gateway.address``, ``gateway.auth.*``; env ``DASK_GATEWAY__ADDRESS`` ...).
+- ``cluster=auto``: a gateway when the environment names a cluster or an address, else local.
 """
 
 from __future__ import annotations
@@ -12,58 +19,203 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ClusterError, ConfigError
 
-__all__ = ["dask_client", "gateway_requested"]
+__all__ = ["ClusterSpec", "dask_client", "gateway_requested", "gateway_workers"]
 
 log = logging.getLogger(__name__)
 
+_KEEP_UNTIL_EXIT: list[object] = []
 
-def gateway_requested() -> bool:
-    """True when the environment names a Dask Gateway (``DASK_CLUSTER`` or ``gateway.address``)."""
+ENV_SIZING = {
+    "worker_cores": "DASK_GATEWAY_WORKER_CORES",
+    "worker_cores_limit": "DASK_GATEWAY_WORKER_CORES_LIMIT",
+    "worker_memory": "DASK_GATEWAY_WORKER_MEMORY",
+    "max_cores": "DASK_GATEWAY_CLUSTER_MAX_CORES",
+    "max_memory": "DASK_GATEWAY_CLUSTER_MAX_RAM",
+}
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """How to get a Dask cluster (validated; see ``conf/cluster/``)."""
+
+    #: ``auto``, ``local`` or ``gateway``.
+    kind: str = "auto"
+    #: Local: worker count (None = 1), threads per worker (None = all cores), processes or threads.
+    n_workers: int | None = None
+    threads_per_worker: int | None = None
+    processes: bool = False
+    memory_limit: str = "auto"
+    #: Gateway: address (None = Dask config ``gateway.address``) and cluster name (None = ``DASK_CLUSTER``).
+    address: str | None = None
+    name: str | None = None
+    #: Gateway sizing of a started cluster (None = the Calrissian environment variable, if set).
+    worker_cores: float | None = None
+    worker_cores_limit: float | None = None
+    worker_memory: str | None = None
+    max_cores: float | None = None
+    max_memory: str | None = None
+    #: Gateway: adapt between 1 and the maximum number of workers instead of a fixed scale.
+    adaptive: bool = False
+
+
+def gateway_requested(spec: ClusterSpec | None = None) -> bool:
+    """True when the spec or the environment names a Dask Gateway cluster or address."""
     import dask.config
 
-    return bool(os.environ.get("DASK_CLUSTER") or dask.config.get("gateway.address", None))
+    spec = spec or ClusterSpec()
+    return bool(spec.name or spec.address or os.environ.get("DASK_CLUSTER") or dask.config.get("gateway.address", None))
 
 
 @contextmanager
-def dask_client(
-    kind: str = "auto",
-    *,
-    n_workers: int | None = None,
-    threads_per_worker: int | None = None,
-    processes: bool = False,
-    memory_limit: str = "auto",
-) -> Iterator[object]:
-    """Yield a ``distributed.Client`` for ``kind`` (auto, local, gateway); close what it started."""
-    if kind == "gateway" or (kind == "auto" and gateway_requested()):
-        raise ConfigError("cluster", "Dask Gateway clusters are not supported by this version; use cluster=local")
-    with _local(n_workers, threads_per_worker, processes, memory_limit) as client:
-        yield client
+def dask_client(spec: ClusterSpec) -> Iterator[object]:
+    """Yield a ``distributed.Client`` for ``spec``; close (and shut down) what it started."""
+    if spec.kind == "gateway" or (spec.kind == "auto" and gateway_requested(spec)):
+        with _gateway(spec) as client:
+            yield client
+    else:
+        with _local(spec) as client:
+            yield client
 
 
 @contextmanager
-def _local(
-    n_workers: int | None, threads_per_worker: int | None, processes: bool, memory_limit: str
-) -> Iterator[object]:
+def _local(spec: ClusterSpec) -> Iterator[object]:
     from distributed import Client, LocalCluster
 
-    workers = n_workers or 1
-    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    workers = spec.n_workers or 1
+    threads = spec.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,
-        processes=processes,
-        memory_limit=memory_limit,
+        processes=spec.processes,
+        memory_limit=spec.memory_limit,
         dashboard_address="127.0.0.1:0",
         silence_logs=logging.CRITICAL,
     )
     try:
         with Client(cluster) as client:
-            log.info(
-                "cluster: local, %d worker(s) x %d thread(s); dashboard %s", workers, threads, client.dashboard_link
-            )
+            log.info("cluster: local, %d worker(s) x %d thread(s); dashboard %s", workers, threads, client.dashboard_link)
             yield client
     finally:
         cluster.close()
+
+
+def _sizing(spec: ClusterSpec, key: str) -> str | None:
+    value = getattr(spec, key)
+    if value is None:
+        value = os.environ.get(ENV_SIZING[key]) or None
+    return None if value is None else str(value)
+
+
+def gateway_workers(spec: ClusterSpec) -> tuple[dict[str, object], int]:
+    """Cluster options and worker count for a cluster we start, within the max cores and memory."""
+    from dask.utils import parse_bytes
+
+    options: dict[str, object] = {}
+    cores = _sizing(spec, "worker_cores")
+    limit = _sizing(spec, "worker_cores_limit") or cores
+    memory = _sizing(spec, "worker_memory")
+    try:
+        if cores:
+            options["worker_cores"] = float(cores)
+        if limit:
+            options["worker_cores_limit"] = float(limit)
+        if memory:
+            options["worker_memory"] = memory
+        counts = []
+        max_cores, max_memory = _sizing(spec, "max_cores"), _sizing(spec, "max_memory")
+        if max_cores:
+            counts.append(int(float(max_cores) // float(limit or 1)))
+        if max_memory and memory:
+            counts.append(int(parse_bytes(_bytes_text(max_memory)) // parse_bytes(_bytes_text(memory))))
+    except ValueError as e:
+        raise ConfigError("cluster", f"Dask Gateway sizing is not understood ({e})") from None
+    return options, max(1, min(counts) if counts else 1)
+
+
+def _bytes_text(value: str) -> str:
+    """'16' (GB, as Calrissian's eoap examples give it) or '16G' / '16 GiB' -> a parse_bytes string."""
+    text = str(value).strip()
+    return f"{text}G" if text.replace(".", "", 1).isdigit() else text
+
+
+@contextmanager
+def _gateway(spec: ClusterSpec) -> Iterator[object]:
+    import dask.config
+    from dask_gateway import Gateway
+
+    from .catalog import redact
+
+    address = spec.address or dask.config.get("gateway.address", None)
+    if not address:
+        raise ConfigError(
+            "cluster", "a Dask Gateway needs an address: set DASK_GATEWAY__ADDRESS or cluster.address=http://..."
+        )
+    where = redact(address)
+    name = spec.name or os.environ.get("DASK_CLUSTER") or None
+    gateway = Gateway(address=address)
+    cluster = None
+    owned = False
+    try:
+        try:
+            if name:
+                cluster = gateway.connect(name)
+                log.info("cluster: connected to Dask Gateway cluster %s at %s", name, where)
+            else:
+                options, workers = gateway_workers(spec)
+                cluster_options = gateway.cluster_options()
+                for key, value in options.items():
+                    if key in cluster_options:
+                        cluster_options[key] = value
+                cluster = gateway.new_cluster(cluster_options, shutdown_on_close=True)
+                owned = True
+                if spec.adaptive:
+                    cluster.adapt(minimum=1, maximum=workers)
+                else:
+                    cluster.scale(workers)
+                log.info("cluster: started Dask Gateway cluster %s at %s with %d worker(s)%s", cluster.name, where,
+                         workers, " (adaptive)" if spec.adaptive else "")  # fmt: skip
+            client = cluster.get_client()
+        except Exception as e:
+            raise _gateway_error(e, where, name) from None
+        try:
+            log.info("cluster: dashboard %s", client.dashboard_link)
+            if not spec.adaptive:
+                client.wait_for_workers(1, timeout=300)
+            yield client
+            transitions = client.run_on_scheduler(_transition_count)
+            log.info("cluster: %d task transitions ran on Dask Gateway cluster %s", transitions, cluster.name)
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close(shutdown=owned)  # a cluster we were given by name is never shut down
+            if owned:
+                log.info("cluster: Dask Gateway cluster %s shut down", cluster.name)
+        # dask-gateway's Gateway.__del__ calls close() again and fails once its loop has stopped;
+        # holding the objects until interpreter exit (where __del__ does nothing) avoids that noise.
+        _KEEP_UNTIL_EXIT.extend([gateway, cluster])
+
+
+def _transition_count(dask_scheduler) -> int:
+    return int(dask_scheduler.transition_counter)
+
+
+def _gateway_error(e: Exception, where: str, name: str | None) -> Exception:
+    """One line for each way a gateway fails a user."""
+    status = getattr(e, "status", None)
+    if status in (401, 403):
+        return ClusterError(
+            f"cluster: the Dask Gateway at {where} refused the credentials (HTTP {status}); "
+            "check gateway.auth in Dask config (DASK_GATEWAY__AUTH__TYPE, ...)"
+        )
+    if isinstance(e, ValueError) and name and "not found" in str(e):
+        return ClusterError(f"cluster: no cluster named {name!r} on the Dask Gateway at {where} (DASK_CLUSTER)")
+    if isinstance(e, OSError) or type(e).__name__.startswith("ClientConnector"):
+        return ClusterError(f"cluster: cannot reach the Dask Gateway at {where}")
+    if isinstance(e, TimeoutError):
+        return ClusterError(f"cluster: the Dask Gateway cluster at {where} got no worker in time")
+    return ClusterError(f"cluster: Dask Gateway at {where} failed: {type(e).__name__}: {str(e)[:200]}")

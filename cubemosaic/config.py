@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .cluster import ClusterSpec
 from .errors import ConfigError
 
 __all__ = [
@@ -64,6 +65,17 @@ class ClusterConf:
     #: Local cluster: worker processes (true) or threads in this process (false).
     processes: bool = False
     memory_limit: str = "auto"
+    #: Dask Gateway address; ``null`` = Dask config ``gateway.address`` (env ``DASK_GATEWAY__ADDRESS``).
+    address: str | None = None
+    #: Gateway cluster to join; ``null`` = env ``DASK_CLUSTER``; unset = start one.
+    name: str | None = None
+    #: Started gateway cluster sizing; ``null`` = the ``DASK_GATEWAY_*`` variables Calrissian sets.
+    worker_cores: float | None = None
+    worker_cores_limit: float | None = None
+    worker_memory: str | None = None
+    max_cores: float | None = None
+    max_memory: str | None = None
+    adaptive: bool = False
 
 
 @dataclass
@@ -85,6 +97,8 @@ class Config:
     resampling: str = "nearest"
     chunk_size: int = 1024
     output_dir: str = "output"
+    #: Where cube.zarr and monthly.zarr go: ``null`` = output_dir, or an fsspec URL (s3://, gs://, az://).
+    zarr_dir: str | None = None
     stage: str = "all"
     overwrite: bool = False
     debug: bool = False
@@ -131,13 +145,11 @@ class Settings:
     resampling: str
     chunk_size: int
     output_dir: Path
+    #: Folder or fsspec URL of the Zarr stores (``output_dir`` unless set).
+    zarr_dir: str
     stage: str
     overwrite: bool
-    cluster_kind: str
-    n_workers: int | None
-    threads_per_worker: int | None
-    processes: bool
-    memory_limit: str
+    cluster: ClusterSpec
     debug: bool
 
 
@@ -187,6 +199,21 @@ def _check_output_dir(path: Path) -> Path:
     except OSError as e:
         raise ConfigError("output_dir", f"{path} is not writable ({e.strerror or e})") from None
     return path
+
+
+def _zarr_dir(value: str | None, output_dir: Path) -> str:
+    if not value:
+        return str(output_dir)
+    if "://" in value:
+        import fsspec
+
+        protocol = value.split("://", 1)[0]
+        try:
+            fsspec.get_filesystem_class(protocol)
+        except (ImportError, ValueError) as e:
+            raise ConfigError("zarr_dir", f"{protocol}:// is not available ({str(e).splitlines()[0]})") from None
+        return value.rstrip("/")
+    return str(_check_output_dir(Path(value)))
 
 
 def to_settings(cfg: Any) -> Settings:
@@ -243,6 +270,12 @@ def to_settings(cfg: Any) -> Settings:
         value = getattr(cluster, key)
         if value is not None and value < 1:
             raise ConfigError(f"cluster.{key}", f"must be at least 1, got {value}")
+    for key in ("worker_cores", "worker_cores_limit", "max_cores"):
+        value = getattr(cluster, key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"cluster.{key}", f"must be positive, got {value}")
+    output_dir = _check_output_dir(Path(os.fspath(cfg.output_dir)))
+    zarr_dir = _zarr_dir(cfg.zarr_dir, output_dir)
 
     return Settings(
         catalog=catalog.name,
@@ -260,13 +293,24 @@ def to_settings(cfg: Any) -> Settings:
         mask_classes=mask,
         resampling=cfg.resampling,
         chunk_size=int(cfg.chunk_size),
-        output_dir=_check_output_dir(Path(os.fspath(cfg.output_dir))),
+        output_dir=output_dir,
+        zarr_dir=zarr_dir,
         stage=cfg.stage,
         overwrite=bool(cfg.overwrite),
-        cluster_kind=cluster.kind,
-        n_workers=cluster.n_workers,
-        threads_per_worker=cluster.threads_per_worker,
-        processes=bool(cluster.processes),
-        memory_limit=str(cluster.memory_limit),
+        cluster=ClusterSpec(
+            kind=cluster.kind,
+            n_workers=cluster.n_workers,
+            threads_per_worker=cluster.threads_per_worker,
+            processes=bool(cluster.processes),
+            memory_limit=str(cluster.memory_limit),
+            address=cluster.address,
+            name=cluster.name,
+            worker_cores=cluster.worker_cores,
+            worker_cores_limit=cluster.worker_cores_limit,
+            worker_memory=cluster.worker_memory,
+            max_cores=cluster.max_cores,
+            max_memory=cluster.max_memory,
+            adaptive=bool(cluster.adaptive),
+        ),
         debug=bool(cfg.debug),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "CatalogError",
+    "ClusterError",
     "ConfigError",
     "CubeMosaicError",
     "NothingFoundError",
@@ -36,6 +37,10 @@ class ConfigError(CubeMosaicError):
 
 class CatalogError(CubeMosaicError):
     """The catalog could not be opened or searched."""
+
+
+class ClusterError(CubeMosaicError):
+    """The Dask cluster (a Dask Gateway) could not be reached, joined or started."""
 
 
 class NothingFoundError(CubeMosaicError):

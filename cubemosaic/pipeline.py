@@ -23,17 +23,18 @@ STAGES = {
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where a job's outputs live under ``output_dir``."""
+    """Where a job's outputs live: COGs and catalog under ``root``, Zarr stores under ``zarr_dir``."""
 
     root: Path
+    zarr_dir: str
 
     @property
-    def cube(self) -> Path:
-        return self.root / "cube.zarr"
+    def cube(self) -> str:
+        return f"{self.zarr_dir}/cube.zarr"
 
     @property
-    def monthly(self) -> Path:
-        return self.root / "monthly.zarr"
+    def monthly(self) -> str:
+        return f"{self.zarr_dir}/monthly.zarr"
 
     @property
     def catalog(self) -> Path:
@@ -41,7 +42,7 @@ class Outputs:
 
 
 def outputs(settings: Settings) -> Outputs:
-    return Outputs(settings.output_dir)
+    return Outputs(settings.output_dir, settings.zarr_dir)
 
 
 def resolve_demo(settings: Settings) -> Settings:
@@ -66,20 +67,14 @@ def run(settings: Settings) -> Outputs:
         settings = resolve_demo(settings)
         items, bands, scl, geobox = _plan(settings)
     if needs_dask:
-        with dask_client(
-            settings.cluster_kind,
-            n_workers=settings.n_workers,
-            threads_per_worker=settings.threads_per_worker,
-            processes=settings.processes,
-            memory_limit=settings.memory_limit,
-        ):
+        with dask_client(settings.cluster):
             if "cube" in stages:
                 from .catalog import signer
                 from .cube import build_cube
 
                 build_cube(
                     items,
-                    str(out.cube),
+                    out.cube,
                     geobox=geobox,
                     bands=bands,
                     scl_key=scl,
@@ -92,11 +87,11 @@ def run(settings: Settings) -> Outputs:
             if "composite" in stages:
                 from .composite import build_monthly
 
-                build_monthly(str(out.cube), str(out.monthly), overwrite=settings.overwrite)
+                build_monthly(out.cube, out.monthly, overwrite=settings.overwrite)
     if "export" in stages:
         from .export import export_months
 
-        export_months(str(out.monthly), out.root)
+        export_months(out.monthly, out.root)
     log.info("done: outputs in %s", out.root)
     return out
 

@@ -80,47 +80,73 @@ def _read_attrs(path: str) -> dict[str, Any] | None:
         return None
 
 
+def _fs(path: str):
+    """(filesystem, path in it) for a local path or an fsspec URL (s3://, gs://, az:// ...)."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(path)
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
 def open_or_create(
-    path: str, template, encoding: Mapping[str, dict], signature: Mapping[str, Any], *, overwrite: bool, label: str
+    path: str,
+    template,
+    encoding: Mapping[str, dict],
+    signature: Mapping[str, Any],
+    *,
+    overwrite: bool,
+    label: str,
 ) -> StoreState:
-    """Open the store at ``path`` to resume it, or create it from ``template``.
+    """Open the store at ``path`` (a folder or an fsspec URL) to resume it, or create it.
 
     ``signature`` is a JSON-able description of the request; a store holding another
     request raises :class:`OutputError` (or is replaced when ``overwrite``).
     """
     sig = json.loads(json.dumps(signature, default=str))
-    p = Path(path)
-    if p.exists():
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    fs, fspath = _fs(path)
+    if fs.exists(fspath):
         attrs = _read_attrs(path)
         if attrs is not None and attrs.get("signature") == sig:
             done = set(attrs.get("done", []))
             if done:
-                log.info("%s: resuming %s, %d step(s) already written", label, p.name, len(done))
+                log.info("%s: resuming %s, %d step(s) already written", label, name, len(done))
             return StoreState(path, done)
         if not overwrite:
             what = "was made for another request" if attrs is not None else "is not a cubemosaic store"
-            raise OutputError(f"output_dir: {p} {what}; choose another output_dir or set overwrite=true to replace it")
-        log.info("%s: replacing %s (overwrite=true)", label, p.name)
-        shutil.rmtree(p)
+            raise OutputError(f"output_dir: {path} {what}; choose another output_dir or set overwrite=true to replace it")
+        log.info("%s: replacing %s (overwrite=true)", label, name)
+        fs.rm(fspath, recursive=True)
     create(path, template, encoding, sig)
     return StoreState(path, set())
 
 
 def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping[str, Any]) -> None:
-    """Write ``template``'s metadata and coordinates (not its data) and the signature."""
+    """Write ``template``'s metadata and coordinates (not its data) and the signature.
+
+    A local store is built beside its final path and renamed, so it appears whole or not at
+    all; on object storage (no rename) the signature attribute, written with the metadata,
+    is what marks it as ours.
+    """
     import zarr
 
-    tmp = Path(str(path) + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    target = path
+    if _is_local(path):
+        target = path + ".partial"
+        if Path(target).exists():
+            shutil.rmtree(target)
     ds = template.copy()
     # xarray lists variables alphabetically on reading; keep the order they were asked in.
     variables = list(ds.data_vars)
     ds.attrs[ATTR] = {"signature": dict(signature), "variables": variables, "done": [], "complete": False}
     with _quiet():
-        ds.to_zarr(str(tmp), mode="w", compute=False, encoding=dict(encoding), consolidated=True, zarr_format=3)
-        zarr.consolidate_metadata(str(tmp))
-    tmp.rename(path)  # the store appears whole or not at all
+        ds.to_zarr(target, mode="w", compute=False, encoding=dict(encoding), consolidated=True, zarr_format=3)
+        zarr.consolidate_metadata(target)
+    if target != path:
+        Path(target).rename(path)
 
 
 def write_step(path: str, index: int, arrays: Mapping[str, Any]) -> None:

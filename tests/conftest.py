@@ -91,3 +91,60 @@ def stac_api(demo) -> str:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class LoopbackGateway:
+    """A running dask-gateway-server on loopback and the environment that points at it."""
+
+    def __init__(self, address: str, password: str) -> None:
+        self.address = address
+        self.password = password
+        #: Gateway objects are held to the end: dask-gateway's __del__ fails on a closed one.
+        self.keep: list[object] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "DASK_GATEWAY__ADDRESS": self.address,
+            "DASK_GATEWAY__AUTH__TYPE": "basic",
+            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": "tester",
+            "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": self.password,
+            **extra,
+        }
+
+    def client(self, password: str | None = None):
+        from dask_gateway import BasicAuth, Gateway
+
+        client = Gateway(self.address, auth=BasicAuth("tester", password or self.password))
+        self.keep.append(client)
+        return client
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory):
+    """A real Dask Gateway (dask-gateway-server, UnsafeLocalBackend) on 127.0.0.1."""
+    exe = str(Path(sys.executable).parent / "dask-gateway-server")
+    proxy_port, api_port = free_port(), free_port()
+    password = "test-only-password"
+    env = dict(os.environ, TEST_GATEWAY_API_PORT=str(api_port), TEST_GATEWAY_PROXY_PORT=str(proxy_port),
+               TEST_GATEWAY_PASSWORD=password)  # fmt: skip
+    workdir = tmp_path_factory.mktemp("gateway")
+    log = open(workdir / "gateway.log", "w")
+    config = Path(__file__).parent / "gateway_config.py"
+    proc = subprocess.Popen([exe, "-f", str(config)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    address = f"http://127.0.0.1:{proxy_port}"
+    try:
+        for _ in range(200):
+            try:
+                if requests.get(f"{address}/api/health", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("dask-gateway-server did not start: " + (workdir / "gateway.log").read_text())
+        yield LoopbackGateway(address, password)
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+        log.close()

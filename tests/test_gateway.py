@@ -1,0 +1,128 @@
+"""Dask Gateway on a real dask-gateway-server on loopback: both modes, and its failures."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import rasterio
+
+from conftest import cli
+
+SIZING = {
+    "DASK_GATEWAY_WORKER_CORES": "1",
+    "DASK_GATEWAY_WORKER_MEMORY": "1G",
+    "DASK_GATEWAY_CLUSTER_MAX_CORES": "2",
+    "DASK_GATEWAY_CLUSTER_MAX_RAM": "4G",
+}
+
+
+def _same_cogs(a_dir, b_dir):
+    tifs = sorted(a_dir.glob("monthly-mosaic-*/*.tif"))
+    assert len(tifs) == 8
+    for tif in tifs:
+        with rasterio.open(tif) as a, rasterio.open(b_dir / tif.relative_to(a_dir)) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+
+
+def _no_cluster_left(gateway, timeout=30.0):
+    client = gateway.client()
+    deadline = time.time() + timeout
+    while client.list_clusters() and time.time() < deadline:
+        time.sleep(0.5)
+    return client.list_clusters() == []
+
+
+def test_join_the_cluster_named_by_dask_cluster(gateway, demo_run, tmp_path):
+    client = gateway.client()
+    cluster = client.new_cluster()
+    gateway.keep.append(cluster)
+    try:
+        cluster.scale(1)
+        dask = cluster.get_client()
+        dask.wait_for_workers(1, timeout=120)
+        before = dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+        out = tmp_path / "out"
+        proc = cli(["catalog=demo", f"output_dir={out}"], env=gateway.env(DASK_CLUSTER=cluster.name), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert f"connected to Dask Gateway cluster {cluster.name}" in proc.stderr
+        after = dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+        assert after - before > 100, "the work ran on the gateway cluster's scheduler"
+        assert [c.name for c in client.list_clusters()] == [cluster.name], "a named cluster is never shut down"
+        _same_cogs(demo_run, out)
+        dask.close()
+    finally:
+        cluster.shutdown()
+    assert _no_cluster_left(gateway)
+
+
+def test_start_a_sized_cluster_and_shut_it_down(gateway, demo_run, tmp_path):
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", "cluster=gateway", f"output_dir={out}"], env=gateway.env(**SIZING), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"started Dask Gateway cluster \w+ at .* with 2 worker\(s\)", proc.stderr), proc.stderr
+    ran = re.search(r"(\d+) task transitions ran on Dask Gateway cluster", proc.stderr)
+    assert ran and int(ran.group(1)) > 100
+    assert "shut down" in proc.stderr
+    assert gateway.password not in proc.stderr
+    _same_cogs(demo_run, out)
+    assert _no_cluster_left(gateway)
+
+
+def test_auto_starts_a_gateway_cluster_when_only_an_address_is_set(gateway, tmp_path):
+    proc = cli(["catalog=demo", "stage=cube", f"output_dir={tmp_path / 'out'}"], env=gateway.env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "started Dask Gateway cluster" in proc.stderr
+    assert _no_cluster_left(gateway)
+
+
+def test_an_interrupted_job_shuts_its_cluster_down(gateway, tmp_path):
+    args = [sys.executable, "-m", "cubemosaic", "catalog=demo", "cluster=gateway", f"output_dir={tmp_path / 'out'}"]
+    env = dict(os.environ, **gateway.env(**SIZING))
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "cube: day 2/" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(60) != 0
+    assert "interrupted" in rest and "Traceback" not in rest
+    assert _no_cluster_left(gateway)
+
+
+def _one_line(proc, *needles):
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("cubemosaic: error: cluster:"), proc.stderr
+    for needle in needles:
+        assert needle in last, last
+    return last
+
+
+def test_unreachable_gateway(tmp_path):
+    from conftest import free_port
+
+    address = f"http://127.0.0.1:{free_port()}"
+    env = {"DASK_GATEWAY__ADDRESS": address, "DASK_GATEWAY__AUTH__TYPE": "basic"}
+    proc = cli(["catalog=demo", "cluster=gateway", f"output_dir={tmp_path}"], env=env, cwd=tmp_path)
+    _one_line(proc, "cannot reach the Dask Gateway", address)
+
+
+def test_unknown_cluster_name(gateway, tmp_path):
+    proc = cli(["catalog=demo", f"output_dir={tmp_path}"], env=gateway.env(DASK_CLUSTER="no-such-cluster"), cwd=tmp_path)
+    _one_line(proc, "no cluster named 'no-such-cluster'")
+
+
+def test_failed_authentication(gateway, tmp_path):
+    env = gateway.env(DASK_GATEWAY__AUTH__KWARGS__PASSWORD="wrong-password")
+    proc = cli(["catalog=demo", "cluster=gateway", f"output_dir={tmp_path}"], env=env, cwd=tmp_path)
+    line = _one_line(proc, "refused the credentials", "401")
+    assert "wrong-password" not in proc.stderr and "wrong-password" not in line
+    assert _no_cluster_left(gateway)

@@ -97,7 +97,9 @@ def _local(spec: ClusterSpec) -> Iterator[object]:
     )
     try:
         with Client(cluster) as client:
-            log.info("cluster: local, %d worker(s) x %d thread(s); dashboard %s", workers, threads, client.dashboard_link)
+            log.info(
+                "cluster: local, %d worker(s) x %d thread(s); dashboard %s", workers, threads, client.dashboard_link
+            )
             yield client
     finally:
         cluster.close()

@@ -117,7 +117,9 @@ def open_or_create(
             return StoreState(path, done)
         if not overwrite:
             what = "was made for another request" if attrs is not None else "is not a cubemosaic store"
-            raise OutputError(f"output_dir: {path} {what}; choose another output_dir or set overwrite=true to replace it")
+            raise OutputError(
+                f"output_dir: {path} {what}; choose another output_dir or set overwrite=true to replace it"
+            )
         log.info("%s: replacing %s (overwrite=true)", label, name)
         fs.rm(fspath, recursive=True)
     create(path, template, encoding, sig)

@@ -7,6 +7,7 @@ import shutil
 import socket
 
 import pytest
+
 from conftest import cli
 
 

@@ -116,7 +116,9 @@ def test_unreachable_gateway(tmp_path):
 
 
 def test_unknown_cluster_name(gateway, tmp_path):
-    proc = cli(["catalog=demo", f"output_dir={tmp_path}"], env=gateway.env(DASK_CLUSTER="no-such-cluster"), cwd=tmp_path)
+    proc = cli(
+        ["catalog=demo", f"output_dir={tmp_path}"], env=gateway.env(DASK_CLUSTER="no-such-cluster"), cwd=tmp_path
+    )
     _one_line(proc, "no cluster named 'no-such-cluster'")
 
 

@@ -11,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 import rasterio
+
 from conftest import cli
 
 

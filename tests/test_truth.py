@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import rasterio
 import xarray as xr
+
 from conftest import BANDS
 
 

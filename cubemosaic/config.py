@@ -99,6 +99,8 @@ class Config:
     output_dir: str = "output"
     #: Where cube.zarr and monthly.zarr go: ``null`` = output_dir, or an fsspec URL (s3://, gs://, az://).
     zarr_dir: str | None = None
+    #: Read the cube from here instead of ``{zarr_dir}/cube.zarr`` (e.g. a CWL step's input Directory).
+    cube_url: str | None = None
     stage: str = "all"
     overwrite: bool = False
     debug: bool = False
@@ -132,10 +134,11 @@ class Settings:
     catalog_url: str | None
     collection: str
     sign: str
-    start_date: dt.date
-    end_date: dt.date
+    #: Search period and area; ``None`` only for stages that start from a written store.
+    start_date: dt.date | None
+    end_date: dt.date | None
     #: (min_lon, min_lat, max_lon, max_lat) in WGS84.
-    aoi: tuple[float, float, float, float]
+    aoi: tuple[float, float, float, float] | None
     bands: tuple[str, ...]
     resolution: float
     crs: str | None
@@ -147,6 +150,8 @@ class Settings:
     output_dir: Path
     #: Folder or fsspec URL of the Zarr stores (``output_dir`` unless set).
     zarr_dir: str
+    #: The cube store: ``{zarr_dir}/cube.zarr`` unless set.
+    cube_url: str
     stage: str
     overwrite: bool
     cluster: ClusterSpec
@@ -216,22 +221,39 @@ def _zarr_dir(value: str | None, output_dir: Path) -> str:
     return str(_check_output_dir(Path(value)))
 
 
+def _cube_url(value: str | None, zarr_dir: str, stage: str) -> str:
+    if not value:
+        return f"{zarr_dir}/cube.zarr"
+    if "://" not in value:
+        path = Path(value).expanduser().absolute()
+        if stage in ("composite", "mosaic") and not (path / "zarr.json").is_file():
+            raise ConfigError("cube_url", f"{path} is not a Zarr store (no zarr.json)")
+        return str(path)
+    return value.rstrip("/")
+
+
 def to_settings(cfg: Any) -> Settings:
     """Validate a composed config (a :class:`Config`-shaped mapping) into :class:`Settings`."""
     catalog = cfg.catalog
     url = catalog.url
-    if catalog.name != "demo" and not url:
+    if cfg.stage not in STAGES:
+        raise ConfigError("stage", f"{cfg.stage!r} is not one of {', '.join(STAGES)}")
+    searches = cfg.stage in ("cube", "all")  # the other stages start from a written store
+    if searches and catalog.name != "demo" and not url:
         raise ConfigError("catalog.url", "required: a STAC API URL or a static ItemCollection/catalog file")
     if url and "://" not in url and not Path(url).expanduser().exists():
         raise ConfigError("catalog.url", f"{url} is neither a URL nor an existing file")
     if catalog.sign not in SIGNERS:
         raise ConfigError("catalog.sign", f"{catalog.sign!r} is not one of {', '.join(SIGNERS)}")
 
-    start = _parse_date("start_date", cfg.start_date)
-    end = _parse_date("end_date", cfg.end_date)
-    if end < start:
-        raise ConfigError("end_date", f"{end} is before start_date {start}")
-    aoi = _parse_aoi(cfg.aoi)
+    start = end = aoi = None
+    if searches or cfg.start_date or cfg.end_date:
+        start = _parse_date("start_date", cfg.start_date)
+        end = _parse_date("end_date", cfg.end_date)
+        if end < start:
+            raise ConfigError("end_date", f"{end} is before start_date {start}")
+    if searches or cfg.aoi is not None:
+        aoi = _parse_aoi(cfg.aoi)
 
     bands = tuple(str(b) for b in (cfg.bands or ()))
     if not bands:
@@ -254,8 +276,6 @@ def to_settings(cfg: Any) -> Settings:
         raise ConfigError("resampling", f"{cfg.resampling!r} is not one of {', '.join(RESAMPLING)}")
     if cfg.chunk_size < 64 or cfg.chunk_size > 8192:
         raise ConfigError("chunk_size", f"must lie in 64-8192 pixels, got {cfg.chunk_size}")
-    if cfg.stage not in STAGES:
-        raise ConfigError("stage", f"{cfg.stage!r} is not one of {', '.join(STAGES)}")
     if cfg.crs is not None:
         from odc.geo import CRS  # light; pyproj underneath
 
@@ -295,6 +315,7 @@ def to_settings(cfg: Any) -> Settings:
         chunk_size=int(cfg.chunk_size),
         output_dir=output_dir,
         zarr_dir=zarr_dir,
+        cube_url=_cube_url(cfg.cube_url, zarr_dir, cfg.stage),
         stage=cfg.stage,
         overwrite=bool(cfg.overwrite),
         cluster=ClusterSpec(

@@ -150,6 +150,7 @@ def _item(
 
 def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     """Write the COGs, counts, STAC items and ``catalog.json``; returns the mosaic paths."""
+    import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
     import pystac
     import xarray as xr
 

@@ -27,10 +27,7 @@ class Outputs:
 
     root: Path
     zarr_dir: str
-
-    @property
-    def cube(self) -> str:
-        return f"{self.zarr_dir}/cube.zarr"
+    cube: str
 
     @property
     def monthly(self) -> str:
@@ -42,7 +39,7 @@ class Outputs:
 
 
 def outputs(settings: Settings) -> Outputs:
-    return Outputs(settings.output_dir, settings.zarr_dir)
+    return Outputs(settings.output_dir, settings.zarr_dir, settings.cube_url)
 
 
 def resolve_demo(settings: Settings) -> Settings:
@@ -102,6 +99,7 @@ def _plan(settings: Settings):
     from .cube import dominant_crs, output_geobox
 
     assert settings.catalog_url is not None
+    assert settings.start_date and settings.end_date and settings.aoi, "validated by to_settings for stage=cube/all"
     request = SearchRequest(
         collection=settings.collection,
         bbox=settings.aoi,

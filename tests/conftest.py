@@ -93,14 +93,17 @@ def stac_api(demo) -> str:
         proc.wait(10)
 
 
+_KEEP_UNTIL_EXIT: list[object] = []
+
+
 class LoopbackGateway:
     """A running dask-gateway-server on loopback and the environment that points at it."""
 
     def __init__(self, address: str, password: str) -> None:
         self.address = address
         self.password = password
-        #: Gateway objects are held to the end: dask-gateway's __del__ fails on a closed one.
-        self.keep: list[object] = []
+        #: Gateway objects are held until interpreter exit: dask-gateway's __del__ fails on a closed one.
+        self.keep = _KEEP_UNTIL_EXIT
 
     def env(self, **extra: str) -> dict[str, str]:
         return {

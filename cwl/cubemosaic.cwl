@@ -1,0 +1,173 @@
+cwlVersion: v1.2
+
+$namespaces:
+  s: https://schema.org/
+  calrissian: https://calrissian-cwl.github.io/schema#
+
+s:softwareVersion: 0.1.0
+s:name: cubemosaic
+s:description: Sentinel-2 L2A monthly cloud-free median mosaics (STAC -> Zarr cube -> COGs + STAC catalog)
+
+$graph:
+- class: Workflow
+  id: main
+  label: Sentinel-2 L2A monthly cloud-free median mosaics
+  doc: >-
+    Two steps: `cube` searches the catalog and writes the masked, harmonised Zarr cube;
+    `mosaic` computes the monthly medians on a Dask Gateway cluster and exports one COG per
+    month with a self-contained STAC catalog.
+  requirements:
+    InlineJavascriptRequirement: {}
+    NetworkAccess:
+      networkAccess: true
+  inputs:
+    start-date:
+      type: string
+      doc: first day, YYYY-MM-DD
+      default: "2021-01-01"
+    end-date:
+      type: string
+      doc: last day, YYYY-MM-DD (inclusive)
+      default: "2021-06-30"
+    aoi:
+      type: string
+      doc: min_lon,min_lat,max_lon,max_lat (WGS84)
+      default: "-122.27508544921875,47.54687159892238,-121.96128845214844,47.745787772920934"
+    bands:
+      type: string[]
+      doc: output bands by common name (red, green, blue, nir, ...) or asset key
+      default: ["red", "green", "blue", "nir"]
+    collection:
+      type: string
+      default: "sentinel-2-l2a"
+    resolution:
+      type: int
+      doc: output pixel size in metres
+      default: 20
+    max-items:
+      type: int?
+      doc: stop after this many scenes
+    max-cloud-cover:
+      type: int
+      doc: scene-level cloud cover limit in percent
+      default: 100
+    catalog-url:
+      type: string?
+      doc: a STAC API URL or static ItemCollection/catalog file; default the Planetary Computer
+  outputs:
+    cube:
+      type: Directory
+      doc: the Zarr cube (cube.zarr)
+      outputSource: step_cube/cube
+    stac-catalog:
+      type: Directory
+      doc: catalog.json and one folder per month with its COG, count and STAC item
+      outputSource: step_mosaic/stac-catalog
+  steps:
+    step_cube:
+      run: "#cube"
+      in:
+        start-date: start-date
+        end-date: end-date
+        aoi: aoi
+        bands: bands
+        collection: collection
+        resolution: resolution
+        max-items: max-items
+        max-cloud-cover: max-cloud-cover
+        catalog-url: catalog-url
+      out: [cube]
+    step_mosaic:
+      run: "#mosaic"
+      in:
+        cube: step_cube/cube
+      out: [stac-catalog]
+
+- class: CommandLineTool
+  id: cube
+  label: search the catalog and write the Zarr cube
+  requirements:
+    InlineJavascriptRequirement: {}
+    DockerRequirement:
+      dockerPull: ghcr.io/cubemosaic/cubemosaic:0.1.0
+    ResourceRequirement:
+      coresMin: 1
+      ramMin: 2048
+    NetworkAccess:
+      networkAccess: true
+    calrissian:DaskGatewayRequirement:
+      workerCores: 1
+      workerCoresLimit: 1
+      workerMemory: "4G"
+      clusterMaxCores: 8
+      clusterMaxMemory: "32G"
+  baseCommand: [python, -m, cubemosaic]
+  arguments:
+    - stage=cube
+    - $("output_dir=" + runtime.outdir)
+  inputs:
+    start-date:
+      type: string
+      inputBinding: {prefix: "start_date=", separate: false}
+    end-date:
+      type: string
+      inputBinding: {prefix: "end_date=", separate: false}
+    aoi:
+      type: string
+      inputBinding: {valueFrom: '$("aoi=[" + self + "]")'}
+    bands:
+      type: string[]
+      inputBinding: {valueFrom: '$("bands=[" + self.join(",") + "]")'}
+    collection:
+      type: string
+      inputBinding: {prefix: "collection=", separate: false}
+    resolution:
+      type: int
+      inputBinding: {prefix: "resolution=", separate: false}
+    max-items:
+      type: int?
+      inputBinding: {prefix: "max_items=", separate: false}
+    max-cloud-cover:
+      type: int
+      inputBinding: {prefix: "max_cloud_cover=", separate: false}
+    catalog-url:
+      type: string?
+      inputBinding: {prefix: "catalog.url=", separate: false}
+  outputs:
+    cube:
+      type: Directory
+      outputBinding:
+        glob: cube.zarr
+
+- class: CommandLineTool
+  id: mosaic
+  label: monthly medians on Dask, one COG per month, a STAC catalog
+  requirements:
+    InlineJavascriptRequirement: {}
+    DockerRequirement:
+      dockerPull: ghcr.io/cubemosaic/cubemosaic:0.1.0
+    ResourceRequirement:
+      coresMin: 1
+      ramMin: 2048
+    NetworkAccess:
+      networkAccess: true
+    calrissian:DaskGatewayRequirement:
+      workerCores: 1
+      workerCoresLimit: 1
+      workerMemory: "4G"
+      clusterMaxCores: 8
+      clusterMaxMemory: "32G"
+  baseCommand: [python, -m, cubemosaic]
+  arguments:
+    - stage=mosaic
+    - $("output_dir=" + runtime.outdir)
+    - $("zarr_dir=" + runtime.tmpdir)
+  inputs:
+    cube:
+      type: Directory
+      inputBinding: {prefix: "cube_url=", separate: false}
+  outputs:
+    stac-catalog:
+      type: Directory
+      outputBinding:
+        glob: .

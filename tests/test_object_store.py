@@ -1,0 +1,66 @@
+"""The Zarr stores on object storage (an S3-compatible server on loopback), written by the workers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+
+from conftest import cli, free_port
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 with a bucket, and the environment that reaches it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "test-key",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        aws_access_key_id="test-key",
+        aws_secret_access_key="test-secret",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="cubes")
+    yield env
+    server.stop()
+
+
+def test_cube_and_monthly_stores_on_s3(s3, demo_run, tmp_path):
+    import s3fs
+
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", f"output_dir={out}", "zarr_dir=s3://cubes/run-1"], env=s3, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert not (out / "cube.zarr").exists() and not (out / "monthly.zarr").exists()
+    fs = s3fs.S3FileSystem(key="test-key", secret="test-secret", endpoint_url=s3["AWS_ENDPOINT_URL"])
+    assert fs.exists("cubes/run-1/cube.zarr/zarr.json") and fs.exists("cubes/run-1/monthly.zarr/zarr.json")
+    options = {"key": "test-key", "secret": "test-secret", "endpoint_url": s3["AWS_ENDPOINT_URL"]}
+    cube = xr.open_zarr("s3://cubes/run-1/cube.zarr", storage_options=options)
+    local = xr.open_zarr(demo_run / "cube.zarr")
+    np.testing.assert_array_equal(cube.red.values, local.red.values)
+    for tif in sorted(demo_run.glob("monthly-mosaic-*/*.tif")):
+        with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(demo_run)) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+    assert (out / "catalog.json").is_file()
+
+    # Rerunning resumes from the object store too.
+    again = cli(["catalog=demo", f"output_dir={out}", "zarr_dir=s3://cubes/run-1"], env=s3, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "0 day(s) to write" in again.stderr
+
+
+def test_unknown_protocol_is_refused(tmp_path):
+    proc = cli(["catalog=demo", f"output_dir={tmp_path}", "zarr_dir=nosuchfs://bucket/x"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("cubemosaic: error: zarr_dir:")

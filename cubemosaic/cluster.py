@@ -27,8 +27,6 @@ __all__ = ["ClusterSpec", "dask_client", "gateway_requested", "gateway_workers"]
 
 log = logging.getLogger(__name__)
 
-_KEEP_UNTIL_EXIT: list[object] = []
-
 ENV_SIZING = {
     "worker_cores": "DASK_GATEWAY_WORKER_CORES",
     "worker_cores_limit": "DASK_GATEWAY_WORKER_CORES_LIMIT",
@@ -197,9 +195,25 @@ def _gateway(spec: ClusterSpec) -> Iterator[object]:
             cluster.close(shutdown=owned)  # a cluster we were given by name is never shut down
             if owned:
                 log.info("cluster: Dask Gateway cluster %s shut down", cluster.name)
-        # dask-gateway's Gateway.__del__ calls close() again and fails once its loop has stopped;
-        # holding the objects until interpreter exit (where __del__ does nothing) avoids that noise.
-        _KEEP_UNTIL_EXIT.extend([gateway, cluster])
+            close_gateway(cluster.gateway)
+        close_gateway(gateway)
+
+
+def close_gateway(gateway) -> None:
+    """Close a ``dask_gateway.Gateway`` once and for all.
+
+    Written by hand around a dask-gateway quirk: ``Gateway.__del__`` calls ``close()`` again,
+    which fails ("Accessing the loop property while the loop is not running") once the first
+    close stopped its loop. Dropping the loop runner after closing makes ``__del__`` skip it.
+    """
+    if getattr(gateway, "_loop_runner", None) is None:
+        return
+    try:
+        gateway.close()
+    except RuntimeError:  # closed before (GatewayCluster.close closes its gateway): its loop is gone
+        pass
+    finally:
+        del gateway._loop_runner
 
 
 def _transition_count(dask_scheduler) -> int:

@@ -93,17 +93,20 @@ def stac_api(demo) -> str:
         proc.wait(10)
 
 
-_KEEP_UNTIL_EXIT: list[object] = []
-
-
 class LoopbackGateway:
     """A running dask-gateway-server on loopback and the environment that points at it."""
 
     def __init__(self, address: str, password: str) -> None:
         self.address = address
         self.password = password
-        #: Gateway objects are held until interpreter exit: dask-gateway's __del__ fails on a closed one.
-        self.keep = _KEEP_UNTIL_EXIT
+        #: Gateway clients and clusters opened by a test, closed at the end of the session.
+        self.keep: list[object] = []
+
+    def close(self) -> None:
+        from cubemosaic.cluster import close_gateway
+
+        for obj in self.keep:
+            close_gateway(getattr(obj, "gateway", obj))
 
     def env(self, **extra: str) -> dict[str, str]:
         return {
@@ -146,7 +149,9 @@ def gateway(tmp_path_factory):
             time.sleep(0.1)
         else:
             raise RuntimeError("dask-gateway-server did not start: " + (workdir / "gateway.log").read_text())
-        yield LoopbackGateway(address, password)
+        loopback = LoopbackGateway(address, password)
+        yield loopback
+        loopback.close()
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)

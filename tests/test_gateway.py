@@ -51,6 +51,7 @@ def test_join_the_cluster_named_by_dask_cluster(gateway, demo_run, tmp_path):
         proc = cli(["catalog=demo", f"output_dir={out}"], env=gateway.env(DASK_CLUSTER=cluster.name), cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert f"connected to Dask Gateway cluster {cluster.name}" in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1].endswith(f"done: outputs in {out}")
         after = dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
         assert after - before > 100, "the work ran on the gateway cluster's scheduler"
         assert [c.name for c in client.list_clusters()] == [cluster.name], "a named cluster is never shut down"
@@ -69,6 +70,7 @@ def test_start_a_sized_cluster_and_shut_it_down(gateway, demo_run, tmp_path):
     ran = re.search(r"(\d+) task transitions ran on Dask Gateway cluster", proc.stderr)
     assert ran and int(ran.group(1)) > 100
     assert "shut down" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith(f"done: outputs in {out}"), "nothing after the last line"
     assert gateway.password not in proc.stderr
     _same_cogs(demo_run, out)
     assert _no_cluster_left(gateway)

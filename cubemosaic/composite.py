@@ -22,6 +22,8 @@ __all__ = ["build_monthly", "median_block", "month_starts"]
 
 log = logging.getLogger(__name__)
 MONTHLY_FORMAT = 1
+#: Months computed together (one dask.array.store).
+MONTHS_PER_BATCH = 4
 
 
 def median_block(block: np.ndarray) -> np.ndarray:
@@ -114,22 +116,26 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False) -> str:
     starts = np.cumsum([0, *counts])
     todo = [i for i in range(len(months)) if i not in state.done]
     log.info("composite: %d month(s) from %d day(s); %d to compute", len(months), len(cube.time), len(todo))
-    for n, i in enumerate(todo, start=1):
-        sl = slice(int(starts[i]), int(starts[i + 1]))
-        arrays: dict[str, Any] = {}
-        for name in bands:
-            block = cube[name].data[sl].rechunk((-1,) + shard)  # one month = one chunk in time
-            arrays[name] = da.map_blocks(median_block, block, dtype=np.uint16, chunks=((1,),) + block.chunks[1:])
-        arrays["count"] = da.map_blocks(
-            count_block,
-            cube[bands[0]].data[sl].rechunk((-1,) + shard),
-            dtype=np.uint16,
-            chunks=((1,),) + arrays[bands[0]].chunks[1:],
-        )
-        store.write_step(path, i, arrays)
-        store.mark_done(path, i, complete=len(state.done) + n == len(months))
-        log.info("composite: month %s written [%d/%d]", str(months[i])[:7], len(state.done) + n, len(months))
+    written = len(state.done)
+    for batch in store.batches(todo, MONTHS_PER_BATCH):
+        steps: dict[int, dict[str, Any]] = {}
+        for i in batch:
+            sl = slice(int(starts[i]), int(starts[i + 1]))
+            arrays: dict[str, Any] = {}
+            for name in bands:
+                block = cube[name].data[sl].rechunk((-1,) + shard)  # one month = one chunk in time
+                arrays[name] = da.map_blocks(median_block, block, dtype=np.uint16, chunks=((1,),) + block.chunks[1:])
+            first = cube[bands[0]].data[sl].rechunk((-1,) + shard)
+            arrays["count"] = da.map_blocks(count_block, first, dtype=np.uint16, chunks=((1,),) + first.chunks[1:])
+            steps[i] = arrays
+        store.write_steps(path, steps)
+        written += len(batch)
+        store.mark_done(path, batch, complete=written == len(months))
+        for n, i in enumerate(batch):
+            log.info(
+                "composite: month %s written [%d/%d]", str(months[i])[:7], written - len(batch) + n + 1, len(months)
+            )
     if not todo:
-        store.mark_done(path, len(months) - 1, complete=True)
+        store.mark_done(path, [], complete=True)
         log.info("composite: %s already complete", path)
     return path

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 BASELINE_CHANGE = dt.date(2022, 1, 25)
 BOA_OFFSET_DN = 1000
 CUBE_FORMAT = 1
+#: Solar days computed together (one dask.array.store): enough to keep every thread busy.
+DAYS_PER_BATCH = 8
 
 
 @dataclass(frozen=True)
@@ -220,7 +222,15 @@ def load_day(
     shard: tuple[int, int],
     patch_url: Callable[[str], str] | None,
 ) -> dict[str, Any]:
-    """Lazy (dask) uint16 arrays of shape (1, y, x) per band name for one solar day."""
+    """Lazy (dask) uint16 arrays of shape (1, y, x) per band name for one solar day.
+
+    Grids that line up with the output (and nearest resampling) are read by
+    :func:`cubemosaic.read.day_block`, one task per block that reads, masks, harmonises and
+    fuses; anything else goes through odc-stac's load (which warps).
+    """
+    sources = _aligned_sources(day, geobox, bands, scl_key) if resampling == "nearest" else None
+    if sources is not None:
+        return _aligned_day(sources, geobox, list(bands), mask_classes, shard, patch_url)
     import odc.stac
 
     keys = list(bands.values())
@@ -242,6 +252,52 @@ def load_day(
         fused = clear if fused is None else [_first(a, b) for a, b in zip(fused, clear, strict=True)]
     assert fused is not None
     return {name: arr[None] for name, arr in zip(bands, fused, strict=True)}
+
+
+def _aligned_sources(day: SolarDay, geobox, bands: Mapping[str, str], scl_key: str) -> list | None:
+    """The day's scenes as :class:`~cubemosaic.read.SceneSource`, if every asset lines up with the grid."""
+    from .read import SceneSource, asset_grid, is_aligned
+
+    sources = []
+    for item in day.items:
+        crs = _item_crs(item)
+        grids = [asset_grid(item, key, crs) for key in bands.values()]
+        scl = asset_grid(item, scl_key, crs)
+        if not all(is_aligned(g, geobox) for g in [*grids, scl]):
+            return None
+        keys = list(bands.values())
+        sources.append(SceneSource(item.id, tuple(grids), scl, item_offset(item, keys[0])))  # type: ignore[arg-type]
+    return sources
+
+
+def _aligned_day(
+    sources,
+    geobox,
+    names: Sequence[str],
+    mask_classes: Sequence[int],
+    shard: tuple[int, int],
+    patch_url: Callable[[str], str] | None,
+) -> dict[str, Any]:
+    import dask
+    import dask.array as da
+    from dask.base import tokenize
+
+    from .read import day_block
+
+    ny, nx = geobox.shape
+    token = tokenize(sources, geobox, list(mask_classes))
+    rows = []
+    for y0 in range(0, ny, shard[0]):
+        row = []
+        for x0 in range(0, nx, shard[1]):
+            block = geobox[y0 : y0 + shard[0], x0 : x0 + shard[1]]
+            task = dask.delayed(day_block)(
+                sources, block, tuple(mask_classes), patch_url, dask_key_name=f"day-block-{token}-{y0}-{x0}"
+            )
+            row.append(da.from_delayed(task, shape=(len(names),) + tuple(block.shape), dtype=np.uint16))
+        rows.append(row)
+    day = da.concatenate([da.concatenate(row, axis=2) for row in rows], axis=1)
+    return {name: day[i][None] for i, name in enumerate(names)}
 
 
 def _first(a, b):
@@ -307,48 +363,53 @@ def build_cube(
         geobox.crs,
         len(todo),
     )
-    for n, i in enumerate(todo, start=1):
-        day = days[i]
-        arrays = load_day(day, geobox, bands, scl_key, mask_classes, resampling, shard, patch_url)
+    written = len(state.done)
+    for batch in store.batches(todo, DAYS_PER_BATCH):
+        steps = {
+            i: load_day(days[i], geobox, bands, scl_key, mask_classes, resampling, shard, patch_url) for i in batch
+        }
         try:
-            store.write_step(path, i, arrays)
+            store.write_steps(path, steps)
         except Exception as e:  # a failed read surfaces here, from whichever worker ran it
-            raise _read_error(e, day, geobox, [*bands.values(), scl_key], patch_url) from None
-        store.mark_done(path, i, complete=len(state.done) + n == len(days))
-        log.info(
-            "cube: day %d/%d written: %s (%d scene(s)) [%d/%d]",
-            i + 1,
-            len(days),
-            day.day,
-            len(day.items),
-            len(state.done) + n,
-            len(days),
-        )
+            raise _read_error(e, [days[i] for i in batch], geobox, [*bands.values(), scl_key], patch_url) from None
+        written += len(batch)
+        store.mark_done(path, batch, complete=written == len(days))
+        for i in batch:
+            log.info(
+                "cube: day %d/%d written: %s (%d scene(s)) [%d/%d]",
+                i + 1,
+                len(days),
+                days[i].day,
+                len(days[i].items),
+                written - len(batch) + batch.index(i) + 1,
+                len(days),
+            )
     if not todo:
-        store.mark_done(path, len(days) - 1, complete=True)
+        store.mark_done(path, [], complete=True)
         log.info("cube: %s already complete", path)
     return path
 
 
 def _read_error(
-    e: Exception, day: SolarDay, geobox, keys: Sequence[str], patch_url: Callable[[str], str] | None
+    e: Exception, days: Sequence[SolarDay], geobox, keys: Sequence[str], patch_url: Callable[[str], str] | None
 ) -> Exception:
     """Turn a failed read into a :class:`ReadError` naming the asset (item id and band).
 
     The error raised by a worker does not always name its file (GDAL's warper says only
-    "Chunk and warp failed"), so on failure each asset of the day is read again here, at
-    the output resolution, until the broken one is found.
+    "Chunk and warp failed"), so on failure each asset of the batch's days is read again
+    here, at the output resolution, until the broken one is found.
     """
     if isinstance(e, MemoryError):
         return e
     text = _scrub(str(e))
-    for item in day.items:
-        for key in keys:
-            problem = _probe(item.assets[key].get_absolute_href() or item.assets[key].href, geobox, patch_url)
-            if problem:
-                return ReadError(f"cannot read asset {key} of item {item.id}: {problem}")
-    ids = ", ".join(i.id for i in day.items)
-    return ReadError(f"cannot read the scenes of {day.day} ({ids}): {text}")
+    for day in days:
+        for item in day.items:
+            for key in keys:
+                problem = _probe(item.assets[key].get_absolute_href() or item.assets[key].href, geobox, patch_url)
+                if problem:
+                    return ReadError(f"cannot read asset {key} of item {item.id}: {problem}")
+    ids = ", ".join(i.id for d in days for i in d.items)
+    return ReadError(f"cannot read the scenes {ids}: {text}")
 
 
 def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | None:

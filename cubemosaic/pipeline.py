@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -53,42 +56,52 @@ def resolve_demo(settings: Settings) -> Settings:
     return replace(settings, catalog_url=str(archive.items_path))
 
 
+@contextmanager
+def _timed(stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    log.info("timing: %s %.1f s", stage, time.perf_counter() - start)
+
+
 def run(settings: Settings) -> Outputs:
     """Run the stages ``settings.stage`` names; returns the output locations."""
     from .cluster import dask_client
 
     out = outputs(settings)
     stages = STAGES[settings.stage]
-    needs_dask = "cube" in stages or "composite" in stages
     if "cube" in stages:
-        settings = resolve_demo(settings)
-        items, bands, scl, geobox = _plan(settings)
-    if needs_dask:
+        with _timed("search"):
+            settings = resolve_demo(settings)
+            items, bands, scl, geobox = _plan(settings)
+    if "cube" in stages or "composite" in stages:
         with dask_client(settings.cluster):
             if "cube" in stages:
                 from .catalog import signer
                 from .cube import build_cube
 
-                build_cube(
-                    items,
-                    out.cube,
-                    geobox=geobox,
-                    bands=bands,
-                    scl_key=scl,
-                    mask_classes=settings.mask_classes,
-                    resampling=settings.resampling,
-                    chunk_size=settings.chunk_size,
-                    overwrite=settings.overwrite,
-                    patch_url=signer(settings.sign),
-                )
+                with _timed("cube"):
+                    build_cube(
+                        items,
+                        out.cube,
+                        geobox=geobox,
+                        bands=bands,
+                        scl_key=scl,
+                        mask_classes=settings.mask_classes,
+                        resampling=settings.resampling,
+                        chunk_size=settings.chunk_size,
+                        overwrite=settings.overwrite,
+                        patch_url=signer(settings.sign),
+                    )
             if "composite" in stages:
                 from .composite import build_monthly
 
-                build_monthly(out.cube, out.monthly, overwrite=settings.overwrite)
+                with _timed("composite"):
+                    build_monthly(out.cube, out.monthly, overwrite=settings.overwrite)
     if "export" in stages:
         from .export import export_months
 
-        export_months(out.monthly, out.root)
+        with _timed("export"):
+            export_months(out.monthly, out.root)
     log.info("done: outputs in %s", out.root)
     return out
 

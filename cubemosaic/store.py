@@ -5,9 +5,9 @@ written the same way:
 
 1. :func:`create` writes the store's metadata and coordinates from an xarray template
    (no data), tagged with a *signature* of the request that made it;
-2. :func:`write_step` stores one step's uint16 DN arrays into their region with
-   ``dask.array.store`` (each task writes whole shards, so writes never race);
-3. :func:`mark_done` records the step as complete, after its data (completion record last).
+2. :func:`write_steps` stores a batch of steps' uint16 DN arrays into their regions with
+   one ``dask.array.store`` (each task writes whole shards, so writes never race);
+3. :func:`mark_done` records the steps as complete, after their data (completion record last).
 
 Rerunning with the same signature resumes: :func:`open_or_create` returns the steps
 already done. A store made by a different request is never overwritten unless asked.
@@ -21,14 +21,14 @@ import json
 import logging
 import shutil
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .errors import OutputError
 
-__all__ = ["StoreState", "create", "mark_done", "open_or_create", "write_step", "zarr_encoding"]
+__all__ = ["StoreState", "batches", "create", "mark_done", "open_or_create", "write_steps", "zarr_encoding"]
 
 log = logging.getLogger(__name__)
 ATTR = "cubemosaic"
@@ -151,30 +151,43 @@ def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping
         Path(target).rename(path)
 
 
-def write_step(path: str, index: int, arrays: Mapping[str, Any]) -> None:
-    """Store uint16 dask arrays of shape (1, y, x) at time ``index`` of each named variable."""
+def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]]) -> None:
+    """Store uint16 dask arrays of shape (1, y, x) at each time index of each named variable.
+
+    Several steps in one ``dask.array.store`` keep every worker thread busy; each task
+    writes whole shards, so no two tasks write the same object.
+    """
     import dask.array as da
     import zarr
 
     with _quiet():
         group = zarr.open_group(path, mode="r+")
-        targets = [group[name] for name in arrays]
-    sources = [arrays[name] for name in arrays]
-    regions = [(slice(index, index + 1), slice(None), slice(None)) for _ in sources]
+    sources, targets, regions = [], [], []
+    for index, arrays in steps.items():
+        for name, array in arrays.items():
+            sources.append(array)
+            targets.append(group[name])
+            regions.append((slice(index, index + 1), slice(None), slice(None)))
     da.store(sources, targets, regions=regions, lock=False, compute=True)
 
 
-def mark_done(path: str, index: int, *, complete: bool = False) -> None:
-    """Record step ``index`` as written (after its data), and the store as complete if so."""
+def mark_done(path: str, indices: Iterable[int], *, complete: bool = False) -> None:
+    """Record steps as written (after their data), and the store as complete if so."""
     import zarr
 
     with _quiet():
         group = zarr.open_group(path, mode="r+")
         attrs = dict(group.attrs[ATTR])
-        attrs["done"] = sorted(set(attrs.get("done", [])) | {int(index)})
+        attrs["done"] = sorted(set(attrs.get("done", [])) | {int(i) for i in indices})
         attrs["complete"] = bool(complete or attrs.get("complete"))
         group.attrs[ATTR] = attrs
         zarr.consolidate_metadata(path)
+
+
+def batches(todo: Sequence[int], size: int) -> Iterator[list[int]]:
+    """``todo`` in consecutive batches of at most ``size``."""
+    for start in range(0, len(todo), size):
+        yield list(todo[start : start + size])
 
 
 def read_attrs(path: str) -> dict[str, Any]:

@@ -1,0 +1,63 @@
+"""The benchmark archives: the demo generator at the size of one Sentinel-2 tile's worth of pixels.
+
+One 36 km square at 10 m (3600 x 3600 px; SCL 1800 x 1800 at 20 m), five scenes a month,
+bands B02 B03 B04 B08 + SCL, with per-pixel texture so the COGs compress like real ones.
+Generated once into ``benchmarks/cache/`` (or ``$CUBEMOSAIC_BENCH_DIR``) and reused.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+from cubemosaic.demo import DemoArchive, DemoSpec, ensure_demo
+
+CACHE = Path(os.environ.get("CUBEMOSAIC_BENCH_DIR", Path(__file__).parent / "cache"))
+SIZE = 1800  # 20 m pixels: 36 km
+SCENES_PER_MONTH = 5
+
+
+def bench_spec(months: int, start: dt.date = dt.date(2021, 7, 1)) -> DemoSpec:
+    """``months`` months from ``start``, five scenes each (days 3, 9, 15, 21, 27), the baseline change inside."""
+    days: list[str] = []
+    year, month = start.year, start.month
+    for _ in range(months):
+        days += [dt.date(year, month, d).isoformat() for d in (3, 9, 15, 21, 27)]
+        year, month = (year + 1, 1) if month == 12 else (year, month + 1)
+    return DemoSpec(
+        size=SIZE,
+        days=tuple(days),
+        pair_days=(),
+        edge_days=tuple(days[2::7]),
+        cloudy_day=days[1],
+        always_cloudy_month=days[-1][:7],
+        blocksize=512,
+    )
+
+
+def bench_archive(months: int) -> DemoArchive:
+    return ensure_demo(bench_spec(months), cache_dir=CACHE)
+
+
+def request_args(archive: DemoArchive) -> dict[str, str]:
+    """The job's area and dates: the archive, inset ~1.5 km so the UTM grid stays inside it."""
+    x0, y0, x1, y1 = archive.bbox_lonlat()
+    d = 0.02
+    return {
+        "aoi": f"[{x0 + d},{y0 + d},{x1 - d},{y1 - d}]",
+        "start_date": archive.spec.days[0],
+        "end_date": archive.spec.days[-1],
+    }
+
+
+if __name__ == "__main__":
+    import logging
+    import sys
+    import time
+
+    logging.basicConfig(level=logging.INFO)
+    for n in [int(a) for a in sys.argv[1:]] or [12, 24]:
+        t = time.time()
+        a = bench_archive(n)
+        print(f"{n} months: {a.root} ({time.time() - t:.0f} s)")

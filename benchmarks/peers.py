@@ -1,0 +1,118 @@
+"""The peers cubemosaic is measured against; each runs as its own process.
+
+    python benchmarks/peers.py floor    ITEMS_JSON OUT_DIR AOI START END
+    python benchmarks/peers.py original ITEMS_JSON OUT_DIR AOI START END
+    python benchmarks/peers.py odc      ITEMS_JSON OUT_DIR AOI START END
+
+- floor: decode every needed input pixel once at the target resolution (rasterio, overview
+  reads, a thread per core) and nothing else: the physical floor of the job.
+- original: the eoap cloudless-mosaic recipe, step for step: stackstac stack, x > 0,
+  persist, group by year-month, median, compute (no SCL mask, no offset harmonisation).
+- odc: what an expert writes with odc-stac: load grouped by solar day, SCL mask, offset
+  harmonisation, ``resample(time="1MS").median()`` (flox), written to Zarr.
+
+Each writes ``result.json`` with its monthly medians' location for the correctness check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+RES = 20.0
+BANDS = ["B04", "B03", "B02", "B08"]  # red, green, blue, nir
+MASK = [0, 1, 2, 3, 8, 9, 10]
+
+
+def _items(path: str):
+    import pystac
+
+    return [pystac.Item.from_dict(f) for f in json.loads(Path(path).read_text())["features"]]
+
+
+def floor(items, out: Path, aoi, start, end) -> dict:
+    import rasterio
+    from odc.geo.geom import box
+    from rasterio.enums import Resampling
+    from rasterio.windows import from_bounds
+
+    area = box(*aoi, "EPSG:4326")
+    jobs = [(item.assets[key].href, area) for item in items for key in BANDS + ["SCL"]]
+
+    def read(job):
+        href, area = job
+        with rasterio.open(href) as ds:
+            bounds = area.to_crs(ds.crs).boundingbox
+            window = from_bounds(*bounds, transform=ds.transform).round_offsets().round_lengths()
+            scale = ds.res[0] / RES
+            shape = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
+            return ds.read(1, window=window, out_shape=shape, resampling=Resampling.nearest).nbytes
+
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        decoded = sum(pool.map(read, jobs))
+    return {"decoded_bytes": decoded, "reads": len(jobs)}
+
+
+def original(items, out: Path, aoi, start, end) -> dict:
+    import stackstac
+    import xarray as xr
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(dashboard_address=None) as cluster, Client(cluster):
+        data = stackstac.stack(items, assets=BANDS, chunksize=(10, 3, 512, 512), resolution=RES,
+                               epsg=32610, bounds_latlon=aoi).where(lambda x: x > 0, other=np.nan)  # fmt: skip
+        data = data.persist()
+        months = data.time.dt.strftime("%Y-%m").rename("month")
+        monthly = data.groupby(months).median().compute()
+    result = xr.Dataset(
+        {name: (("time", "y", "x"), monthly.sel(band=key).values.astype("float32")) for name, key in
+         zip(["red", "green", "blue", "nir"], BANDS, strict=True)},
+        coords={"time": np.array([f"{m}-01" for m in monthly.month.values], dtype="datetime64[ns]"),
+                "y": monthly.y.values, "x": monthly.x.values},
+    )  # fmt: skip
+    result.to_zarr(out / "monthly.zarr", mode="w")
+    return {"monthly": str(out / "monthly.zarr")}
+
+
+def odc(items, out: Path, aoi, start, end) -> dict:
+    import odc.stac
+    import xarray as xr
+
+    from cubemosaic.cube import item_offset
+
+    ds = odc.stac.load(items, bands=BANDS + ["SCL"], crs="EPSG:32610", resolution=RES, bbox=aoi,
+                       groupby="solar_day", chunks={"x": 2048, "y": 2048},
+                       resampling={"*": "nearest", "SCL": "nearest"})  # fmt: skip
+    offsets = xr.DataArray([item_offset(i) for i in sorted(items, key=lambda i: i.datetime)], dims="time",
+                           coords={"time": ds.time})  # fmt: skip
+    valid = ~ds.SCL.isin(MASK)
+    for key in BANDS:
+        valid &= ds[key] != 0
+    out_ds = xr.Dataset()
+    for name, key in zip(["red", "green", "blue", "nir"], BANDS, strict=True):
+        refl = (ds[key].astype("float32") - offsets).clip(min=1).where(valid)
+        out_ds[name] = refl.resample(time="1MS").median()
+    out_ds.to_zarr(out / "monthly.zarr", mode="w")
+    return {"monthly": str(out / "monthly.zarr")}
+
+
+def main() -> None:
+    kind, items_json, out, aoi, start, end = sys.argv[1:7]
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bbox = tuple(float(v) for v in aoi.strip("[]").split(","))
+    items = [i for i in _items(items_json) if start <= i.datetime.date().isoformat() <= end]
+    t = time.perf_counter()
+    info = {"floor": floor, "original": original, "odc": odc}[kind](items, out_dir, bbox, start, end)
+    info["seconds"] = time.perf_counter() - t
+    (out_dir / "result.json").write_text(json.dumps(info))
+
+
+if __name__ == "__main__":
+    main()

@@ -167,41 +167,44 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         description="Sentinel-2 L2A monthly cloud-free median mosaics made by cubemosaic",
         title="cubemosaic monthly mosaics",
     )
-    written: list[Path] = []
     n = len(monthly.time)
-    for i in range(n):
-        month = monthly.time.values[i]
-        tag = str(month)[:7]
+
+    def export_one(i: int) -> tuple[int, Path] | None:
+        """One month's COG and count COG (a thread each: GDAL's compression releases the GIL)."""
+        tag = str(monthly.time.values[i])[:7]
         count = monthly["count"].isel(time=i).values
         if not count.any():
             log.info("export: %s has no clear pixel, skipped [%d/%d]", tag, i + 1, n)
-            continue
+            return None
         name = f"{PREFIX}-{tag}"
         folder = output_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         data = np.stack([monthly[b].isel(time=i).values for b in bands])
-        write_cog(
-            folder / f"{name}.tif",
-            data,
-            crs=geobox.crs.to_wkt(),
-            transform=geobox.transform,
-            descriptions=bands,
-            nodata=0,
-            overview_resampling="average",
-        )
+        common = dict(crs=geobox.crs.to_wkt(), transform=geobox.transform)
+        write_cog(folder / f"{name}.tif", data, descriptions=bands, nodata=0, overview_resampling="average", **common)
         write_cog(
             folder / f"{name}-count.tif",
             count[None],
-            crs=geobox.crs.to_wkt(),
-            transform=geobox.transform,
             descriptions=["count"],
             nodata=None,
             overview_resampling="nearest",
+            **common,
         )
-        sources = str(monthly["item_ids"].values[i]).split()
-        catalog.add_item(_item(name, month, geobox, bands, sources, folder, int(monthly["n_days"].values[i])))
-        written.append(folder / f"{name}.tif")
         log.info("export: %s written [%d/%d]", folder / f"{name}.tif", i + 1, n)
+        return i, folder / f"{name}.tif"
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
+        done = [r for r in pool.map(export_one, range(n)) if r is not None]
+    written: list[Path] = []
+    for i, path in done:  # catalog items in month order, one month held in memory per thread
+        name = path.stem
+        sources = str(monthly["item_ids"].values[i]).split()
+        catalog.add_item(
+            _item(name, monthly.time.values[i], geobox, bands, sources, path.parent, int(monthly["n_days"].values[i]))
+        )
+        written.append(path)
     if not written:
         raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
     catalog.normalize_hrefs(str(output_dir))

@@ -68,3 +68,41 @@ def test_cogs_match_truth_across_baseline_change(demo_run, truth):
     assert (t["count"].values[1] > 0).mean() > 0.9
     # March has a patch that is cloudy in every scene: no clear answer, nodata out.
     assert (t["count"].values[3] == 0).sum() > 100
+
+
+def test_the_odc_stac_path_matches_truth_too(demo, truth, tmp_path):
+    """Grids that do not line up (here: average resampling) go through odc-stac's warping load."""
+    from conftest import cli
+
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", "resampling=average", "stage=cube", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli(["catalog=demo", "resampling=average", "stage=composite", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    t = _truth_on(monthly, truth)
+    for name, key in BANDS.items():
+        got, expected = monthly[name].values.astype(np.float64), t[key].values
+        clear = ~np.isnan(expected)
+        assert (got[~clear] == 0).all()
+        assert np.abs(got[clear] - expected[clear]).max() <= 1, name
+    np.testing.assert_array_equal(monthly["count"].values, t["count"].values)
+
+
+def test_grid_alignment_decides_the_reader():
+    import pystac
+    from odc.geo.geobox import GeoBox
+
+    from cubemosaic.read import asset_grid, is_aligned
+
+    item = pystac.Item("x", None, None, __import__("datetime").datetime(2022, 1, 1), {"proj:epsg": 32610})
+    item.add_asset(
+        "B04",
+        pystac.Asset(
+            "b.tif", extra_fields={"proj:shape": [100, 100], "proj:transform": [10, 0, 500000, 0, -10, 5000000]}
+        ),
+    )
+    grid = asset_grid(item, "B04", "EPSG:32610")
+    assert is_aligned(grid, GeoBox.from_bbox((500100, 4999000, 500900, 4999900), "EPSG:32610", resolution=20))
+    assert not is_aligned(grid, GeoBox.from_bbox((500105, 4999000, 500905, 4999900), "EPSG:32610", resolution=15))
+    assert not is_aligned(grid, GeoBox.from_bbox((500100, 4999000, 500900, 4999900), "EPSG:32611", resolution=20))

@@ -48,7 +48,8 @@ def write_cog(
 
     profile = cog_profiles.get("zstd")
     block = 512 if min(data.shape[1:]) >= 2048 else 256
-    profile.update(predictor=2, blockxsize=block, blockysize=block)
+    # zstd level 3: measured faster and smaller than GDAL's default level 9 and than DEFLATE here.
+    profile.update(predictor=2, blockxsize=block, blockysize=block, zstd_level=3)
     # Overviews down to ~128 px, at least one level, so small mosaics get overviews too.
     levels = max(1, int(np.log2(max(data.shape[1:]) / 128)))
     src_profile = dict(

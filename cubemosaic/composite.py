@@ -108,22 +108,15 @@ def month_block(sources: Sequence[Any], t0: int, t1: int, ys: slice, xs: slice) 
 
 def _month(sources: Sequence[Any], t0: int, t1: int, names: Sequence[str], shard: tuple[int, int]) -> dict[str, Any]:
     """Lazy (1, y, x) uint16 arrays of one month: each band's median, and ``count``."""
-    import dask
-    import dask.array as da
     from dask.base import tokenize
 
-    _, ny, nx = sources[0].shape
+    from .blocks import lazy_blocks
+
+    def task(ys: slice, xs: slice):
+        return month_block, (sources, t0, t1, ys, xs)
+
     token = tokenize([s.store_path for s in sources], t0, t1)
-    rows = []
-    for y0 in range(0, ny, shard[0]):
-        row = []
-        for x0 in range(0, nx, shard[1]):
-            ys, xs = slice(y0, min(ny, y0 + shard[0])), slice(x0, min(nx, x0 + shard[1]))
-            task = dask.delayed(month_block)(sources, t0, t1, ys, xs, dask_key_name=f"month-{token}-{y0}-{x0}")
-            shape = (len(names) + 1, ys.stop - ys.start, xs.stop - xs.start)
-            row.append(da.from_delayed(task, shape=shape, dtype=np.uint16))
-        rows.append(row)
-    month = da.concatenate([da.concatenate(row, axis=2) for row in rows], axis=1)
+    month = lazy_blocks(task, tuple(sources[0].shape[1:]), shard, len(names) + 1, f"month-{token}")
     return {name: month[i][None] for i, name in enumerate([*names, "count"])}
 
 

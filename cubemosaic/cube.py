@@ -278,25 +278,16 @@ def _aligned_day(
     shard: tuple[int, int],
     patch_url: Callable[[str], str] | None,
 ) -> dict[str, Any]:
-    import dask
-    import dask.array as da
     from dask.base import tokenize
 
+    from .blocks import lazy_blocks
     from .read import day_block
 
-    ny, nx = geobox.shape
+    def task(ys: slice, xs: slice):
+        return day_block, (sources, geobox[ys, xs], tuple(mask_classes), patch_url)
+
     token = tokenize(sources, geobox, list(mask_classes))
-    rows = []
-    for y0 in range(0, ny, shard[0]):
-        row = []
-        for x0 in range(0, nx, shard[1]):
-            block = geobox[y0 : y0 + shard[0], x0 : x0 + shard[1]]
-            task = dask.delayed(day_block)(
-                sources, block, tuple(mask_classes), patch_url, dask_key_name=f"day-block-{token}-{y0}-{x0}"
-            )
-            row.append(da.from_delayed(task, shape=(len(names),) + tuple(block.shape), dtype=np.uint16))
-        rows.append(row)
-    day = da.concatenate([da.concatenate(row, axis=2) for row in rows], axis=1)
+    day = lazy_blocks(task, tuple(geobox.shape), shard, len(names), f"day-block-{token}")
     return {name: day[i][None] for i, name in enumerate(names)}
 
 

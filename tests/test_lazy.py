@@ -49,7 +49,9 @@ def test_a_month_reads_nothing_until_computed():
     cube = [CountingSource(rng.integers(0, 3000, (6, 70, 90)).astype(np.uint16)) for _ in range(2)]
     arrays = _month(cube, 1, 4, ["red", "nir"], (32, 64))
     assert [c.reads for c in cube] == [0, 0]
-    red, count = arrays["red"].compute(scheduler="synchronous"), arrays["count"].compute(scheduler="synchronous")
+    import dask
+
+    red, count = dask.compute(arrays["red"], arrays["count"], scheduler="synchronous")
     assert all(c.reads == 6 for c in cube), "one read per block and band"  # 3 x 2 blocks
     expected = np.where(cube[0].data[1:4] == 0, np.nan, cube[0].data[1:4]).astype("float64")
     np.testing.assert_array_equal(count[0], (cube[0].data[1:4] != 0).sum(0))

@@ -106,3 +106,17 @@ def test_grid_alignment_decides_the_reader():
     assert is_aligned(grid, GeoBox.from_bbox((500100, 4999000, 500900, 4999900), "EPSG:32610", resolution=20))
     assert not is_aligned(grid, GeoBox.from_bbox((500105, 4999000, 500905, 4999900), "EPSG:32610", resolution=15))
     assert not is_aligned(grid, GeoBox.from_bbox((500100, 4999000, 500900, 4999900), "EPSG:32611", resolution=20))
+
+
+def test_many_blocks_per_day_give_the_same_cogs(demo_run, tmp_path):
+    """chunk_size=64 makes 128 px shards: 2 x 2 blocks per day and month, edge blocks clipped."""
+    from conftest import cli
+
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", "chunk_size=64", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    tifs = sorted(demo_run.glob("monthly-mosaic-*/*.tif"))
+    assert len(tifs) == 8
+    for tif in tifs:
+        with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(demo_run)) as b:
+            np.testing.assert_array_equal(a.read(), b.read())

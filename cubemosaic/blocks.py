@@ -1,0 +1,38 @@
+"""Dask arrays made of one task per output block (a shard): the shape both stages compute in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["lazy_blocks"]
+
+
+def lazy_blocks(
+    task: Callable[[slice, slice], tuple[Callable[..., np.ndarray], tuple[Any, ...]]],
+    shape: tuple[int, int],
+    shard: tuple[int, int],
+    depth: int,
+    name: str,
+):
+    """A lazy uint16 (depth, y, x) array whose block (ys, xs) is ``func(*args)`` for ``task(ys, xs)``.
+
+    ``name`` must identify the computation (it keys the tasks).
+    """
+    import dask
+    import dask.array as da
+
+    ny, nx = shape
+    rows = []
+    for y0 in range(0, ny, shard[0]):
+        row = []
+        for x0 in range(0, nx, shard[1]):
+            ys, xs = slice(y0, min(ny, y0 + shard[0])), slice(x0, min(nx, x0 + shard[1]))
+            func, args = task(ys, xs)
+            delayed = dask.delayed(func)(*args, dask_key_name=f"{name}-{y0}-{x0}")
+            block_shape = (depth, ys.stop - ys.start, xs.stop - xs.start)
+            row.append(da.from_delayed(delayed, shape=block_shape, dtype=np.uint16))
+        rows.append(row)
+    return da.concatenate([da.concatenate(row, axis=2) for row in rows], axis=1)

@@ -41,7 +41,7 @@ BASELINE_CHANGE = dt.date(2022, 1, 25)
 BOA_OFFSET_DN = 1000
 CUBE_FORMAT = 1
 #: Solar days computed together (one dask.array.store): enough to keep every thread busy.
-DAYS_PER_BATCH = 8
+DAYS_PER_BATCH = 16
 
 
 @dataclass(frozen=True)

@@ -114,18 +114,21 @@ def day_block(
     n = len(sources[0].bands)
     out = np.zeros((n,) + tuple(geobox.shape), dtype=np.uint16)
     empty = np.ones(geobox.shape, dtype=bool)
-    mask = np.asarray(mask_classes, dtype=np.uint16)
+    masked = np.zeros(256, dtype=bool)  # SCL class -> masked, a lookup instead of np.isin
+    masked[np.asarray(mask_classes, dtype=np.uint8)] = True
+    dn = np.empty(geobox.shape, dtype=np.int32)
     for scene in sources:
         scl = _read(scene.scl, geobox, patch_url)
-        take = empty & ~np.isin(scl, mask)
+        take = empty & ~masked[np.minimum(scl, 255)]
         if not take.any():
             continue
         bands = [_read(g, geobox, patch_url) for g in scene.bands]
         for band in bands:
             take &= band != 0
         for i, band in enumerate(bands):
-            dn = band[take].astype(np.int32) - scene.offset
-            out[i][take] = np.clip(dn, 1, 65535)
+            np.subtract(band, scene.offset, out=dn, dtype=np.int32)
+            np.clip(dn, 1, 65535, out=dn)
+            np.copyto(out[i], dn, where=take, casting="unsafe")
         empty &= ~take
         if not empty.any():
             break

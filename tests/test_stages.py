@@ -87,3 +87,14 @@ def test_solar_day_groups_adjacent_tiles_and_splits_at_local_midnight():
     )
     assert [len(d.items) for d in days] == [2, 1]
     assert days[0].items[0].datetime < days[0].items[1].datetime
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 5, 8, 12, 17, 24, 25, 31])
+def test_sorting_network_median_equals_bottleneck(t):
+    from cubemosaic.composite import _median_bottleneck
+
+    rng = np.random.default_rng(t)
+    block = rng.integers(1, 65535, (t, 40, 50), endpoint=True).astype(np.uint16)
+    block[rng.random(block.shape) < 0.4] = 0
+    block[:, :3, :3] = 0
+    np.testing.assert_array_equal(median_block(block), _median_bottleneck(block))

@@ -133,13 +133,19 @@ def output_geobox(aoi: tuple[float, float, float, float], crs: str, resolution: 
     return GeoBox.from_geopolygon(poly, resolution=resolution, crs=crs)
 
 
-def shard_shape(geobox, chunk_size: int) -> tuple[int, int]:
-    """Spatial shard (= dask chunk) shape: 2x2 Zarr chunks, no larger than the grid needs."""
-    ny, nx = geobox.shape
-    return (
-        min(2 * chunk_size, -(-ny // chunk_size) * chunk_size),
-        min(2 * chunk_size, -(-nx // chunk_size) * chunk_size),
-    )
+def chunk_layout(geobox, chunk_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Zarr chunk and shard (= dask chunk) shapes for the grid.
+
+    Chunks are at most ``chunk_size`` and split each axis evenly (1690 px -> 2 x 845, not
+    1024 + 666 padded to 2 x 1024: zarr encodes edge chunks at full size); shards hold 2 x 2.
+    """
+    chunks, shards = [], []
+    for dim in geobox.shape:
+        n = -(-dim // chunk_size)
+        c = -(-dim // n)
+        chunks.append(c)
+        shards.append(c * min(2, n))
+    return (chunks[0], chunks[1]), (shards[0], shards[1])
 
 
 def cube_template(geobox, days: Sequence[SolarDay], bands: Sequence[str], shard: tuple[int, int]):
@@ -339,9 +345,9 @@ def build_cube(
     ``bands`` maps output variable names to asset keys; ``scl_key`` is the SCL asset.
     """
     days = group_by_solar_day(items)
-    shard = shard_shape(geobox, chunk_size)
+    chunk, shard = chunk_layout(geobox, chunk_size)
     template = cube_template(geobox, days, list(bands), shard)
-    encoding = {name: store.zarr_encoding((1, chunk_size, chunk_size), (1,) + shard) for name in bands}
+    encoding = {name: store.zarr_encoding((1,) + chunk, (1,) + shard) for name in bands}
     sig = signature(days, geobox, bands, scl_key, mask_classes, resampling, chunk_size)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
     todo = [i for i in range(len(days)) if i not in state.done]

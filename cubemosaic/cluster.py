@@ -36,9 +36,9 @@ ENV_SIZING = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass
 class ClusterSpec:
-    """How to get a Dask cluster (validated; see ``conf/cluster/``)."""
+    """How to get a Dask cluster; also the Hydra schema of the ``cluster`` group (``conf/cluster/``)."""
 
     #: ``auto``, ``local`` or ``gateway``.
     kind: str = "auto"

@@ -1,6 +1,6 @@
 """Configuration: Hydra structured-config schemas and their validation.
 
-The schemas (:class:`Config`, :class:`CatalogConf`, :class:`ClusterConf`) are registered
+The schemas (:class:`Config`, :class:`CatalogConf`, :class:`~cubemosaic.cluster.ClusterSpec`) are registered
 in Hydra's ConfigStore so a misspelt key or a value of the wrong type is refused when
 the command line is composed. :func:`to_settings` then turns the loose config into a
 frozen, typed :class:`Settings` once, at the edge; library code never sees the Hydra
@@ -21,7 +21,7 @@ from .errors import ConfigError
 
 __all__ = [
     "CatalogConf",
-    "ClusterConf",
+    "ClusterSpec",
     "Config",
     "Settings",
     "Stage",
@@ -55,35 +55,11 @@ class CatalogConf:
 
 
 @dataclass
-class ClusterConf:
-    """Where the Dask work runs (group ``cluster``)."""
-
-    kind: str = "auto"
-    #: Local cluster: worker processes (``null`` = 1) and threads per worker (``null`` = all cores).
-    n_workers: int | None = None
-    threads_per_worker: int | None = None
-    #: Local cluster: worker processes (true) or threads in this process (false).
-    processes: bool = False
-    memory_limit: str = "auto"
-    #: Dask Gateway address; ``null`` = Dask config ``gateway.address`` (env ``DASK_GATEWAY__ADDRESS``).
-    address: str | None = None
-    #: Gateway cluster to join; ``null`` = env ``DASK_CLUSTER``; unset = start one.
-    name: str | None = None
-    #: Started gateway cluster sizing; ``null`` = the ``DASK_GATEWAY_*`` variables Calrissian sets.
-    worker_cores: float | None = None
-    worker_cores_limit: float | None = None
-    worker_memory: str | None = None
-    max_cores: float | None = None
-    max_memory: str | None = None
-    adaptive: bool = False
-
-
-@dataclass
 class Config:
     """The whole command line: ``python -m cubemosaic key=value ...``."""
 
     catalog: CatalogConf = field(default_factory=CatalogConf)
-    cluster: ClusterConf = field(default_factory=ClusterConf)
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
     start_date: str | None = None
     end_date: str | None = None
     aoi: list[float] | None = None
@@ -232,6 +208,15 @@ def _cube_url(value: str | None, zarr_dir: str, stage: str) -> str:
     return value.rstrip("/")
 
 
+def _cluster_spec(cluster: Any) -> ClusterSpec:
+    """The ``cluster`` node as a :class:`ClusterSpec` (a composed DictConfig, or one already)."""
+    if isinstance(cluster, ClusterSpec):
+        return cluster
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(cluster)
+
+
 def to_settings(cfg: Any) -> Settings:
     """Validate a composed config (a :class:`Config`-shaped mapping) into :class:`Settings`."""
     catalog = cfg.catalog
@@ -318,20 +303,6 @@ def to_settings(cfg: Any) -> Settings:
         cube_url=_cube_url(cfg.cube_url, zarr_dir, cfg.stage),
         stage=cfg.stage,
         overwrite=bool(cfg.overwrite),
-        cluster=ClusterSpec(
-            kind=cluster.kind,
-            n_workers=cluster.n_workers,
-            threads_per_worker=cluster.threads_per_worker,
-            processes=bool(cluster.processes),
-            memory_limit=str(cluster.memory_limit),
-            address=cluster.address,
-            name=cluster.name,
-            worker_cores=cluster.worker_cores,
-            worker_cores_limit=cluster.worker_cores_limit,
-            worker_memory=cluster.worker_memory,
-            max_cores=cluster.max_cores,
-            max_memory=cluster.max_memory,
-            adaptive=bool(cluster.adaptive),
-        ),
+        cluster=_cluster_spec(cluster),
         debug=bool(cfg.debug),
     )

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,23 @@ class LoopbackGateway:
         self.password = password
         #: Gateway clients and clusters opened by a test, closed at the end of the session.
         self.keep: list[object] = []
+
+    @contextmanager
+    def running_cluster(self):
+        """A one-worker cluster started as Calrissian would; yields (cluster, transitions()).
+
+        ``transitions()`` reads the scheduler's task-transition counter: proof that work ran there.
+        """
+        cluster = self.client().new_cluster()
+        self.keep.append(cluster)
+        try:
+            cluster.scale(1)
+            dask = cluster.get_client()
+            dask.wait_for_workers(1, timeout=120)
+            yield cluster, lambda: dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+            dask.close()
+        finally:
+            cluster.shutdown()
 
     def close(self) -> None:
         from cubemosaic.cluster import close_gateway

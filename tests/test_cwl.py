@@ -83,14 +83,8 @@ def test_workflow_runs_on_a_gateway_cluster(tmp_path, stac_api, gateway, demo_ru
             }
         )
     )
-    client = gateway.client()
-    cluster = client.new_cluster()
-    gateway.keep.append(cluster)
-    try:
-        cluster.scale(1)
-        dask = cluster.get_client()
-        dask.wait_for_workers(1, timeout=120)
-        before = dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+    with gateway.running_cluster() as (cluster, transitions):
+        before = transitions()
         env = gateway.env(DASK_CLUSTER=cluster.name)
         preserve = [arg for var in env for arg in ("--preserve-environment", var)]
         out = tmp_path / "out"
@@ -106,11 +100,7 @@ def test_workflow_runs_on_a_gateway_cluster(tmp_path, stac_api, gateway, demo_ru
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"connected to Dask Gateway cluster {cluster.name}" in proc.stderr
-        after = dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
-        assert after - before > 100
-        dask.close()
-    finally:
-        cluster.shutdown()
+        assert transitions() - before > 100
 
     cube = xr.open_zarr(out / "cube.zarr")
     assert cube.sizes["time"] == 18 and cube.rio.crs.to_epsg() == 32610

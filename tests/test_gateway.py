@@ -39,26 +39,17 @@ def _no_cluster_left(gateway, timeout=30.0):
 
 
 def test_join_the_cluster_named_by_dask_cluster(gateway, demo_run, tmp_path):
-    client = gateway.client()
-    cluster = client.new_cluster()
-    gateway.keep.append(cluster)
-    try:
-        cluster.scale(1)
-        dask = cluster.get_client()
-        dask.wait_for_workers(1, timeout=120)
-        before = dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+    with gateway.running_cluster() as (cluster, transitions):
+        before = transitions()
         out = tmp_path / "out"
         proc = cli(["catalog=demo", f"output_dir={out}"], env=gateway.env(DASK_CLUSTER=cluster.name), cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert f"connected to Dask Gateway cluster {cluster.name}" in proc.stderr
         assert proc.stderr.strip().splitlines()[-1].endswith(f"done: outputs in {out}")
-        after = dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
-        assert after - before > 100, "the work ran on the gateway cluster's scheduler"
-        assert [c.name for c in client.list_clusters()] == [cluster.name], "a named cluster is never shut down"
+        assert transitions() - before > 100, "the work ran on the gateway cluster's scheduler"
+        names = [c.name for c in gateway.client().list_clusters()]
+        assert names == [cluster.name], "a named cluster is never shut down"
         _same_cogs(demo_run, out)
-        dask.close()
-    finally:
-        cluster.shutdown()
     assert _no_cluster_left(gateway)
 
 

@@ -1,0 +1,112 @@
+"""The same scenes in other catalogs' layouts give the same mosaics (issue: real catalogs).
+
+Earth Search v1 names assets by common name (red, nir, scl), states the offset with
+``raster:bands`` (scale 0.0001, offset -0.1) and ``earthsearch:boa_offset_applied``; STAC 1.1
+catalogs carry band info in ``bands`` and the CRS as ``proj:code``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import rasterio
+
+from conftest import cli, free_port
+
+ES_KEYS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "SCL": "scl"}
+
+
+def _earth_search(features: list[dict]) -> list[dict]:
+    out = []
+    for feature in copy.deepcopy(features):
+        props = feature["properties"]
+        applied = props.pop("s2:processing_baseline") >= "04.00"
+        props["earthsearch:boa_offset_applied"] = applied
+        assets = {}
+        for key, asset in feature["assets"].items():
+            name = ES_KEYS[key]
+            if key != "SCL":
+                asset["eo:bands"] = [{"name": name, "common_name": name}]
+                asset["raster:bands"] = [
+                    {"nodata": 0, "data_type": "uint16", "scale": 0.0001, "offset": -0.1 if applied else 0.0}
+                ]
+            assets[name] = asset
+        feature["assets"] = assets
+        out.append(feature)
+    return out
+
+
+def _stac_1_1(features: list[dict]) -> list[dict]:
+    out = []
+    for feature in copy.deepcopy(features):
+        feature["stac_version"] = "1.1.0"
+        feature["properties"]["proj:code"] = f"EPSG:{feature['properties'].pop('proj:epsg')}"
+        for asset in feature["assets"].values():
+            bands = asset.pop("eo:bands", None)
+            if bands:
+                asset["bands"] = [{"name": b["name"], "eo:common_name": b["common_name"]} for b in bands]
+        out.append(feature)
+    return out
+
+
+def _same_cogs(a_dir: Path, b_dir: Path) -> None:
+    tifs = sorted(a_dir.glob("monthly-mosaic-*/*.tif"))
+    assert len(tifs) == 8
+    for tif in tifs:
+        with rasterio.open(tif) as a, rasterio.open(b_dir / tif.relative_to(a_dir)) as b:
+            assert a.descriptions == b.descriptions
+            np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_earth_search_layout_served_by_a_stac_api(demo, demo_run, tmp_path):
+    features = json.loads(demo.items_path.read_text())["features"]
+    items = tmp_path / "earth-search.json"
+    items.write_text(json.dumps({"type": "FeatureCollection", "features": _earth_search(features)}))
+    port = free_port()
+    exe = str(Path(sys.executable).parent / "rustac")
+    server = subprocess.Popen(
+        [exe, "serve", "--addr", f"127.0.0.1:{port}", str(items)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        import time
+
+        import requests
+
+        for _ in range(100):
+            try:
+                if requests.get(f"http://127.0.0.1:{port}", timeout=1).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        out = tmp_path / "out"
+        proc = cli(
+            [
+                "catalog=earth_search",
+                f"catalog.url=http://127.0.0.1:{port}",
+                "start_date=2021-12-01",
+                "end_date=2022-03-31",
+                "aoi=[-122.325,47.535,-122.265,47.575]",
+                f"output_dir={out}",
+            ],
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
+    _same_cogs(demo_run, out)
+
+
+def test_stac_1_1_layout_from_a_static_file(demo, demo_run, tmp_path):
+    features = json.loads(demo.items_path.read_text())["features"]
+    items = tmp_path / "stac-1.1.json"
+    items.write_text(json.dumps({"type": "FeatureCollection", "features": _stac_1_1(features)}))
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    _same_cogs(demo_run, out)

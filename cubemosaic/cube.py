@@ -238,22 +238,26 @@ def load_day(
     if sources is not None:
         return _aligned_day(sources, geobox, list(bands), mask_classes, shard, patch_url)
     import odc.stac
+    import rasterio
+
+    from .read import GDAL_READ_OPTIONS
 
     keys = list(bands.values())
     fused: list | None = None
     for item in day.items:
-        loaded = odc.stac.load(
-            [item],
-            bands=keys + [scl_key],
-            geobox=geobox,
-            chunks={"y": shard[0], "x": shard[1]},
-            resampling={"*": resampling, scl_key: "nearest"},
-            groupby="id",
-            dtype="uint16",
-            stac_cfg=_STAC_CFG,
-            patch_url=patch_url,
-            fail_on_error=True,
-        )
+        with rasterio.Env(**GDAL_READ_OPTIONS):  # odc-stac captures the environment into its tasks
+            loaded = odc.stac.load(
+                [item],
+                bands=keys + [scl_key],
+                geobox=geobox,
+                chunks={"y": shard[0], "x": shard[1]},
+                resampling={"*": resampling, scl_key: "nearest"},
+                groupby="id",
+                dtype="uint16",
+                stac_cfg=_STAC_CFG,
+                patch_url=patch_url,
+                fail_on_error=True,
+            )
         clear = _clear(loaded, keys, scl_key, mask_classes, item_offset(item, keys[0]))
         fused = clear if fused is None else [_first(a, b) for a, b in zip(fused, clear, strict=True)]
     assert fused is not None

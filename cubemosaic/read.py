@@ -21,7 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["AssetGrid", "SceneSource", "asset_grid", "day_block", "is_aligned"]
+__all__ = ["GDAL_READ_OPTIONS", "AssetGrid", "SceneSource", "asset_grid", "day_block", "is_aligned"]
+
+#: GDAL settings for every read, on every worker: retries with backoff for transient HTTP
+#: failures (GDAL retries 429, 500, 502, 503 and 504), no directory listing on open.
+GDAL_READ_OPTIONS = {
+    "GDAL_HTTP_MAX_RETRY": "6",
+    "GDAL_HTTP_RETRY_DELAY": "0.5",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+}
 
 
 @dataclass(frozen=True)
@@ -101,8 +110,8 @@ def _read(grid: AssetGrid, geobox, patch_url: Callable[[str], str] | None) -> np
     if oc1 <= oc0 or or1 <= or0:
         return out
     window = Window(round((oc0 - col0) * k), round((or0 - row0) * k), (oc1 - oc0) * k, (or1 - or0) * k)
-    href = patch_url(grid.href) if patch_url else grid.href
-    with rasterio.open(href) as src:
+    href = patch_url(grid.href) if patch_url else grid.href  # signed here, in the task, close to the read
+    with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href) as src:
         src.read(1, window=window, out=out[or0:or1, oc0:oc1], resampling=Resampling.nearest)
     return out
 

@@ -1,0 +1,48 @@
+"""Reads over HTTP that fail now and then are retried (GDAL's retry settings) and the job succeeds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import rasterio
+from assetserver import AssetServer
+
+from conftest import cli
+
+
+def _http_items(demo, url: str, tmp_path):
+    doc = json.loads(demo.items_path.read_text())
+    for feature in doc["features"]:
+        for asset in feature["assets"].values():
+            path = asset["href"].removeprefix("file://")
+            asset["href"] = url + "/" + str(demo.root.name) + path.removeprefix(str(demo.root))
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    return items
+
+
+def test_transient_503s_are_retried(demo, demo_run, tmp_path):
+    with AssetServer(demo.root.parent, fail_every=7) as server:
+        items = _http_items(demo, server.url, tmp_path)
+        out = tmp_path / "out"
+        proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={out}"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert server.failed > 10, "the server did fail requests"
+    for tif in sorted(demo_run.glob("monthly-mosaic-*/*.tif")):
+        with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(demo_run)) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+
+
+def test_an_asset_that_keeps_failing_is_named(demo, tmp_path):
+    with AssetServer(demo.root.parent) as server:
+        items = _http_items(demo, server.url, tmp_path)
+        doc = json.loads(items.read_text())
+        victim = doc["features"][5]
+        victim["assets"]["B03"]["href"] = server.url + "/no-such-file.tif"
+        items.write_text(json.dumps(doc))
+        proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("cubemosaic: error: cannot read asset B03 of item " + victim["id"]), last
+    assert "Traceback" not in proc.stderr

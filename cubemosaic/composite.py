@@ -9,6 +9,7 @@ with the length of the time range and an interrupted run resumes by month.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Sequence
@@ -199,6 +200,8 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False) -> str:
     shard = tuple(first.encoding.get("shards") or first.encoding["chunks"])[1:]
     chunk = tuple(first.encoding["chunks"])
     template = _template(cube, months, counts, bands, shard)
+    # Assets the cube stage skipped (on_read_error=skip) travel on to the months' STAC items.
+    template.attrs["skipped_assets"] = json.dumps(attrs.get("skipped", []))
     encoding = {name: store.zarr_encoding(chunk, (1,) + shard) for name in bands}
     encoding["count"] = store.zarr_encoding(chunk, (1,) + shard, reflectance=False)
     sig = {"format": MONTHLY_FORMAT, "cube": attrs["signature"], "months": [str(m)[:7] for m in months]}

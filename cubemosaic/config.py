@@ -71,6 +71,9 @@ class Config:
     max_cloud_cover: float = 100.0
     mask_classes: list[int] = field(default_factory=lambda: list(DEFAULT_MASK_CLASSES))
     resampling: str = "nearest"
+    #: A read that still fails after retries: ``fail`` (stop, naming the asset) or ``skip``
+    #: (leave the scene out, list it in the log and the month's STAC item).
+    on_read_error: str = "fail"
     chunk_size: int = 1024
     output_dir: str = "output"
     #: Where cube.zarr and monthly.zarr go: ``null`` = output_dir, or an fsspec URL (s3://, gs://, az://).
@@ -122,6 +125,7 @@ class Settings:
     max_cloud_cover: float
     mask_classes: tuple[int, ...]
     resampling: str
+    on_read_error: str
     chunk_size: int
     output_dir: Path
     #: Folder or fsspec URL of the Zarr stores (``output_dir`` unless set).
@@ -259,6 +263,8 @@ def to_settings(cfg: Any) -> Settings:
         raise ConfigError("mask_classes", f"SCL classes are 0-11, got {list(mask)}")
     if cfg.resampling not in RESAMPLING:
         raise ConfigError("resampling", f"{cfg.resampling!r} is not one of {', '.join(RESAMPLING)}")
+    if cfg.on_read_error not in ("fail", "skip"):
+        raise ConfigError("on_read_error", f"{cfg.on_read_error!r} is not one of fail, skip")
     if cfg.chunk_size < 64 or cfg.chunk_size > 8192:
         raise ConfigError("chunk_size", f"must lie in 64-8192 pixels, got {cfg.chunk_size}")
     if cfg.crs is not None:
@@ -297,6 +303,7 @@ def to_settings(cfg: Any) -> Settings:
         max_cloud_cover=float(cfg.max_cloud_cover),
         mask_classes=mask,
         resampling=cfg.resampling,
+        on_read_error=cfg.on_read_error,
         chunk_size=int(cfg.chunk_size),
         output_dir=output_dir,
         zarr_dir=zarr_dir,

@@ -14,8 +14,8 @@ import datetime as dt
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -234,6 +234,11 @@ def load_day(
     :func:`cubemosaic.read.day_block`, one task per block that reads, masks, harmonises and
     fuses; anything else goes through odc-stac's load (which warps).
     """
+    if not day.items:  # every scene of the day was skipped: no observation
+        import dask.array as da
+
+        empty = da.zeros((1,) + tuple(geobox.shape), dtype=np.uint16, chunks=(1,) + shard)
+        return {name: empty for name in bands}
     sources = _aligned_sources(day, geobox, bands, scl_key) if resampling == "nearest" else None
     if sources is not None:
         return _aligned_day(sources, geobox, list(bands), mask_classes, shard, patch_url)
@@ -343,10 +348,13 @@ def build_cube(
     chunk_size: int = 1024,
     overwrite: bool = False,
     patch_url: Callable[[str], str] | None = None,
+    on_read_error: str = "fail",
 ) -> str:
     """Write (or resume) the cube of ``items`` at ``path``; returns ``path``.
 
-    ``bands`` maps output variable names to asset keys; ``scl_key`` is the SCL asset.
+    ``bands`` maps output variable names to asset keys; ``scl_key`` is the SCL asset. With
+    ``on_read_error="skip"`` a scene with an unreadable asset is left out of its day, and
+    the skipped assets are logged and recorded in the store (then in the months' STAC items).
     """
     days = group_by_solar_day(items)
     chunk, shard = chunk_layout(geobox, chunk_size)
@@ -369,12 +377,38 @@ def build_cube(
         steps = {
             i: load_day(days[i], geobox, bands, scl_key, mask_classes, resampling, shard, patch_url) for i in batch
         }
+        keys = [*bands.values(), scl_key]
+        skipped: list[dict[str, str]] = []
         try:
             store.write_steps(path, steps)
         except Exception as e:  # a failed read surfaces here, from whichever worker ran it
-            raise _read_error(e, [days[i] for i in batch], geobox, [*bands.values(), scl_key], patch_url) from None
+            broken = _broken_assets([days[i] for i in batch], geobox, keys, patch_url)
+            if on_read_error != "skip" or not broken:
+                raise _read_error(e, broken, [days[i] for i in batch]) from None
+            for day, item, key, problem in broken:
+                log.warning("cube: skipped asset %s of item %s (%s)", key, item.id, problem)
+                skipped.append({"day": day.day.isoformat(), "item": item.id, "band": key, "problem": problem})
+            bad = {item.id for _, item, _, _ in broken}
+            steps = {
+                i: load_day(
+                    replace(days[i], items=tuple(it for it in days[i].items if it.id not in bad)),
+                    geobox,
+                    bands,
+                    scl_key,
+                    mask_classes,
+                    resampling,
+                    shard,
+                    patch_url,
+                )
+                for i in batch
+            }
+            try:
+                store.write_steps(path, steps)
+            except Exception as again:
+                broken = _broken_assets([days[i] for i in batch], geobox, keys, patch_url, skip=bad)
+                raise _read_error(again, broken, [days[i] for i in batch]) from None
         written += len(batch)
-        store.mark_done(path, batch, complete=written == len(days))
+        store.mark_done(path, batch, complete=written == len(days), skipped=skipped)
         for i in batch:
             log.info(
                 "cube: day %d/%d written: %s (%d scene(s)) [%d/%d]",
@@ -391,26 +425,40 @@ def build_cube(
     return path
 
 
-def _read_error(
-    e: Exception, days: Sequence[SolarDay], geobox, keys: Sequence[str], patch_url: Callable[[str], str] | None
-) -> Exception:
-    """Turn a failed read into a :class:`ReadError` naming the asset (item id and band).
+def _broken_assets(
+    days: Sequence[SolarDay],
+    geobox,
+    keys: Sequence[str],
+    patch_url: Callable[[str], str] | None,
+    skip: Collection[str] = (),
+) -> list[tuple[SolarDay, pystac.Item, str, str]]:
+    """Every asset of ``days`` that cannot be read over ``geobox``, with its problem.
 
     The error raised by a worker does not always name its file (GDAL's warper says only
-    "Chunk and warp failed"), so on failure each asset of the batch's days is read again
-    here, at the output resolution, until the broken one is found.
+    "Chunk and warp failed"), so after a failure each asset is read again here, at the
+    output resolution.
     """
-    if isinstance(e, MemoryError):
-        return e
-    text = _scrub(str(e))
+    found = []
     for day in days:
         for item in day.items:
+            if item.id in skip:
+                continue
             for key in keys:
                 problem = _probe(item.assets[key].get_absolute_href() or item.assets[key].href, geobox, patch_url)
                 if problem:
-                    return ReadError(f"cannot read asset {key} of item {item.id}: {problem}")
+                    found.append((day, item, key, problem))
+    return found
+
+
+def _read_error(e: Exception, broken: Sequence[tuple], days: Sequence[SolarDay]) -> Exception:
+    """A :class:`ReadError` naming the first broken asset (item id and band), else the scenes."""
+    if isinstance(e, MemoryError):
+        return e
+    if broken:
+        _, item, key, problem = broken[0]
+        return ReadError(f"cannot read asset {key} of item {item.id}: {problem}")
     ids = ", ".join(i.id for d in days for i in d.items)
-    return ReadError(f"cannot read the scenes {ids}: {text}")
+    return ReadError(f"cannot read the scenes {ids}: {_scrub(str(e))}")
 
 
 def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | None:

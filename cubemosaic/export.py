@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -163,6 +164,7 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     monthly = xr.open_zarr(monthly_path, mask_and_scale=False, consolidated=True)
     bands = [name for name in attrs["variables"] if name != "count"]
     geobox = monthly.odc.geobox
+    skipped = json.loads(monthly.attrs.get("skipped_assets", "[]"))
     catalog = pystac.Catalog(
         id="cubemosaic",
         description="Sentinel-2 L2A monthly cloud-free median mosaics made by cubemosaic",
@@ -202,9 +204,14 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     for i, path in done:  # catalog items in month order, one month held in memory per thread
         name = path.stem
         sources = str(monthly["item_ids"].values[i]).split()
-        catalog.add_item(
-            _item(name, monthly.time.values[i], geobox, bands, sources, path.parent, int(monthly["n_days"].values[i]))
+        item = _item(
+            name, monthly.time.values[i], geobox, bands, sources, path.parent, int(monthly["n_days"].values[i])
         )
+        month_skipped = [s for s in skipped if s["day"].startswith(name.removeprefix(f"{PREFIX}-"))]
+        if month_skipped:
+            item.properties["cubemosaic:skipped_assets"] = month_skipped
+            log.warning("export: %s left out %d unreadable asset(s)", name, len(month_skipped))
+        catalog.add_item(item)
         written.append(path)
     if not written:
         raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")

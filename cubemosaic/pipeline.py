@@ -91,6 +91,7 @@ def run(settings: Settings) -> Outputs:
                         chunk_size=settings.chunk_size,
                         overwrite=settings.overwrite,
                         patch_url=signer(settings.sign),
+                        on_read_error=settings.on_read_error,
                     )
             if "composite" in stages:
                 from .composite import build_monthly

@@ -173,8 +173,10 @@ def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]]) -> None:
     da.store(sources, targets, regions=regions, lock=False, compute=True)
 
 
-def mark_done(path: str, indices: Iterable[int], *, complete: bool = False) -> None:
-    """Record steps as written (after their data), and the store as complete if so."""
+def mark_done(
+    path: str, indices: Iterable[int], *, complete: bool = False, skipped: Sequence[Mapping[str, str]] = ()
+) -> None:
+    """Record steps as written (after their data), the store as complete if so, and skipped inputs."""
     import zarr
 
     with _quiet():
@@ -182,6 +184,8 @@ def mark_done(path: str, indices: Iterable[int], *, complete: bool = False) -> N
         attrs = dict(group.attrs[ATTR])
         attrs["done"] = sorted(set(attrs.get("done", [])) | {int(i) for i in indices})
         attrs["complete"] = bool(complete or attrs.get("complete"))
+        if skipped:
+            attrs["skipped"] = [*attrs.get("skipped", []), *map(dict, skipped)]
         group.attrs[ATTR] = attrs
         zarr.consolidate_metadata(path)
 

@@ -46,3 +46,40 @@ def test_an_asset_that_keeps_failing_is_named(demo, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("cubemosaic: error: cannot read asset B03 of item " + victim["id"]), last
     assert "Traceback" not in proc.stderr
+
+
+def test_skip_policy_leaves_the_scene_out_and_says_so(demo, demo_run, tmp_path):
+    import pystac
+
+    doc = json.loads(demo.items_path.read_text())
+    victim = doc["features"][3]  # a December scene
+    src = victim["assets"]["B08"]["href"].removeprefix("file://")
+    broken = tmp_path / "B08-truncated.tif"
+    broken.write_bytes(open(src, "rb").read()[:3000])
+    victim["assets"]["B08"]["href"] = broken.as_uri()
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", f"catalog.url={items}", "on_read_error=skip", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"skipped asset B08 of item {victim['id']}" in proc.stderr
+    catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
+    by_month = {i.id: i for i in catalog.get_items(recursive=True)}
+    listed = by_month["monthly-mosaic-2021-12"].properties["cubemosaic:skipped_assets"]
+    assert [(s["item"], s["band"]) for s in listed] == [(victim["id"], "B08")]
+    assert "cubemosaic:skipped_assets" not in by_month["monthly-mosaic-2022-01"].properties
+    # Other months are untouched; December has one observation fewer where the scene was clear.
+    for month in ("2022-01", "2022-02", "2022-03"):
+        tif = f"monthly-mosaic-{month}/monthly-mosaic-{month}.tif"
+        with rasterio.open(demo_run / tif) as a, rasterio.open(out / tif) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+    count = "monthly-mosaic-2021-12/monthly-mosaic-2021-12-count.tif"
+    with rasterio.open(demo_run / count) as a, rasterio.open(out / count) as b:
+        diff = a.read(1).astype(int) - b.read(1)
+    assert set(np.unique(diff)) == {0, 1}
+
+
+def test_bad_skip_policy_is_refused(tmp_path):
+    proc = cli(["catalog=demo", "on_read_error=ignore", f"output_dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("cubemosaic: error: on_read_error:")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -68,30 +69,54 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def stac_api(demo) -> str:
-    """A real STAC API (``rustac serve``) on loopback, serving the demo archive's items."""
+def wait_for_http(url: str, what: str, tries: int = 200) -> None:
+    """Poll ``url`` until it answers 2xx (a server started on loopback is up)."""
+    for _ in range(tries):
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start")
+
+
+@contextmanager
+def serve_stac(items_path: Path):
+    """A real STAC API (``rustac serve``) on loopback serving ``items_path``; yields its URL."""
     exe = shutil.which("rustac") or str(Path(sys.executable).parent / "rustac")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [exe, "serve", "--addr", f"127.0.0.1:{port}", str(demo.items_path)],
+        [exe, "serve", "--addr", f"127.0.0.1:{port}", str(items_path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(100):
-            try:
-                if requests.get(url, timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("rustac serve did not start")
-        yield url
+        wait_for_http(f"http://127.0.0.1:{port}", "rustac serve")
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def stac_api(demo) -> str:
+    """The demo archive's items behind a real STAC API on loopback."""
+    with serve_stac(demo.items_path) as url:
+        yield url
+
+
+def truncated_asset_items(demo, tmp_path: Path, index: int = 3, key: str = "B08") -> tuple[Path, dict]:
+    """The demo's items with one asset replaced by a truncated copy: (items.json, the item)."""
+    doc = json.loads(demo.items_path.read_text())
+    item = doc["features"][index]
+    src = item["assets"][key]["href"].removeprefix("file://")
+    broken = tmp_path / f"{key}-truncated.tif"
+    broken.write_bytes(Path(src).read_bytes()[:3000])
+    item["assets"][key]["href"] = broken.as_uri()
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    return items, item
 
 
 class LoopbackGateway:
@@ -149,24 +174,21 @@ def gateway(tmp_path_factory):
     exe = str(Path(sys.executable).parent / "dask-gateway-server")
     proxy_port, api_port = free_port(), free_port()
     password = "test-only-password"
-    env = dict(os.environ, TEST_GATEWAY_API_PORT=str(api_port), TEST_GATEWAY_PROXY_PORT=str(proxy_port),
-               TEST_GATEWAY_PASSWORD=password)  # fmt: skip
+    env = dict(
+        os.environ,
+        TEST_GATEWAY_API_PORT=str(api_port),
+        TEST_GATEWAY_PROXY_PORT=str(proxy_port),
+        TEST_GATEWAY_PASSWORD=password,
+    )
     workdir = tmp_path_factory.mktemp("gateway")
     log = open(workdir / "gateway.log", "w")
     config = Path(__file__).parent / "gateway_config.py"
-    proc = subprocess.Popen([exe, "-f", str(config)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [exe, "-f", str(config)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     address = f"http://127.0.0.1:{proxy_port}"
     try:
-        for _ in range(200):
-            try:
-                if requests.get(f"{address}/api/health", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            time.sleep(0.1)
-        else:
-            raise RuntimeError("dask-gateway-server did not start: " + (workdir / "gateway.log").read_text())
+        wait_for_http(f"{address}/api/health", "dask-gateway-server")
         loopback = LoopbackGateway(address, password)
         yield loopback
         loopback.close()

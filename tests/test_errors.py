@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import socket
 
 import pytest
 
-from conftest import cli
+from conftest import cli, truncated_asset_items
 
 
 def _one_line_error(proc, *needles: str) -> str:
@@ -97,13 +96,6 @@ def test_output_of_another_request_is_not_overwritten(demo_run, tmp_path):
 
 
 def test_corrupt_asset_is_named(demo, tmp_path):
-    doc = json.loads(demo.items_path.read_text())
-    item = doc["features"][3]
-    src = item["assets"]["B08"]["href"].removeprefix("file://")
-    broken = tmp_path / "B08-truncated.tif"
-    broken.write_bytes(open(src, "rb").read()[:3000])
-    item["assets"]["B08"]["href"] = broken.as_uri()
-    items = tmp_path / "items.json"
-    items.write_text(json.dumps(doc))
+    items, item = truncated_asset_items(demo, tmp_path)
     proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
     _one_line_error(proc, "B08", item["id"])

@@ -8,7 +8,7 @@ import numpy as np
 import rasterio
 from assetserver import AssetServer
 
-from conftest import cli
+from conftest import cli, truncated_asset_items
 
 
 def _http_items(demo, url: str, tmp_path):
@@ -51,14 +51,7 @@ def test_an_asset_that_keeps_failing_is_named(demo, tmp_path):
 def test_skip_policy_leaves_the_scene_out_and_says_so(demo, demo_run, tmp_path):
     import pystac
 
-    doc = json.loads(demo.items_path.read_text())
-    victim = doc["features"][3]  # a December scene
-    src = victim["assets"]["B08"]["href"].removeprefix("file://")
-    broken = tmp_path / "B08-truncated.tif"
-    broken.write_bytes(open(src, "rb").read()[:3000])
-    victim["assets"]["B08"]["href"] = broken.as_uri()
-    items = tmp_path / "items.json"
-    items.write_text(json.dumps(doc))
+    items, victim = truncated_asset_items(demo, tmp_path)  # a December scene
     out = tmp_path / "out"
     proc = cli(["catalog=demo", f"catalog.url={items}", "on_read_error=skip", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import rasterio
 
-from conftest import cli, free_port
+from conftest import cli, serve_stac
 
 ES_KEYS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "SCL": "scl"}
 
@@ -67,27 +65,12 @@ def test_earth_search_layout_served_by_a_stac_api(demo, demo_run, tmp_path):
     features = json.loads(demo.items_path.read_text())["features"]
     items = tmp_path / "earth-search.json"
     items.write_text(json.dumps({"type": "FeatureCollection", "features": _earth_search(features)}))
-    port = free_port()
-    exe = str(Path(sys.executable).parent / "rustac")
-    server = subprocess.Popen(
-        [exe, "serve", "--addr", f"127.0.0.1:{port}", str(items)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        import time
-
-        import requests
-
-        for _ in range(100):
-            try:
-                if requests.get(f"http://127.0.0.1:{port}", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.1)
+    with serve_stac(items) as url:
         out = tmp_path / "out"
         proc = cli(
             [
                 "catalog=earth_search",
-                f"catalog.url=http://127.0.0.1:{port}",
+                f"catalog.url={url}",
                 "start_date=2021-12-01",
                 "end_date=2022-03-31",
                 "aoi=[-122.325,47.535,-122.265,47.575]",
@@ -96,9 +79,6 @@ def test_earth_search_layout_served_by_a_stac_api(demo, demo_run, tmp_path):
             cwd=tmp_path,
         )
         assert proc.returncode == 0, proc.stderr
-    finally:
-        server.terminate()
-        server.wait(10)
     _same_cogs(demo_run, out)
 
 

@@ -179,12 +179,12 @@ def _gateway(spec: ClusterSpec) -> Iterator[object]:
                 log.info("cluster: started Dask Gateway cluster %s at %s with %d worker(s)%s", cluster.name, where,
                          workers, " (adaptive)" if spec.adaptive else "")  # fmt: skip
             client = cluster.get_client()
-        except Exception as e:
-            raise _gateway_error(e, where, name) from None
-        try:
             log.info("cluster: dashboard %s", client.dashboard_link)
             if not spec.adaptive:
                 client.wait_for_workers(1, timeout=300)
+        except Exception as e:
+            raise _gateway_error(e, where, name) from None
+        try:
             yield client
             transitions = client.run_on_scheduler(_transition_count)
             log.info("cluster: %d task transitions ran on Dask Gateway cluster %s", transitions, cluster.name)

@@ -171,6 +171,20 @@ def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]]) -> None:
             targets.append(group[name].with_config({"write_empty_chunks": True}))
             regions.append((slice(index, index + 1), slice(None), slice(None)))
     da.store(sources, targets, regions=regions, lock=False, compute=True)
+    release_memory()
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS after a batch (glibc keeps it otherwise), so the resident
+    size of a long run stays that of one batch. A no-op where glibc is not the allocator."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        ctypes.CDLL(name).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):
+        pass
 
 
 def mark_done(

@@ -54,10 +54,15 @@ $graph:
     catalog-url:
       type: string?
       doc: a STAC API URL or static ItemCollection/catalog file; default the Planetary Computer
+    zarr-dir:
+      type: string?
+      doc: >-
+        object storage for the Zarr stores (s3://bucket/prefix, gs://, az://), which Dask Gateway
+        workers write themselves; unset, the cube travels as the `cube` Directory
   outputs:
     cube:
-      type: Directory
-      doc: the Zarr cube (cube.zarr)
+      type: Directory?
+      doc: the Zarr cube (cube.zarr); empty when zarr-dir puts it on object storage
       outputSource: step_cube/cube
     stac-catalog:
       type: Directory
@@ -76,11 +81,13 @@ $graph:
         max-items: max-items
         max-cloud-cover: max-cloud-cover
         catalog-url: catalog-url
+        zarr-dir: zarr-dir
       out: [cube]
     step_mosaic:
       run: "#mosaic"
       in:
         cube: step_cube/cube
+        zarr-dir: zarr-dir
       out: [stac-catalog]
 
 - class: CommandLineTool
@@ -133,9 +140,12 @@ $graph:
     catalog-url:
       type: string?
       inputBinding: {prefix: "catalog.url=", separate: false}
+    zarr-dir:
+      type: string?
+      inputBinding: {prefix: "zarr_dir=", separate: false}
   outputs:
     cube:
-      type: Directory
+      type: Directory?
       outputBinding:
         glob: cube.zarr
 
@@ -161,11 +171,13 @@ $graph:
   arguments:
     - stage=mosaic
     - $("output_dir=" + runtime.outdir)
-    - $("zarr_dir=" + runtime.tmpdir)
+    - '$("zarr_dir=" + (inputs["zarr-dir"] ? inputs["zarr-dir"] : runtime.tmpdir))'
+    - '$("cube_url=" + (inputs.cube ? inputs.cube.path : inputs["zarr-dir"] + "/cube.zarr"))'
   inputs:
     cube:
-      type: Directory
-      inputBinding: {prefix: "cube_url=", separate: false}
+      type: Directory?
+    zarr-dir:
+      type: string?
   outputs:
     stac-catalog:
       type: Directory

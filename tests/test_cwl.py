@@ -53,6 +53,7 @@ def test_workflow_shape():
         "max-items",
         "max-cloud-cover",
         "catalog-url",
+        "zarr-dir",
     }
     assert set(graph["main"]["outputs"]) == {"cube", "stac-catalog"}
     assert graph["main"]["steps"]["step_mosaic"]["in"]["cube"] == "step_cube/cube"
@@ -69,64 +70,71 @@ def test_workflow_validates(tmp_path):
     assert "is valid CWL" in proc.stdout + proc.stderr
 
 
-def test_workflow_runs_on_a_gateway_cluster(tmp_path, stac_api, gateway, demo_run):
-    job = tmp_path / "job.yml"
-    job.write_text(
-        yaml.safe_dump(
-            {
-                "start-date": "2021-12-01",
-                "end-date": "2022-03-31",
-                "aoi": "-122.325,47.535,-122.265,47.575",
-                "bands": ["red", "green", "blue", "nir"],
-                "resolution": 20,
-                "catalog-url": stac_api,
-            }
-        )
-    )
-    with gateway.running_cluster() as (cluster, transitions):
-        before = transitions()
-        env = gateway.env(DASK_CLUSTER=cluster.name)
-        preserve = [arg for var in env for arg in ("--preserve-environment", var)]
-        out = tmp_path / "out"
-        proc = _cwltool(
-            "--no-container",
-            *preserve,
-            "--outdir",
-            str(out),
-            f"{_hints_copy(tmp_path)}#main",
-            str(job),
-            env=env,
-            cwd=tmp_path,
-        )
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"connected to Dask Gateway cluster {cluster.name}" in proc.stderr
-        assert transitions() - before > 100
+DEMO_JOB = {
+    "start-date": "2021-12-01",
+    "end-date": "2022-03-31",
+    "aoi": "-122.325,47.535,-122.265,47.575",
+    "bands": ["red", "green", "blue", "nir"],
+    "resolution": 20,
+}
 
-    cube = xr.open_zarr(out / "cube.zarr")
-    assert cube.sizes["time"] == 18 and cube.rio.crs.to_epsg() == 32610
+
+def _run_main(tmp_path: Path, job: dict, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, Path]:
+    """``cwltool --no-container`` of the workflow's ``main`` on ``job``, passing ``env`` to the tools."""
+    job_file = tmp_path / "job.yml"
+    job_file.write_text(yaml.safe_dump(job))
+    preserve = [arg for var in env or {} for arg in ("--preserve-environment", var)]
+    out = tmp_path / "out"
+    proc = _cwltool(
+        "--no-container",
+        *preserve,
+        "--outdir",
+        str(out),
+        f"{_hints_copy(tmp_path)}#main",
+        str(job_file),
+        env=env,
+        cwd=tmp_path,
+    )
+    return proc, out
+
+
+def _catalog_matches_the_demo_run(out: Path, demo_run: Path) -> None:
     (catalog_dir,) = [p for p in out.iterdir() if (p / "catalog.json").exists()]
     items = list(pystac.Catalog.from_file(str(catalog_dir / "catalog.json")).get_items(recursive=True))
     assert len(items) == 4
-    for tif in sorted(demo_run.glob("monthly-mosaic-*/*.tif")):
+    tifs = sorted(demo_run.glob("monthly-mosaic-*/*.tif"))
+    assert len(tifs) == 8
+    for tif in tifs:
         with rasterio.open(tif) as a, rasterio.open(catalog_dir / tif.relative_to(demo_run)) as b:
             np.testing.assert_array_equal(a.read(), b.read())
 
 
+def test_workflow_runs_on_a_gateway_cluster(tmp_path, stac_api, gateway, demo_run):
+    with gateway.running_cluster() as (cluster, transitions):
+        before = transitions()
+        proc, out = _run_main(tmp_path, DEMO_JOB | {"catalog-url": stac_api}, gateway.env(DASK_CLUSTER=cluster.name))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"connected to Dask Gateway cluster {cluster.name}" in proc.stderr
+        assert transitions() - before > 100
+    cube = xr.open_zarr(out / "cube.zarr")
+    assert cube.sizes["time"] == 18 and cube.rio.crs.to_epsg() == 32610
+    _catalog_matches_the_demo_run(out, demo_run)
+
+
 def test_a_failing_job_fails_the_step(tmp_path):
-    job = tmp_path / "job.yml"
-    job.write_text(
-        yaml.safe_dump(
-            {
-                "start-date": "2022-03-31",
-                "end-date": "2021-12-01",
-                "aoi": "-122.325,47.535,-122.265,47.575",
-                "resolution": 20,
-            }
-        )
-    )
-    proc = _cwltool(
-        "--no-container", "--outdir", str(tmp_path / "out"), f"{_hints_copy(tmp_path)}#main", str(job), cwd=tmp_path
-    )
+    proc, _ = _run_main(tmp_path, DEMO_JOB | {"start-date": "2022-03-31", "end-date": "2021-12-01"})
     assert proc.returncode != 0
     assert "end_date: 2021-12-01 is before start_date 2022-03-31" in proc.stderr
     assert "permanentFail" in proc.stderr
+
+
+def test_workflow_with_the_stores_on_object_storage(tmp_path, stac_api, s3, demo_run):
+    """With zarr-dir the stores live in a bucket (as gateway workers need) and the steps meet there."""
+    import s3fs
+
+    proc, out = _run_main(tmp_path, DEMO_JOB | {"catalog-url": stac_api, "zarr-dir": "s3://cubes/cwl-run"}, s3)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fs = s3fs.S3FileSystem(key="test-key", secret="test-secret", endpoint_url=s3["AWS_ENDPOINT_URL"])
+    assert fs.exists("cubes/cwl-run/cube.zarr/zarr.json") and fs.exists("cubes/cwl-run/monthly.zarr/zarr.json")
+    assert not (out / "cube.zarr").exists()
+    _catalog_matches_the_demo_run(out, demo_run)

@@ -3,37 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import rasterio
 import xarray as xr
 
-from conftest import cli, free_port
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """moto's S3 server on 127.0.0.1 with a bucket, and the environment that reaches it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "test-key",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-    boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id="test-key",
-        aws_secret_access_key="test-secret",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="cubes")
-    yield env
-    server.stop()
+from conftest import cli
 
 
 def test_cube_and_monthly_stores_on_s3(s3, demo_run, tmp_path):

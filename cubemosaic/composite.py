@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Sequence
 from functools import cache
 from typing import Any
@@ -207,11 +206,7 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False) -> str:
     sig = {"format": MONTHLY_FORMAT, "cube": attrs["signature"], "months": [str(m)[:7] for m in months]}
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="composite")
 
-    import zarr
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        group = zarr.open_group(cube_path, mode="r")
+    group = store.open_group(cube_path, "r")
     sources = [group[name] for name in bands]
     starts = np.cumsum([0, *counts])
     todo = [i for i in range(len(months)) if i not in state.done]

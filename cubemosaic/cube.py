@@ -273,14 +273,14 @@ def _aligned_sources(day: SolarDay, geobox, bands: Mapping[str, str], scl_key: s
     """The day's scenes as :class:`~cubemosaic.read.SceneSource`, if every asset lines up with the grid."""
     from .read import SceneSource, asset_grid, is_aligned
 
+    keys = list(bands.values())
     sources = []
     for item in day.items:
         crs = _item_crs(item)
-        grids = [asset_grid(item, key, crs) for key in bands.values()]
+        grids = [asset_grid(item, key, crs) for key in keys]
         scl = asset_grid(item, scl_key, crs)
         if not all(is_aligned(g, geobox) for g in [*grids, scl]):
             return None
-        keys = list(bands.values())
         sources.append(SceneSource(item.id, tuple(grids), scl, item_offset(item, keys[0])))  # type: ignore[arg-type]
     return sources
 
@@ -372,41 +372,31 @@ def build_cube(
         geobox.crs,
         len(todo),
     )
+
+    def lazy(day: SolarDay) -> dict[str, Any]:
+        return load_day(day, geobox, bands, scl_key, mask_classes, resampling, shard, patch_url)
+
+    keys = [*bands.values(), scl_key]
     written = len(state.done)
     for batch in store.batches(todo, DAYS_PER_BATCH):
-        steps = {
-            i: load_day(days[i], geobox, bands, scl_key, mask_classes, resampling, shard, patch_url) for i in batch
-        }
-        keys = [*bands.values(), scl_key]
+        batch_days = [days[i] for i in batch]
         skipped: list[dict[str, str]] = []
         try:
-            store.write_steps(path, steps)
+            store.write_steps(path, {i: lazy(days[i]) for i in batch})
         except Exception as e:  # a failed read surfaces here, from whichever worker ran it
-            broken = _broken_assets([days[i] for i in batch], geobox, keys, patch_url)
+            broken = _broken_assets(batch_days, geobox, keys, patch_url)
             if on_read_error != "skip" or not broken:
-                raise _read_error(e, broken, [days[i] for i in batch]) from None
+                raise _read_error(e, broken, batch_days) from None
             for day, item, key, problem in broken:
                 log.warning("cube: skipped asset %s of item %s (%s)", key, item.id, problem)
                 skipped.append({"day": day.day.isoformat(), "item": item.id, "band": key, "problem": problem})
             bad = {item.id for _, item, _, _ in broken}
-            steps = {
-                i: load_day(
-                    replace(days[i], items=tuple(it for it in days[i].items if it.id not in bad)),
-                    geobox,
-                    bands,
-                    scl_key,
-                    mask_classes,
-                    resampling,
-                    shard,
-                    patch_url,
-                )
-                for i in batch
-            }
+            kept = {i: replace(days[i], items=tuple(it for it in days[i].items if it.id not in bad)) for i in batch}
             try:
-                store.write_steps(path, steps)
+                store.write_steps(path, {i: lazy(day) for i, day in kept.items()})
             except Exception as again:
-                broken = _broken_assets([days[i] for i in batch], geobox, keys, patch_url, skip=bad)
-                raise _read_error(again, broken, [days[i] for i in batch]) from None
+                broken = _broken_assets(batch_days, geobox, keys, patch_url, skip=bad)
+                raise _read_error(again, broken, batch_days) from None
         written += len(batch)
         store.mark_done(path, batch, complete=written == len(days), skipped=skipped)
         for i in batch:
@@ -466,9 +456,11 @@ def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | N
     import rasterio
     from rasterio.windows import from_bounds
 
+    from .read import GDAL_READ_OPTIONS
+
     try:
         url = patch_url(href) if patch_url else href
-        with rasterio.open(url) as src:
+        with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(url) as src:  # as the readers do: with retries
             bounds = geobox.extent.to_crs(src.crs).boundingbox
             window = from_bounds(*bounds, transform=src.transform).intersection(
                 rasterio.windows.Window(0, 0, src.width, src.height)

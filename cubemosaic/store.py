@@ -43,6 +43,14 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def open_group(path: str, mode: str = "r"):
+    """The zarr group at ``path`` (folder or fsspec URL), without zarr's consolidated-metadata notes."""
+    import zarr
+
+    with _quiet():
+        return zarr.open_group(path, mode=mode)
+
+
 def zarr_encoding(chunks: tuple[int, ...], shards: tuple[int, ...], *, reflectance: bool = True) -> dict[str, Any]:
     """Encoding of one uint16 data variable: zstd, inner chunks, shards; CF scaling if reflectance."""
     from zarr.codecs import BloscCodec
@@ -74,8 +82,7 @@ def _read_attrs(path: str) -> dict[str, Any] | None:
     import zarr
 
     try:
-        with _quiet():
-            group = zarr.open_group(path, mode="r")
+        group = open_group(path, "r")
         return dict(group.attrs.get(ATTR) or {})
     except (FileNotFoundError, KeyError, ValueError, TypeError, zarr.errors.GroupNotFoundError):
         return None
@@ -159,10 +166,8 @@ def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]]) -> None:
     writes whole shards, so no two tasks write the same object.
     """
     import dask.array as da
-    import zarr
 
-    with _quiet():
-        group = zarr.open_group(path, mode="r+")
+    group = open_group(path, "r+")
     sources, targets, regions = [], [], []
     for index, arrays in steps.items():
         for name, array in arrays.items():
@@ -194,7 +199,7 @@ def mark_done(
     import zarr
 
     with _quiet():
-        group = zarr.open_group(path, mode="r+")
+        group = open_group(path, "r+")
         attrs = dict(group.attrs[ATTR])
         attrs["done"] = sorted(set(attrs.get("done", [])) | {int(i) for i in indices})
         attrs["complete"] = bool(complete or attrs.get("complete"))

@@ -1,4 +1,4 @@
-"""Catalogs: open a STAC API or a static file, search it, resolve band names, sign hrefs.
+"""Catalogs: open a STAC API or a static file, search it, resolve band names.
 
 A ``catalog.url`` is either a STAC API root (searched with pystac-client, cloud cover
 through the query extension where the API conforms to it) or a static ItemCollection /
@@ -12,7 +12,7 @@ import datetime as dt
 import json
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ __all__ = [
     "redact",
     "resolve_bands",
     "search",
-    "signer",
 ]
 
 log = logging.getLogger(__name__)
@@ -263,13 +262,3 @@ def resolve_bands(
             if key not in item.assets:
                 raise CatalogError(f"item {item.id} has no asset {key!r} for band {band!r}")
     return mapping, scl
-
-
-# --------------------------------------------------------------------------- signing
-def signer(kind: str) -> Callable[[str], str] | None:
-    """The href signer for ``catalog.sign``: ``planetary_computer`` or ``none``."""
-    if kind == "planetary_computer":
-        import planetary_computer
-
-        return planetary_computer.sign
-    return None

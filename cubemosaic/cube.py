@@ -22,7 +22,7 @@ import numpy as np
 import pystac
 
 from . import store
-from .errors import ReadError
+from .errors import ReadError, SigningError
 
 __all__ = [
     "SolarDay",
@@ -246,6 +246,7 @@ def load_day(
     import rasterio
 
     from .read import GDAL_READ_OPTIONS
+    from .signing import SigningRioDriver
 
     keys = list(bands.values())
     fused: list | None = None
@@ -260,7 +261,7 @@ def load_day(
                 groupby="id",
                 dtype="uint16",
                 stac_cfg=_STAC_CFG,
-                patch_url=patch_url,
+                driver=SigningRioDriver(patch_url) if patch_url else None,
                 fail_on_error=True,
             )
         clear = _clear(loaded, keys, scl_key, mask_classes, item_offset(item, keys[0]))
@@ -383,6 +384,8 @@ def build_cube(
         skipped: list[dict[str, str]] = []
         try:
             store.write_steps(path, {i: lazy(days[i]) for i in batch})
+        except SigningError:
+            raise  # no token, no read: not one asset's fault
         except Exception as e:  # a failed read surfaces here, from whichever worker ran it
             broken = _broken_assets(batch_days, geobox, keys, patch_url)
             if on_read_error != "skip" or not broken:
@@ -457,9 +460,9 @@ def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | N
     from rasterio.windows import from_bounds
 
     from .read import GDAL_READ_OPTIONS
+    from .signing import read_signed
 
-    try:
-        url = patch_url(href) if patch_url else href
+    def read(url: str) -> None:
         with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(url) as src:  # as the readers do: with retries
             bounds = geobox.extent.to_crs(src.crs).boundingbox
             window = from_bounds(*bounds, transform=src.transform).intersection(
@@ -468,6 +471,9 @@ def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | N
             scale = abs(src.transform.a) / geobox.resolution.x
             shape = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
             src.read(1, window=window, out_shape=shape)
+
+    try:
+        read_signed(href, patch_url, read)
     except rasterio.errors.WindowError:
         return None  # the asset does not cover the area: not what failed
     except Exception as e:  # rasterio and GDAL raise many types; any of them is the answer

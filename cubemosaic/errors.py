@@ -15,6 +15,7 @@ __all__ = [
     "NothingFoundError",
     "OutputError",
     "ReadError",
+    "SigningError",
 ]
 
 
@@ -53,3 +54,7 @@ class ReadError(CubeMosaicError):
 
 class OutputError(CubeMosaicError):
     """The output location cannot be written, or holds something we must not overwrite."""
+
+
+class SigningError(CubeMosaicError):
+    """The token service refused to sign asset hrefs (a wrong subscription key, say)."""

@@ -76,8 +76,8 @@ def run(settings: Settings) -> Outputs:
     if "cube" in stages or "composite" in stages:
         with dask_client(settings.cluster):
             if "cube" in stages:
-                from .catalog import signer
                 from .cube import build_cube
+                from .signing import signer
 
                 with _timed("cube"):
                     build_cube(

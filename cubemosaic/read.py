@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .signing import read_signed
+
 __all__ = ["GDAL_READ_OPTIONS", "AssetGrid", "SceneSource", "asset_grid", "day_block", "is_aligned"]
 
 #: GDAL settings for every read, on every worker: retries with backoff for transient HTTP
@@ -110,9 +112,12 @@ def _read(grid: AssetGrid, geobox, patch_url: Callable[[str], str] | None) -> np
     if oc1 <= oc0 or or1 <= or0:
         return out
     window = Window(round((oc0 - col0) * k), round((or0 - row0) * k), (oc1 - oc0) * k, (or1 - or0) * k)
-    href = patch_url(grid.href) if patch_url else grid.href  # signed here, in the task, close to the read
-    with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href) as src:
-        src.read(1, window=window, out=out[or0:or1, oc0:oc1], resampling=Resampling.nearest)
+
+    def read(url: str) -> None:
+        with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(url) as src:
+            src.read(1, window=window, out=out[or0:or1, oc0:oc1], resampling=Resampling.nearest)
+
+    read_signed(grid.href, patch_url, read)  # signed here, in the task, close to the read
     return out
 
 

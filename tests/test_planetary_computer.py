@@ -1,0 +1,160 @@
+"""The Planetary Computer path offline: a SAS-token stand-in and a blob server on loopback.
+
+Items carry blob-storage hrefs (``http://<account>.blob.core.windows.net/<container>/...``),
+as the Planetary Computer's do; the planetary-computer package signs them with tokens from
+``PC_SDK_SAS_URL`` (the stand-in), and GDAL reaches the "blob storage" through
+``GDAL_HTTP_PROXY`` (the asset server, which answers only requests with a working token).
+Tokens work for half a second; the server answers after 10 ms, so a run takes many times that.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from assetserver import AssetServer, SasTokenStandIn
+
+from conftest import cli
+
+ACCOUNT, CONTAINER = "sentinel2l2a01", "sentinel2-l2"
+DEMO_AREA = ["start_date=2021-12-01", "end_date=2022-03-31", "aoi=[-122.325,47.535,-122.265,47.575]", "resolution=20"]
+
+
+def _blob_items(demo, tmp_path: Path) -> Path:
+    """The demo's items with their hrefs moved to blob storage (``<container>/<scene>/<band>.tif``)."""
+    doc = json.loads(demo.items_path.read_text())
+    for feature in doc["features"]:
+        for asset in feature["assets"].values():
+            relative = Path(asset["href"].removeprefix("file://")).relative_to(demo.root)
+            asset["href"] = f"http://{ACCOUNT}.blob.core.windows.net/{CONTAINER}/{relative}"
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    return items
+
+
+def _blob_root(demo, tmp_path: Path) -> Path:
+    """A folder where ``<container>/...`` is the demo archive."""
+    root = tmp_path / "blobs"
+    root.mkdir()
+    (root / CONTAINER).symlink_to(demo.root)
+    return root
+
+
+def _run(demo, tmp_path: Path, sas: SasTokenStandIn, blobs: AssetServer, *args: str, key: str = "pc-key"):
+    out = tmp_path / "out"
+    env = {
+        "PC_SDK_SAS_URL": sas.url,
+        "PC_SDK_SUBSCRIPTION_KEY": key,
+        "GDAL_HTTP_PROXY": f"127.0.0.1:{blobs.port}",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    items = _blob_items(demo, tmp_path)
+    proc = cli(
+        ["catalog=planetary_computer", f"catalog.url={items}", *DEMO_AREA, *args, f"output_dir={out}"],
+        env=env,
+        cwd=tmp_path,
+    )
+    return proc, out
+
+
+def _same_cogs(a_dir: Path, b_dir: Path) -> None:
+    tifs = sorted(a_dir.glob("monthly-mosaic-*/*.tif"))
+    assert len(tifs) == 8
+    for tif in tifs:
+        with rasterio.open(tif) as a, rasterio.open(b_dir / tif.relative_to(a_dir)) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+
+
+@pytest.mark.parametrize(
+    "stated_lifetime",
+    [
+        pytest.param(60.4, id="tokens-renewed-before-they-expire"),
+        pytest.param(3600, id="tokens-expire-before-the-time-they-state"),
+    ],
+)
+def test_a_run_outlives_several_tokens(demo, demo_run, tmp_path, stated_lifetime):
+    # The package renews a token when it has less than 60 s left: stating 60.4 s makes it renew
+    # after 0.4 s, before the 0.5 s it works; stating an hour makes it keep the token, and only a
+    # fresh token after the server's 403 saves the run.
+    with (
+        SasTokenStandIn(lifetime=0.5, stated_lifetime=stated_lifetime, key="pc-key") as sas,
+        AssetServer(_blob_root(demo, tmp_path), authorize=sas.valid, latency=0.01) as blobs,
+    ):
+        proc, out = _run(demo, tmp_path, sas, blobs)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert blobs.hosts == {f"{ACCOUNT}.blob.core.windows.net"}, "every read went to blob storage, through the proxy"
+    assert sas.containers == {(ACCOUNT, CONTAINER)} and sas.keys_seen == {"pc-key"}
+    assert len(sas.issued) >= 3, f"the run outlived {len(sas.issued)} token(s) only"
+    if stated_lifetime == 3600:
+        assert blobs.refused > 0, "the server refused expired tokens"
+    for sig in sas.issued:
+        assert sig not in proc.stderr and sig not in proc.stdout, "a token reached the log"
+    _same_cogs(demo_run, out)
+
+
+def test_odc_stac_reads_sign_in_the_task_too(demo, truth, tmp_path):
+    """Average resampling goes through odc-stac's load; its reads sign (and re-sign) in the task."""
+    import xarray as xr
+
+    from conftest import BANDS
+
+    with (
+        SasTokenStandIn(lifetime=0.5, stated_lifetime=3600) as sas,
+        AssetServer(_blob_root(demo, tmp_path), authorize=sas.valid, latency=0.01) as blobs,
+    ):
+        proc, out = _run(demo, tmp_path, sas, blobs, "resampling=average", "stage=cube")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        proc, out = _run(demo, tmp_path, sas, blobs, "resampling=average", "stage=composite")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(sas.issued) >= 3 and blobs.refused > 0
+    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    t = truth.sel(x=monthly.x.values, y=monthly.y.values)
+    for name, key in BANDS.items():
+        got, expected = monthly[name].values.astype(np.float64), t[key].values
+        clear = ~np.isnan(expected)
+        assert (got[~clear] == 0).all()
+        assert np.abs(got[clear] - expected[clear]).max() <= 1, name
+
+
+def test_a_refused_subscription_key_is_one_line(demo, tmp_path):
+    with (
+        SasTokenStandIn(lifetime=60, key="the-right-key") as sas,
+        AssetServer(_blob_root(demo, tmp_path), authorize=sas.valid) as blobs,
+    ):
+        proc, _ = _run(demo, tmp_path, sas, blobs, key="a-wrong-key")
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("cubemosaic: error: catalog.sign: ") and "(HTTP 401)" in last, last
+    assert "PC_SDK_SUBSCRIPTION_KEY" in last and "Traceback" not in proc.stderr
+    assert "a-wrong-key" not in proc.stderr
+
+
+def test_the_signer_takes_the_client_settings_to_the_workers(tmp_path):
+    """A worker (here a fresh process without PC_SDK_* in its environment) signs with the client's
+    token service and key; the key never shows in the signer's repr."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from cubemosaic.signing import PlanetaryComputerSigner, SigningRioDriver
+
+    href = f"https://{ACCOUNT}.blob.core.windows.net/{CONTAINER}/a/B04.tif"
+    with SasTokenStandIn(lifetime=60, key="secret-key") as sas:
+        sign = PlanetaryComputerSigner(sas_url=sas.url, subscription_key="secret-key")
+        assert "secret-key" not in repr(sign)
+        payload = tmp_path / "driver.pickle"
+        payload.write_bytes(pickle.dumps(SigningRioDriver(sign)))
+        script = "import pickle, sys; print(pickle.load(open(sys.argv[1], 'rb'))._sign(sys.argv[2]))"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PC_SDK_")}
+        env["HOME"] = str(tmp_path)  # no ~/.planetarycomputer/settings.env either
+        proc = subprocess.run(
+            [sys.executable, "-c", script, str(payload), href], capture_output=True, text=True, env=env, timeout=60
+        )
+    assert proc.returncode == 0, proc.stderr
+    signed = proc.stdout.strip()
+    assert signed.startswith(href + "?") and sas.valid(signed.partition("?")[2])
+    assert sas.keys_seen == {"secret-key"}

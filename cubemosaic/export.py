@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ def write_cog(
     from rio_cogeo.cogeo import cog_translate, cog_validate
     from rio_cogeo.profiles import cog_profiles
 
-    profile = cog_profiles.get("zstd")
+    with warnings.catch_warnings():  # "Non-standard compression schema: zstd": GDAL >= 2.3 reads it
+        warnings.simplefilter("ignore", UserWarning)
+        profile = cog_profiles.get("zstd")
     block = 512 if min(data.shape[1:]) >= 2048 else 256
     # zstd level 3: measured faster and smaller than GDAL's default level 9 and than DEFLATE here.
     profile.update(predictor=2, blockxsize=block, blockysize=block, zstd_level=3)
@@ -65,22 +68,24 @@ def write_cog(
     )
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        with MemoryFile() as mem, mem.open(**src_profile) as src:
-            src.write(data)
-            for i, desc in enumerate(descriptions, start=1):
-                src.set_band_description(i, desc)
-            cog_translate(
-                src,
-                str(tmp),
-                profile,
-                nodata=nodata,
-                overview_resampling=overview_resampling,
-                in_memory=True,
-                quiet=True,
-                overview_level=levels,
-                config={"GDAL_NUM_THREADS": "ALL_CPUS"},
-                use_cog_driver=False,
-            )
+        with MemoryFile() as mem:
+            with mem.open(**src_profile) as dst:
+                dst.write(data)
+                for i, desc in enumerate(descriptions, start=1):
+                    dst.set_band_description(i, desc)
+            with mem.open() as src:  # read-only, as cog_translate wants its source
+                cog_translate(
+                    src,
+                    str(tmp),
+                    profile,
+                    nodata=nodata,
+                    overview_resampling=overview_resampling,
+                    in_memory=True,
+                    quiet=True,
+                    overview_level=levels,
+                    config={"GDAL_NUM_THREADS": "ALL_CPUS"},
+                    use_cog_driver=False,
+                )
         valid, errors, _ = cog_validate(str(tmp), quiet=True)
         if not valid:
             raise OutputError(f"{path.name} failed COG validation: {'; '.join(errors)}")

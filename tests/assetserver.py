@@ -6,6 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -35,8 +37,8 @@ class _Server:
 class AssetServer(_Server):
     """Serves files under ``root`` with HTTP range requests.
 
-    - every ``fail_every``-th request fails: a 503, or with ``fail_how="drop"`` the connection
-      is closed without an answer;
+    - every ``fail_every``-th request fails: with the HTTP status ``fail_how`` ("503", "429",
+      ...), or with ``fail_how="drop"`` the connection is reset without an answer;
     - ``authorize(query) -> bool`` refuses requests (403, as Azure Blob Storage does) whose
       query string it does not accept;
     - every answer waits ``latency`` seconds (a distant server);
@@ -89,12 +91,13 @@ class AssetServer(_Server):
                     server.hosts.add(url.hostname or self.headers.get("Host", ""))
                     fail = server.fail_every and server.requests % server.fail_every == 0
                     server.failed += bool(fail)
-                if fail and server.fail_how == "drop":
+                if fail and server.fail_how == "drop":  # a reset connection, as a load balancer drops one
                     self.close_connection = True
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                     self.connection.close()
                     return
                 if fail:
-                    return self._empty(503)
+                    return self._empty(int(server.fail_how))
                 if server.authorize and not server.authorize(url.query):
                     with server._lock:
                         server.refused += 1

@@ -1,10 +1,14 @@
-"""Reads over HTTP that fail now and then are retried (GDAL's retry settings) and the job succeeds."""
+"""Failing reads over HTTP: transient failures (503, 429, reset connections) are retried with GDAL's
+retry settings and the job succeeds; a read that keeps failing (a missing or truncated file) is
+named, or left out with on_read_error=skip."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from assetserver import AssetServer
 
@@ -22,8 +26,9 @@ def _http_items(demo, url: str, tmp_path):
     return items
 
 
-def test_transient_503s_are_retried(demo, demo_run, tmp_path):
-    with AssetServer(demo.root.parent, fail_every=7) as server:
+@pytest.mark.parametrize("fail_how", ["503", "429", "drop"])
+def test_transient_failures_are_retried(demo, demo_run, tmp_path, fail_how):
+    with AssetServer(demo.root.parent, fail_every=7, fail_how=fail_how) as server:
         items = _http_items(demo, server.url, tmp_path)
         out = tmp_path / "out"
         proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={out}"], cwd=tmp_path)
@@ -76,3 +81,30 @@ def test_bad_skip_policy_is_refused(tmp_path):
     proc = cli(["catalog=demo", "on_read_error=ignore", f"output_dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("cubemosaic: error: on_read_error:")
+
+
+def test_a_truncated_file_over_http_is_named_or_skipped(demo, tmp_path):
+    """A server that serves a cut-short COG (a broken upload): named by default, left out with skip."""
+    items, victim = truncated_asset_items(demo, tmp_path)  # B08 of a December scene, cut short
+    root = tmp_path / "served"
+    root.mkdir()
+    (root / demo.root.name).symlink_to(demo.root)
+    (root / "B08-truncated.tif").symlink_to(tmp_path / "B08-truncated.tif")
+    with AssetServer(root) as server:
+        doc = json.loads(items.read_text())
+        for feature in doc["features"]:
+            for asset in feature["assets"].values():
+                path = Path(asset["href"].removeprefix("file://"))
+                relative = path.relative_to(demo.root.parent) if demo.root in path.parents else path.name
+                asset["href"] = f"{server.url}/{relative}"
+        items.write_text(json.dumps(doc))
+        failed = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'a'}"], cwd=tmp_path)
+        skipped = cli(
+            ["catalog=demo", f"catalog.url={items}", "on_read_error=skip", f"output_dir={tmp_path / 'b'}"],
+            cwd=tmp_path,
+        )
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    last = failed.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cubemosaic: error: cannot read asset B08 of item {victim['id']}"), last
+    assert skipped.returncode == 0, skipped.stderr[-2000:]
+    assert f"skipped asset B08 of item {victim['id']}" in skipped.stderr

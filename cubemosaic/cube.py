@@ -80,13 +80,17 @@ def item_offset(item: pystac.Item, asset_key: str | None = None) -> int:
     """DN to subtract from ``item``'s reflectance bands to remove the BOA offset.
 
     Decided per item, by the most explicit statement the catalog makes: the asset's
-    ``raster:bands`` offset (Earth Search: scale 0.0001, offset -0.1), then
+    scale and offset (STAC 1.0 ``raster:bands``, as Earth Search's scale 0.0001 / offset
+    -0.1; STAC 1.1 ``raster:scale``/``raster:offset`` on the asset or in its ``bands``), then
     ``earthsearch:boa_offset_applied``, then ``s2:processing_baseline`` >= 04.00, then
     the acquisition date (from 2022-01-25).
     """
     if asset_key and asset_key in item.assets:
-        for band in item.assets[asset_key].extra_fields.get("raster:bands") or []:
-            scale, offset = band.get("scale"), band.get("offset")
+        fields = item.assets[asset_key].extra_fields
+        stated = [(b.get("scale"), b.get("offset")) for b in fields.get("raster:bands") or []]
+        stated += [(b.get("raster:scale"), b.get("raster:offset")) for b in fields.get("bands") or []]
+        stated.append((fields.get("raster:scale"), fields.get("raster:offset")))
+        for scale, offset in stated:
             if scale and offset is not None:
                 return int(round(-offset / scale))
     props = item.properties

@@ -158,3 +158,23 @@ def test_the_signer_takes_the_client_settings_to_the_workers(tmp_path):
     signed = proc.stdout.strip()
     assert signed.startswith(href + "?") and sas.valid(signed.partition("?")[2])
     assert sas.keys_seen == {"secret-key"}
+
+
+def test_a_missing_blob_is_named_without_its_token(demo, tmp_path):
+    items = _blob_items(demo, tmp_path)
+    doc = json.loads(items.read_text())
+    victim = doc["features"][4]
+    victim["assets"]["B02"]["href"] = f"http://{ACCOUNT}.blob.core.windows.net/{CONTAINER}/gone/B02.tif"
+    items.write_text(json.dumps(doc))
+    with (
+        SasTokenStandIn(lifetime=60) as sas,
+        AssetServer(_blob_root(demo, tmp_path), authorize=sas.valid) as blobs,
+    ):
+        env = {"PC_SDK_SAS_URL": sas.url, "GDAL_HTTP_PROXY": f"127.0.0.1:{blobs.port}"}
+        args = ["catalog=planetary_computer", f"catalog.url={items}", *DEMO_AREA, f"output_dir={tmp_path / 'out'}"]
+        proc = cli(args, env=env, cwd=tmp_path)
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cubemosaic: error: cannot read asset B02 of item {victim['id']}"), last
+    assert sas.issued and not any(sig in proc.stderr for sig in sas.issued)
+    assert "sig=" not in proc.stderr and "Traceback" not in proc.stderr

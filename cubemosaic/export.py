@@ -7,7 +7,7 @@ For each month of ``monthly.zarr`` with any clear pixel, writes under ``output_d
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.json       its STAC item
 
 and ``catalog.json``, a self-contained STAC catalog with relative hrefs. Each COG is
-written to a temp file, validated with rio-cogeo, then renamed into place. Only one
+written by GDAL's COG driver to a temp file, validated with rio-cogeo, then renamed into place. Only one
 month is held in memory at a time.
 """
 
@@ -18,7 +18,6 @@ import datetime as dt
 import json
 import logging
 import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,21 +42,22 @@ def write_cog(
     nodata: int | None,
     overview_resampling: str,
 ) -> None:
-    """Write (bands, y, x) ``data`` as a validated COG at ``path`` (temp file, validate, rename)."""
-    from rasterio.io import MemoryFile
-    from rio_cogeo.cogeo import cog_translate, cog_validate
-    from rio_cogeo.profiles import cog_profiles
+    """Write (bands, y, x) ``data`` as a validated COG at ``path`` (temp file, validate, rename).
 
-    with warnings.catch_warnings():  # "Non-standard compression schema: zstd": GDAL >= 2.3 reads it
-        warnings.simplefilter("ignore", UserWarning)
-        profile = cog_profiles.get("zstd")
+    GDAL's COG driver writes it from an in-memory dataset in one pass (measured 1.6x faster
+    than rio-cogeo's ``cog_translate``, which compresses the full image twice, for the same
+    file); rio-cogeo validates it.
+    """
+    import rasterio
+    import rasterio.shutil
+    from rasterio.io import MemoryFile
+    from rio_cogeo.cogeo import cog_validate
+
     block = 512 if min(data.shape[1:]) >= 2048 else 256
-    # zstd level 3: measured faster and smaller than GDAL's default level 9 and than DEFLATE here.
-    profile.update(predictor=2, blockxsize=block, blockysize=block, zstd_level=3)
     # Overviews down to ~128 px, at least one level, so small mosaics get overviews too.
     levels = max(1, int(np.log2(max(data.shape[1:]) / 128)))
     src_profile = dict(
-        driver="GTiff",
+        driver="MEM",
         width=data.shape[2],
         height=data.shape[1],
         count=data.shape[0],
@@ -66,26 +66,25 @@ def write_cog(
         transform=transform,
         nodata=nodata,
     )
+    # zstd level 3 with the horizontal predictor: measured faster and smaller than GDAL's
+    # default level 9 and than DEFLATE on these mosaics.
+    cog_options = dict(
+        compress="ZSTD",
+        level=3,
+        predictor=2,
+        blocksize=block,
+        overview_resampling=overview_resampling.upper(),
+        overview_count=levels,
+        num_threads="ALL_CPUS",
+        bigtiff="IF_SAFER",
+    )
     tmp = path.with_name(f".{path.name}.partial")
     try:
-        with MemoryFile() as mem:
-            with mem.open(**src_profile) as dst:
-                dst.write(data)
-                for i, desc in enumerate(descriptions, start=1):
-                    dst.set_band_description(i, desc)
-            with mem.open() as src:  # read-only, as cog_translate wants its source
-                cog_translate(
-                    src,
-                    str(tmp),
-                    profile,
-                    nodata=nodata,
-                    overview_resampling=overview_resampling,
-                    in_memory=True,
-                    quiet=True,
-                    overview_level=levels,
-                    config={"GDAL_NUM_THREADS": "ALL_CPUS"},
-                    use_cog_driver=False,
-                )
+        with MemoryFile() as mem, mem.open(**src_profile) as src:
+            src.write(data)
+            for i, desc in enumerate(descriptions, start=1):
+                src.set_band_description(i, desc)
+            rasterio.shutil.copy(src, str(tmp), driver="COG", **cog_options)
         valid, errors, _ = cog_validate(str(tmp), quiet=True)
         if not valid:
             raise OutputError(f"{path.name} failed COG validation: {'; '.join(errors)}")

@@ -364,7 +364,7 @@ def build_cube(
     days = group_by_solar_day(items)
     chunk, shard = chunk_layout(geobox, chunk_size)
     template = cube_template(geobox, days, list(bands), shard)
-    encoding = {name: store.zarr_encoding((1,) + chunk, (1,) + shard) for name in bands}
+    encoding = {name: store.zarr_encoding((1,) + chunk, (1,) + shard, compressor="lz4") for name in bands}
     sig = signature(days, geobox, bands, scl_key, mask_classes, resampling, chunk_size)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
     todo = [i for i in range(len(days)) if i not in state.done]

@@ -130,7 +130,6 @@ def day_block(
     empty = np.ones(geobox.shape, dtype=bool)
     masked = np.zeros(256, dtype=bool)  # SCL class -> masked, a lookup instead of np.isin
     masked[np.asarray(mask_classes, dtype=np.uint8)] = True
-    dn = np.empty(geobox.shape, dtype=np.int32)
     for scene in sources:
         scl = _read(scene.scl, geobox, patch_url)
         take = empty & ~masked[np.minimum(scl, 255)]
@@ -140,9 +139,11 @@ def day_block(
         for band in bands:
             take &= band != 0
         for i, band in enumerate(bands):
-            np.subtract(band, scene.offset, out=dn, dtype=np.int32)
-            np.clip(dn, 1, 65535, out=dn)
-            np.copyto(out[i], dn, where=take, casting="unsafe")
+            if scene.offset:
+                # clip(band - offset, 1, 65535) in uint16, in place: max(band, offset + 1) - offset.
+                np.maximum(band, scene.offset + 1, out=band)
+                band -= np.uint16(scene.offset)
+            np.copyto(out[i], band, where=take)
         empty &= ~take
         if not empty.any():
             break

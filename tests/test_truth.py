@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import rasterio
 import xarray as xr
 
@@ -118,5 +119,20 @@ def test_many_blocks_per_day_give_the_same_cogs(demo_run, tmp_path):
     tifs = sorted(demo_run.glob("monthly-mosaic-*/*.tif"))
     assert len(tifs) == 8
     for tif in tifs:
+        with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(demo_run)) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+
+
+@pytest.mark.parametrize("cluster", ["cluster.dashboard=true", "cluster.processes=true"])
+def test_a_distributed_local_cluster_gives_the_same_cogs(demo_run, tmp_path, cluster):
+    """The default local run uses Dask's threaded scheduler; a LocalCluster (threads with a
+    dashboard, or worker processes) computes the same mosaics."""
+    from conftest import cli
+
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", "cluster=local", cluster, f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "; dashboard http" in proc.stderr
+    for tif in sorted(demo_run.glob("monthly-mosaic-*/*.tif")):
         with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(demo_run)) as b:
             np.testing.assert_array_equal(a.read(), b.read())

@@ -22,10 +22,14 @@ Sentinel-2 L2A monthly cloud-free median mosaics (Hydra overrides; see README.md
   start_date=YYYY-MM-DD end_date=YYYY-MM-DD      aoi=[min_lon,min_lat,max_lon,max_lat]
   bands=[red,green,blue,nir]  collection=...     resolution=20 (metres)   crs=EPSG:XXXX
   max_items=N  max_cloud_cover=0-100             mask_classes=[0,1,2,3,8,9,10] (SCL)
-  resampling=nearest  chunk_size=1024            cluster=auto|local   cluster.threads_per_worker=N
-  output_dir=output  stage=all|cube|composite|export|mosaic   overwrite=false   debug=false
+  resampling=nearest  chunk_size=1024            on_read_error=fail|skip
+  cluster=auto|local|gateway   cluster.threads_per_worker=N   cluster.dashboard=false
+  output_dir=output  zarr_dir=<folder or s3://...>  stage=all|cube|composite|export|mosaic
+  overwrite=false   debug=false
 
   --cfg   print the composed configuration and exit
+  environment: PC_SDK_SUBSCRIPTION_KEY (Planetary Computer key, optional);
+               DASK_CLUSTER, DASK_GATEWAY__ADDRESS, DASK_GATEWAY_* (Dask Gateway, as Calrissian sets them)
   example: python -m cubemosaic catalog=demo output_dir=demo-out
 """
 

@@ -4,12 +4,14 @@ Planetary Computer assets are private blobs read with SAS tokens that expire. To
 the task graph at search time are stale by the time a long run's last task reads, so the
 signer travels with the tasks and is called right before each open, on whichever worker
 runs the read: :func:`read_signed` for cubemosaic's own reader, :class:`SigningRioDriver`
-for odc-stac's. When a server still answers 403 (a token revoked, or expired before the
-time it stated), the cached token is dropped, the href signed again and the read retried.
+for odc-stac's. When a read still fails (a server answering 403 for a token revoked, or
+expired before the time it stated), the cached token is dropped, the href signed again and
+the read tried once more.
 
 The planetary-computer package does the signing and caches tokens per storage container;
-what is written here is only the retry on 403 (the package has none) and carrying its
-settings (``PC_SDK_SAS_URL``, ``PC_SDK_SUBSCRIPTION_KEY``) from the client to the workers.
+what is written here is only that retry with a fresh token (the package has none), carrying
+its settings (``PC_SDK_SAS_URL``, ``PC_SDK_SUBSCRIPTION_KEY``) from the client to the workers,
+and a signing driver for odc-loader (whose ``patch_url`` runs when the graph is built).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Items carry blob-storage hrefs (``http://<account>.blob.core.windows.net/<contai
 as the Planetary Computer's do; the planetary-computer package signs them with tokens from
 ``PC_SDK_SAS_URL`` (the stand-in), and GDAL reaches the "blob storage" through
 ``GDAL_HTTP_PROXY`` (the asset server, which answers only requests with a working token).
-Tokens work for half a second; the server answers after 10 ms, so a run takes many times that.
+Tokens work for a second; the server answers after 20 ms, so a run outlives several of them.
 """
 
 from __future__ import annotations
@@ -71,17 +71,17 @@ def _same_cogs(a_dir: Path, b_dir: Path) -> None:
 @pytest.mark.parametrize(
     "stated_lifetime",
     [
-        pytest.param(60.4, id="tokens-renewed-before-they-expire"),
+        pytest.param(60.8, id="tokens-renewed-before-they-expire"),
         pytest.param(3600, id="tokens-expire-before-the-time-they-state"),
     ],
 )
 def test_a_run_outlives_several_tokens(demo, demo_run, tmp_path, stated_lifetime):
-    # The package renews a token when it has less than 60 s left: stating 60.4 s makes it renew
-    # after 0.4 s, before the 0.5 s it works; stating an hour makes it keep the token, and only a
+    # The package renews a token when it has less than 60 s left: stating 60.8 s makes it renew
+    # after 0.8 s, before the 1 s it works; stating an hour makes it keep the token, and only a
     # fresh token after the server's 403 saves the run.
     with (
-        SasTokenStandIn(lifetime=0.5, stated_lifetime=stated_lifetime, key="pc-key") as sas,
-        AssetServer(_blob_root(demo, tmp_path), authorize=sas.valid, latency=0.01) as blobs,
+        SasTokenStandIn(lifetime=1.0, stated_lifetime=stated_lifetime, key="pc-key") as sas,
+        AssetServer(_blob_root(demo, tmp_path), authorize=sas.valid, latency=0.02) as blobs,
     ):
         proc, out = _run(demo, tmp_path, sas, blobs)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -102,8 +102,8 @@ def test_odc_stac_reads_sign_in_the_task_too(demo, truth, tmp_path):
     from conftest import BANDS
 
     with (
-        SasTokenStandIn(lifetime=0.5, stated_lifetime=3600) as sas,
-        AssetServer(_blob_root(demo, tmp_path), authorize=sas.valid, latency=0.01) as blobs,
+        SasTokenStandIn(lifetime=1.0, stated_lifetime=3600) as sas,
+        AssetServer(_blob_root(demo, tmp_path), authorize=sas.valid, latency=0.02) as blobs,
     ):
         proc, out = _run(demo, tmp_path, sas, blobs, "resampling=average", "stage=cube")
         assert proc.returncode == 0, proc.stderr[-3000:]

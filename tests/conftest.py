@@ -106,6 +106,32 @@ def stac_api(demo) -> str:
         yield url
 
 
+def assert_same_cogs(expected: Path, got: Path) -> None:
+    """The monthly COGs under ``got`` are those under ``expected`` (the demo's 4 months: 8 files):
+    same band names, same pixels."""
+    import numpy as np
+    import rasterio
+
+    tifs = sorted(expected.glob("monthly-mosaic-*/*.tif"))
+    assert len(tifs) == 8
+    for tif in tifs:
+        with rasterio.open(tif) as a, rasterio.open(got / tif.relative_to(expected)) as b:
+            assert a.descriptions == b.descriptions
+            np.testing.assert_array_equal(a.read(), b.read())
+
+
+def rehost_items(items: Path, root: Path, base: str, out: Path) -> Path:
+    """``items`` with every asset file below ``root`` served at ``base``/<its path below root>; written to ``out``."""
+    doc = json.loads(items.read_text())
+    for feature in doc["features"]:
+        for asset in feature["assets"].values():
+            path = Path(asset["href"].removeprefix("file://"))
+            if root in path.parents:
+                asset["href"] = f"{base}/{path.relative_to(root).as_posix()}"
+    out.write_text(json.dumps(doc))
+    return out
+
+
 def truncated_asset_items(demo, tmp_path: Path, index: int = 3, key: str = "B08") -> tuple[Path, dict]:
     """The demo's items with one asset replaced by a truncated copy: (items.json, the item)."""
     doc = json.loads(demo.items_path.read_text())

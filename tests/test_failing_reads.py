@@ -5,25 +5,18 @@ named, or left out with on_read_error=skip."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from assetserver import AssetServer
 
-from conftest import cli, truncated_asset_items
+from conftest import assert_same_cogs, cli, rehost_items, truncated_asset_items
 
 
 def _http_items(demo, url: str, tmp_path):
-    doc = json.loads(demo.items_path.read_text())
-    for feature in doc["features"]:
-        for asset in feature["assets"].values():
-            path = asset["href"].removeprefix("file://")
-            asset["href"] = url + "/" + str(demo.root.name) + path.removeprefix(str(demo.root))
-    items = tmp_path / "items.json"
-    items.write_text(json.dumps(doc))
-    return items
+    """The demo's items served by an asset server whose root is the demo cache folder."""
+    return rehost_items(demo.items_path, demo.root.parent, url, tmp_path / "items.json")
 
 
 @pytest.mark.parametrize("fail_how", ["503", "429", "drop"])
@@ -34,9 +27,7 @@ def test_transient_failures_are_retried(demo, demo_run, tmp_path, fail_how):
         proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={out}"], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert server.failed > 10, "the server did fail requests"
-    for tif in sorted(demo_run.glob("monthly-mosaic-*/*.tif")):
-        with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(demo_run)) as b:
-            np.testing.assert_array_equal(a.read(), b.read())
+    assert_same_cogs(demo_run, out)
 
 
 def test_an_asset_that_keeps_failing_is_named(demo, tmp_path):
@@ -91,13 +82,8 @@ def test_a_truncated_file_over_http_is_named_or_skipped(demo, tmp_path):
     (root / demo.root.name).symlink_to(demo.root)
     (root / "B08-truncated.tif").symlink_to(tmp_path / "B08-truncated.tif")
     with AssetServer(root) as server:
-        doc = json.loads(items.read_text())
-        for feature in doc["features"]:
-            for asset in feature["assets"].values():
-                path = Path(asset["href"].removeprefix("file://"))
-                relative = path.relative_to(demo.root.parent) if demo.root in path.parents else path.name
-                asset["href"] = f"{server.url}/{relative}"
-        items.write_text(json.dumps(doc))
+        rehost_items(items, demo.root.parent, server.url, items)
+        rehost_items(items, tmp_path, server.url, items)  # the truncated copy
         failed = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'a'}"], cwd=tmp_path)
         skipped = cli(
             ["catalog=demo", f"catalog.url={items}", "on_read_error=skip", f"output_dir={tmp_path / 'b'}"],

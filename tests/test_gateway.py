@@ -9,10 +9,7 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-import rasterio
-
-from conftest import cli
+from conftest import assert_same_cogs, cli
 
 SIZING = {
     "DASK_GATEWAY_WORKER_CORES": "1",
@@ -20,14 +17,6 @@ SIZING = {
     "DASK_GATEWAY_CLUSTER_MAX_CORES": "2",
     "DASK_GATEWAY_CLUSTER_MAX_RAM": "4G",
 }
-
-
-def _same_cogs(a_dir, b_dir):
-    tifs = sorted(a_dir.glob("monthly-mosaic-*/*.tif"))
-    assert len(tifs) == 8
-    for tif in tifs:
-        with rasterio.open(tif) as a, rasterio.open(b_dir / tif.relative_to(a_dir)) as b:
-            np.testing.assert_array_equal(a.read(), b.read())
 
 
 def _no_cluster_left(gateway, timeout=30.0):
@@ -49,7 +38,7 @@ def test_join_the_cluster_named_by_dask_cluster(gateway, demo_run, tmp_path):
         assert transitions() - before > 100, "the work ran on the gateway cluster's scheduler"
         names = [c.name for c in gateway.client().list_clusters()]
         assert names == [cluster.name], "a named cluster is never shut down"
-        _same_cogs(demo_run, out)
+        assert_same_cogs(demo_run, out)
     assert _no_cluster_left(gateway)
 
 
@@ -63,7 +52,7 @@ def test_start_a_sized_cluster_and_shut_it_down(gateway, demo_run, tmp_path):
     assert "shut down" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].endswith(f"done: outputs in {out}"), "nothing after the last line"
     assert gateway.password not in proc.stderr
-    _same_cogs(demo_run, out)
+    assert_same_cogs(demo_run, out)
     assert _no_cluster_left(gateway)
 
 

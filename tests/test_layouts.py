@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
-import numpy as np
-import rasterio
-
-from conftest import cli, serve_stac
+from conftest import assert_same_cogs, cli, serve_stac
 
 ES_KEYS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "SCL": "scl"}
 
@@ -52,15 +48,6 @@ def _stac_1_1(features: list[dict]) -> list[dict]:
     return out
 
 
-def _same_cogs(a_dir: Path, b_dir: Path) -> None:
-    tifs = sorted(a_dir.glob("monthly-mosaic-*/*.tif"))
-    assert len(tifs) == 8
-    for tif in tifs:
-        with rasterio.open(tif) as a, rasterio.open(b_dir / tif.relative_to(a_dir)) as b:
-            assert a.descriptions == b.descriptions
-            np.testing.assert_array_equal(a.read(), b.read())
-
-
 def test_earth_search_layout_served_by_a_stac_api(demo, demo_run, tmp_path):
     features = json.loads(demo.items_path.read_text())["features"]
     items = tmp_path / "earth-search.json"
@@ -79,7 +66,7 @@ def test_earth_search_layout_served_by_a_stac_api(demo, demo_run, tmp_path):
             cwd=tmp_path,
         )
         assert proc.returncode == 0, proc.stderr
-    _same_cogs(demo_run, out)
+    assert_same_cogs(demo_run, out)
 
 
 def test_stac_1_1_layout_from_a_static_file(demo, demo_run, tmp_path):
@@ -89,7 +76,7 @@ def test_stac_1_1_layout_from_a_static_file(demo, demo_run, tmp_path):
     out = tmp_path / "out"
     proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    _same_cogs(demo_run, out)
+    assert_same_cogs(demo_run, out)
 
 
 def test_the_offset_the_item_states_wins_over_the_date():

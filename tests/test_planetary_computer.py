@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rasterio
 from assetserver import AssetServer, SasTokenStandIn
 
-from conftest import cli
+from conftest import assert_same_cogs, cli, rehost_items
 
 ACCOUNT, CONTAINER = "sentinel2l2a01", "sentinel2-l2"
 DEMO_AREA = ["start_date=2021-12-01", "end_date=2022-03-31", "aoi=[-122.325,47.535,-122.265,47.575]", "resolution=20"]
@@ -25,14 +24,8 @@ DEMO_AREA = ["start_date=2021-12-01", "end_date=2022-03-31", "aoi=[-122.325,47.5
 
 def _blob_items(demo, tmp_path: Path) -> Path:
     """The demo's items with their hrefs moved to blob storage (``<container>/<scene>/<band>.tif``)."""
-    doc = json.loads(demo.items_path.read_text())
-    for feature in doc["features"]:
-        for asset in feature["assets"].values():
-            relative = Path(asset["href"].removeprefix("file://")).relative_to(demo.root)
-            asset["href"] = f"http://{ACCOUNT}.blob.core.windows.net/{CONTAINER}/{relative}"
-    items = tmp_path / "items.json"
-    items.write_text(json.dumps(doc))
-    return items
+    blob = f"http://{ACCOUNT}.blob.core.windows.net/{CONTAINER}"
+    return rehost_items(demo.items_path, demo.root, blob, tmp_path / "items.json")
 
 
 def _blob_root(demo, tmp_path: Path) -> Path:
@@ -60,14 +53,6 @@ def _run(demo, tmp_path: Path, sas: SasTokenStandIn, blobs: AssetServer, *args: 
     return proc, out
 
 
-def _same_cogs(a_dir: Path, b_dir: Path) -> None:
-    tifs = sorted(a_dir.glob("monthly-mosaic-*/*.tif"))
-    assert len(tifs) == 8
-    for tif in tifs:
-        with rasterio.open(tif) as a, rasterio.open(b_dir / tif.relative_to(a_dir)) as b:
-            np.testing.assert_array_equal(a.read(), b.read())
-
-
 @pytest.mark.parametrize(
     "stated_lifetime",
     [
@@ -92,7 +77,7 @@ def test_a_run_outlives_several_tokens(demo, demo_run, tmp_path, stated_lifetime
         assert blobs.refused > 0, "the server refused expired tokens"
     for sig in sas.issued:
         assert sig not in proc.stderr and sig not in proc.stdout, "a token reached the log"
-    _same_cogs(demo_run, out)
+    assert_same_cogs(demo_run, out)
 
 
 def test_odc_stac_reads_sign_in_the_task_too(demo, truth, tmp_path):

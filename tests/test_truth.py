@@ -7,7 +7,7 @@ import pytest
 import rasterio
 import xarray as xr
 
-from conftest import BANDS
+from conftest import BANDS, assert_same_cogs
 
 
 def _truth_on(grid, truth):
@@ -116,11 +116,7 @@ def test_many_blocks_per_day_give_the_same_cogs(demo_run, tmp_path):
     out = tmp_path / "out"
     proc = cli(["catalog=demo", "chunk_size=64", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    tifs = sorted(demo_run.glob("monthly-mosaic-*/*.tif"))
-    assert len(tifs) == 8
-    for tif in tifs:
-        with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(demo_run)) as b:
-            np.testing.assert_array_equal(a.read(), b.read())
+    assert_same_cogs(demo_run, out)
 
 
 @pytest.mark.parametrize("cluster", ["cluster.dashboard=true", "cluster.processes=true"])
@@ -133,6 +129,4 @@ def test_a_distributed_local_cluster_gives_the_same_cogs(demo_run, tmp_path, clu
     proc = cli(["catalog=demo", "cluster=local", cluster, f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "; dashboard http" in proc.stderr
-    for tif in sorted(demo_run.glob("monthly-mosaic-*/*.tif")):
-        with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(demo_run)) as b:
-            np.testing.assert_array_equal(a.read(), b.read())
+    assert_same_cogs(demo_run, out)

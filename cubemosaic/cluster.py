@@ -88,8 +88,6 @@ def dask_client(spec: ClusterSpec) -> Iterator[object]:
 
 @contextmanager
 def _local(spec: ClusterSpec) -> Iterator[object]:
-    workers = spec.n_workers or 1
-    threads = spec.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     if not (spec.dashboard or spec.processes):
         import dask
 
@@ -100,6 +98,8 @@ def _local(spec: ClusterSpec) -> Iterator[object]:
         return
     from distributed import Client, LocalCluster
 
+    workers = spec.n_workers or 1
+    threads = spec.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     cluster = LocalCluster(
         n_workers=workers,
         threads_per_worker=threads,

@@ -66,6 +66,7 @@ def _timed(stage: str) -> Iterator[None]:
 def run(settings: Settings) -> Outputs:
     """Run the stages ``settings.stage`` names; returns the output locations."""
     from .cluster import dask_client
+    from .reach import check_workers_see
 
     out = outputs(settings)
     stages = STAGES[settings.stage]
@@ -74,7 +75,8 @@ def run(settings: Settings) -> Outputs:
             settings = resolve_demo(settings)
             items, bands, scl, geobox = _plan(settings)
     if "cube" in stages or "composite" in stages:
-        with dask_client(settings.cluster):
+        with dask_client(settings.cluster) as client:
+            check_workers_see(client, _store_folders(out))
             if "cube" in stages:
                 from .cube import build_cube
                 from .signing import signer
@@ -105,6 +107,15 @@ def run(settings: Settings) -> Outputs:
             export_months(out.monthly, out.root)
     log.info("done: outputs in %s", out.root)
     return out
+
+
+def _store_folders(out: Outputs) -> list[tuple[str, str]]:
+    """(parameter, folder) of every place the Dask workers read or write Zarr."""
+    folders = [("zarr_dir", out.zarr_dir)]
+    cube_parent = out.cube.rstrip("/").rsplit("/", 1)[0]
+    if cube_parent.rstrip("/") != out.zarr_dir.rstrip("/"):
+        folders.append(("cube_url", cube_parent))
+    return folders
 
 
 def _plan(settings: Settings):

@@ -194,9 +194,10 @@ class LoopbackGateway:
         return client
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory):
-    """A real Dask Gateway (dask-gateway-server, UnsafeLocalBackend) on 127.0.0.1."""
+@contextmanager
+def _loopback_gateway(workdir: Path, hidden: Path | None = None):
+    """A real dask-gateway-server on 127.0.0.1 run in ``workdir``; with ``hidden``, its workers
+    each see an empty folder there instead of the client's."""
     exe = str(Path(sys.executable).parent / "dask-gateway-server")
     proxy_port, api_port = free_port(), free_port()
     password = "test-only-password"
@@ -205,8 +206,8 @@ def gateway(tmp_path_factory):
         TEST_GATEWAY_API_PORT=str(api_port),
         TEST_GATEWAY_PROXY_PORT=str(proxy_port),
         TEST_GATEWAY_PASSWORD=password,
+        TEST_GATEWAY_HIDDEN_DIR=str(hidden or ""),
     )
-    workdir = tmp_path_factory.mktemp("gateway")
     log = open(workdir / "gateway.log", "w")
     config = Path(__file__).parent / "gateway_config.py"
     proc = subprocess.Popen(
@@ -222,6 +223,27 @@ def gateway(tmp_path_factory):
         os.killpg(proc.pid, 15)
         proc.wait(30)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory):
+    """A real Dask Gateway (dask-gateway-server, UnsafeLocalBackend) on 127.0.0.1 whose workers share our disk."""
+    with _loopback_gateway(tmp_path_factory.mktemp("gateway")) as loopback:
+        yield loopback
+
+
+@pytest.fixture(scope="session")
+def hidden_dir(tmp_path_factory) -> Path:
+    """A folder the ``private_gateway``'s workers cannot see (each has an empty tmpfs over it)."""
+    return tmp_path_factory.mktemp("hidden-from-workers")
+
+
+@pytest.fixture(scope="session")
+def private_gateway(tmp_path_factory, hidden_dir):
+    """A real Dask Gateway whose workers, like Gateway pods on Kubernetes, do not see the job's
+    disk: outputs put under ``hidden_dir`` are invisible to them (the demo assets stay readable)."""
+    with _loopback_gateway(tmp_path_factory.mktemp("private-gateway"), hidden=hidden_dir) as loopback:
+        yield loopback
 
 
 @pytest.fixture(scope="session")

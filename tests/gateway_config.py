@@ -18,6 +18,14 @@ c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticato
 c.SimpleAuthenticator.password = os.environ["TEST_GATEWAY_PASSWORD"]
 c.ClusterConfig.scheduler_cmd = [os.path.join(bindir, "dask"), "scheduler"]
 c.ClusterConfig.worker_cmd = [os.path.join(bindir, "dask"), "worker"]
+if os.environ.get("TEST_GATEWAY_HIDDEN_DIR"):
+    # Each worker gets a private, empty view of this folder, as a Gateway worker pod does of the
+    # job's volume: its own mount namespace with an empty tmpfs over it (needs root).
+    hidden = os.environ["TEST_GATEWAY_HIDDEN_DIR"]
+    c.ClusterConfig.worker_cmd = [
+        "unshare", "-m", "--propagation", "private", "sh", "-c",
+        f'mount -t tmpfs tmpfs "{hidden}" && exec "{bindir}/dask" worker "$@"', "sh",
+    ]  # fmt: skip
 c.ClusterConfig.idle_timeout = 600
 c.Backend.cluster_options = Options(
     Float("worker_cores", default=1, min=0.1, max=4),

@@ -110,3 +110,45 @@ def test_failed_authentication(gateway, tmp_path):
     line = _one_line(proc, "refused the credentials", "401")
     assert "wrong-password" not in proc.stderr and "wrong-password" not in line
     assert _no_cluster_left(gateway)
+
+
+def test_private_workers_really_do_not_see_the_jobs_folder(private_gateway, hidden_dir):
+    """The fixture is what a Kubernetes Gateway is: a file the client writes there is not on the workers."""
+    marker = hidden_dir / "client-wrote-this"
+    marker.write_text("x")
+    with private_gateway.running_cluster() as (cluster, _):
+        dask = cluster.get_client()
+        try:
+            seen = dask.run(os.path.exists, str(marker))
+        finally:
+            dask.close()
+    assert seen and not any(seen.values()), seen
+
+
+def test_workers_that_cannot_see_the_stores_stop_the_job_before_any_work(private_gateway, hidden_dir):
+    """Not a lost cube and a wrong "no clear pixel" later: one line naming the folder, before any read."""
+    out = hidden_dir / "run.v1"
+    with private_gateway.running_cluster() as (cluster, transitions):
+        before = transitions()
+        proc = cli(["catalog=demo", f"output_dir={out}"], env=private_gateway.env(DASK_CLUSTER=cluster.name),
+                   cwd=hidden_dir)  # fmt: skip
+        ran = transitions() - before
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "no clear pixel" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cubemosaic: error: zarr_dir: the Dask workers cannot see {out} "), last
+    assert "zarr_dir=s3://" in last
+    assert ran < 50, "no stage ran on the cluster"
+    assert not (out / "cube.zarr").exists() and not list(out.glob(".cubemosaic-reach-*")), "nothing left behind"
+
+
+def test_workers_that_cannot_see_the_cube_stop_the_mosaic_stage(private_gateway, hidden_dir, demo_run, tmp_path):
+    """The CWL mosaic step's cube is a Directory only the step's pod sees."""
+    out = hidden_dir / "mosaic-step"
+    env = private_gateway.env(DASK_GATEWAY_WORKER_CORES="1", DASK_GATEWAY_CLUSTER_MAX_CORES="1")
+    proc = cli(["stage=mosaic", "cluster=gateway", f"cube_url={demo_run / 'cube.zarr'}", f"output_dir={out}"],
+               env=env, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "the Dask workers cannot see" in proc.stderr.strip().splitlines()[-1]
+    assert _no_cluster_left(private_gateway)

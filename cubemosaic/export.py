@@ -220,7 +220,9 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         written.append(path)
     if not written:
         raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
-    catalog.normalize_hrefs(str(output_dir))
+    # A trailing slash: pystac takes a last name with a dot in it ("run.v2") for a file and
+    # would lay the catalog out in the parent folder.
+    catalog.normalize_hrefs(f"{output_dir.absolute()}/")
     catalog.make_all_asset_hrefs_relative()
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
     log.info("export: %s lists %d monthly mosaic(s)", output_dir / "catalog.json", len(written))

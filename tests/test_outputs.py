@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pystac
@@ -80,3 +81,23 @@ def test_cube_opens_with_plain_open_zarr(demo_run):
     assert len(pair) == 1
     assert set(cube.processing_baseline.values) == {"03.01", "04.00"}
     assert {str(p) for p in cube.platform.values} == {"Sentinel-2A", "Sentinel-2B"}
+
+
+def test_every_output_lands_inside_output_dir_whatever_it_is_called(demo_run, tmp_path):
+    """A dot in the folder's name (run.v2) sent the catalog and items to the parent folder."""
+    from conftest import cli
+
+    parent = tmp_path / "parent.d"
+    parent.mkdir()
+    for name in ("run.v2", "my run.v3"):
+        proc = cli(["stage=export", f"zarr_dir={demo_run}", f"output_dir={name}"], cwd=parent)  # relative too
+        assert proc.returncode == 0, proc.stderr
+        out = parent / name
+        assert f"{out}/catalog.json lists 4 monthly mosaic(s)" in proc.stderr
+        catalog = pystac.Catalog.from_file(str(out / "catalog.json"))
+        items = list(catalog.get_items(recursive=True))
+        assert len(items) == 4
+        for item in items:
+            assert out in Path(item.get_self_href()).parents
+            assert Path(item.assets["mosaic"].get_absolute_href()).is_file()
+    assert sorted(p.name for p in parent.iterdir()) == ["my run.v3", "run.v2"], "nothing beside the output folders"

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OutputError
+from .store import REFLECTANCE_SCALE
 
 __all__ = ["export_months", "write_cog"]
 
@@ -41,8 +42,13 @@ def write_cog(
     descriptions: Sequence[str],
     nodata: int | None,
     overview_resampling: str,
+    scale: float = 1.0,
 ) -> None:
     """Write (bands, y, x) ``data`` as a validated COG at ``path`` (temp file, validate, rename).
+
+    Every band carries ``scale`` (offset 0) as GDAL band metadata, so GDAL, QGIS and rioxarray
+    (``mask_and_scale=True``) read reflectance as the Zarr store gives it; bands named red,
+    green, blue first are tagged as such (colour interpretation), so viewers show true colour.
 
     GDAL's COG driver writes it from an in-memory dataset in one pass (measured 1.6x faster
     than rio-cogeo's ``cog_translate``, which compresses the full image twice, for the same
@@ -84,6 +90,9 @@ def write_cog(
             src.write(data)
             for i, desc in enumerate(descriptions, start=1):
                 src.set_band_description(i, desc)
+            src.scales = [scale] * data.shape[0]
+            src.offsets = [0.0] * data.shape[0]
+            src.colorinterp = _colour_interpretation(descriptions)
             rasterio.shutil.copy(src, str(tmp), driver="COG", **cog_options)
         valid, errors, _ = cog_validate(str(tmp), quiet=True)
         if not valid:
@@ -91,6 +100,19 @@ def write_cog(
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _colour_interpretation(names: Sequence[str]) -> list:
+    """Red, green, blue for bands so named when they come first (what a GeoTIFF can say without a
+    side file), grey for a single band, undefined for the others."""
+    from rasterio.enums import ColorInterp
+
+    lowered = [n.lower() for n in names]
+    if lowered[:3] == ["red", "green", "blue"]:
+        return [ColorInterp.red, ColorInterp.green, ColorInterp.blue] + [ColorInterp.undefined] * (len(names) - 3)
+    if len(names) == 1:
+        return [ColorInterp.gray]
+    return [ColorInterp.gray] + [ColorInterp.undefined] * (len(names) - 1)
 
 
 def _month_range(month: np.datetime64) -> tuple[dt.datetime, dt.datetime]:
@@ -148,7 +170,7 @@ def _item(
     proj.bbox = list(geobox.extent.boundingbox)
     EOExtension.ext(mosaic, add_if_missing=True).bands = [Band.create(name=b, common_name=b) for b in bands]
     RasterExtension.ext(mosaic, add_if_missing=True).bands = [
-        RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=1e-4, offset=0.0) for _ in bands
+        RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=REFLECTANCE_SCALE, offset=0.0) for _ in bands
     ]
     RasterExtension.ext(count, add_if_missing=True).bands = [RasterBand.create(data_type=DataType.UINT16)]
     return item
@@ -189,7 +211,15 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
         data = np.stack([monthly[b].isel(time=i).values for b in bands])
         common = dict(crs=geobox.crs.to_wkt(), transform=geobox.transform)
-        write_cog(folder / f"{name}.tif", data, descriptions=bands, nodata=0, overview_resampling="average", **common)
+        write_cog(
+            folder / f"{name}.tif",
+            data,
+            descriptions=bands,
+            nodata=0,
+            overview_resampling="average",
+            scale=REFLECTANCE_SCALE,
+            **common,
+        )
         write_cog(
             folder / f"{name}-count.tif",
             count[None],

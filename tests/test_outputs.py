@@ -101,3 +101,22 @@ def test_every_output_lands_inside_output_dir_whatever_it_is_called(demo_run, tm
             assert out in Path(item.get_self_href()).parents
             assert Path(item.assets["mosaic"].get_absolute_href()).is_file()
     assert sorted(p.name for p in parent.iterdir()) == ["my run.v3", "run.v2"], "nothing beside the output folders"
+
+
+def test_gdal_rioxarray_and_the_zarr_agree_on_reflectance(demo_run):
+    """The COG states scale 0.0001 / offset 0 and true-colour bands, as GIS tools read them."""
+    import rioxarray
+    from rasterio.enums import ColorInterp
+
+    monthly = xr.open_zarr(demo_run / "monthly.zarr")
+    for i, month in enumerate(MONTHS):
+        path = demo_run / f"monthly-mosaic-{month}" / f"monthly-mosaic-{month}.tif"
+        with rasterio.open(path) as ds:
+            assert ds.scales == (1e-4,) * 4 and ds.offsets == (0.0,) * 4
+            assert ds.colorinterp[:3] == (ColorInterp.red, ColorInterp.green, ColorInterp.blue)
+            dn = ds.read(1)
+        cog = rioxarray.open_rasterio(path, mask_and_scale=True)
+        red = monthly.red.isel(time=i).values
+        np.testing.assert_allclose(cog.sel(band=1).values, red, rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(dn[dn > 0] * 1e-4, red[dn > 0], rtol=1e-6)
+        assert np.isnan(cog.sel(band=1).values[dn == 0]).all()

@@ -93,9 +93,22 @@ def _read_attrs(path: str) -> dict[str, Any] | None:
 
     try:
         group = open_group(path, "r")
-        return dict(group.attrs.get(ATTR) or {})
+        return _decode(group.attrs.get(ATTR))
     except (FileNotFoundError, KeyError, ValueError, TypeError, zarr.errors.GroupNotFoundError):
         return None
+
+
+def _encode(record: Mapping[str, Any]) -> str:
+    """The store's record (signature, variables, steps done) as one JSON string attribute: netCDF
+    (``ds.to_netcdf``) accepts only scalars, lists and strings as attributes, not a nested dict."""
+    return json.dumps(record, default=str)
+
+
+def _decode(value: Any) -> dict[str, Any]:
+    """The record from its attribute (a JSON string; a dict in stores written before)."""
+    if isinstance(value, str):
+        return dict(json.loads(value))
+    return dict(value or {})
 
 
 def _fs(path: str):
@@ -161,9 +174,15 @@ def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping
     ds = template.copy()
     # xarray lists variables alphabetically on reading; keep the order they were asked in.
     variables = list(ds.data_vars)
-    ds.attrs[ATTR] = {"signature": dict(signature), "variables": variables, "done": [], "complete": False}
+    ds.attrs[ATTR] = _encode({"signature": dict(signature), "variables": variables, "done": [], "complete": False})
+    encoding = dict(encoding)
+    for name, coord in ds.coords.items():
+        if coord.dims == ("time",) and name != "time" and name not in encoding:
+            # Chunked along time as the data are (one step a chunk), in one shard: xarray's
+            # ds.chunks / .chunksizes need every variable chunked alike along a dimension.
+            encoding[name] = {"chunks": (1,), "shards": (coord.size,)}
     with _quiet():
-        ds.to_zarr(target, mode="w", compute=False, encoding=dict(encoding), consolidated=True, zarr_format=3)
+        ds.to_zarr(target, mode="w", compute=False, encoding=encoding, consolidated=True, zarr_format=3)
         zarr.consolidate_metadata(target)
     if target != path:
         Path(target).rename(path)
@@ -210,12 +229,12 @@ def mark_done(
 
     with _quiet():
         group = open_group(path, "r+")
-        attrs = dict(group.attrs[ATTR])
+        attrs = _decode(group.attrs[ATTR])
         attrs["done"] = sorted(set(attrs.get("done", [])) | {int(i) for i in indices})
         attrs["complete"] = bool(complete or attrs.get("complete"))
         if skipped:
             attrs["skipped"] = [*attrs.get("skipped", []), *map(dict, skipped)]
-        group.attrs[ATTR] = attrs
+        group.attrs[ATTR] = _encode(attrs)
         zarr.consolidate_metadata(path)
 
 

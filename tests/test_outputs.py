@@ -120,3 +120,20 @@ def test_gdal_rioxarray_and_the_zarr_agree_on_reflectance(demo_run):
         np.testing.assert_allclose(cog.sel(band=1).values, red, rtol=1e-6, equal_nan=True)
         np.testing.assert_allclose(dn[dn > 0] * 1e-4, red[dn > 0], rtol=1e-6)
         assert np.isnan(cog.sel(band=1).values[dn == 0]).all()
+
+
+def test_what_xarray_users_type_first_works_on_both_stores(demo_run, tmp_path):
+    """ds.chunks, .chunksizes, to_netcdf of a slice; the cube's monthly median is monthly.zarr."""
+    cube = xr.open_zarr(demo_run / "cube.zarr")
+    monthly = xr.open_zarr(demo_run / "monthly.zarr")
+    for ds in (cube, monthly):
+        assert set(ds.chunks["time"]) == {1}
+        assert ds.red.chunksizes["time"] == ds.item_ids.chunksizes["time"]
+        sliced = ds.isel(time=slice(0, 2), x=slice(0, 50), y=slice(0, 50))
+        path = tmp_path / "slice.nc"
+        sliced.to_netcdf(path, engine="scipy")
+        with xr.open_dataset(path, engine="scipy") as back:
+            np.testing.assert_allclose(back.red.values, sliced.red.values, rtol=1e-6, equal_nan=True)
+            assert "signature" in back.attrs["cubemosaic"], "provenance travels as a JSON string"
+    median = cube.red.resample(time="1MS").median().compute()
+    np.testing.assert_allclose(median.values, monthly.red.values, atol=0.5e-4 + 1e-7, equal_nan=True)

@@ -147,7 +147,11 @@ def open_or_create(
                 log.info("%s: resuming %s, %d step(s) already written", label, name, len(done))
             return StoreState(path, done)
         if not overwrite:
-            what = "was made for another request" if attrs is not None else "is not a cubemosaic store"
+            if attrs is None:
+                what = "is not a cubemosaic store"
+            else:
+                keys = ", ".join(differences(attrs.get("signature") or {}, sig)) or "format"
+                what = f"was made for another request (differs in: {keys})"
             raise OutputError(
                 f"output_dir: {path} {what}; choose another output_dir or set overwrite=true to replace it"
             )
@@ -155,6 +159,19 @@ def open_or_create(
         fs.rm(fspath, recursive=True)
     create(path, template, encoding, sig)
     return StoreState(path, set())
+
+
+def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """The keys whose values differ between two signatures (dotted into a nested signature,
+    as the monthly store's ``cube``)."""
+    found = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping) and "format" in a and "format" in b:
+            found += differences(a, b, f"{prefix}{key}.")  # a store's signature inside another's
+        elif a != b:
+            found.append(f"{prefix}{key}")
+    return found
 
 
 def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping[str, Any]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import Settings
+from .lock import run_lock
 
 __all__ = ["Outputs", "outputs", "resolve_demo", "run"]
 
@@ -64,7 +65,15 @@ def _timed(stage: str) -> Iterator[None]:
 
 
 def run(settings: Settings) -> Outputs:
-    """Run the stages ``settings.stage`` names; returns the output locations."""
+    """Run the stages ``settings.stage`` names; returns the output locations.
+
+    The run holds ``output_dir``'s lock throughout: a second run into the same folder refuses.
+    """
+    with run_lock(settings.output_dir):
+        return _run(settings)
+
+
+def _run(settings: Settings) -> Outputs:
     from .cluster import dask_client
     from .reach import check_workers_see
 

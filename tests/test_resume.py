@@ -51,3 +51,36 @@ def test_rerun_of_a_finished_job_reads_nothing_again(demo_run, tmp_path):
     proc = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "0 day(s) to write" in proc.stderr and "0 to compute" in proc.stderr
+
+
+def test_a_second_run_into_the_same_output_refuses_and_a_killed_one_blocks_nothing(demo_run, tmp_path):
+    """Platforms retry steps while an earlier pod still writes; people start a job twice."""
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"output_dir={out}"]
+    first = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=dict(os.environ))
+    assert first.stderr is not None
+    for line in first.stderr:
+        if "cube: day 1/" in line:
+            break
+    second = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    rest = first.stderr.read()
+    assert first.wait(120) == 0, rest
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+    last = second.stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        f"cubemosaic: error: output_dir: {out} is in use by another cubemosaic run (pid {first.pid} on "
+    )
+    assert_same_cogs(demo_run, out)
+
+    killed = subprocess.Popen(args + ["overwrite=true", "bands=[red,nir]"], stderr=subprocess.PIPE, text=True,
+                              cwd=tmp_path, env=dict(os.environ))  # fmt: skip
+    assert killed.stderr is not None
+    for line in killed.stderr:
+        if "cube: day 1/" in line:
+            os.kill(killed.pid, signal.SIGKILL)
+            break
+    assert killed.wait(60) == -signal.SIGKILL
+    assert f"pid {killed.pid} " in (out / ".cubemosaic.lock").read_text(), "the dead run's record is still there"
+    rerun = cli(["catalog=demo", f"output_dir={out}", "overwrite=true"], cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert_same_cogs(demo_run, out)

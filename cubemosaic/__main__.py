@@ -47,6 +47,7 @@ def compose(overrides: Sequence[str]):
     from .errors import ConfigError
 
     register_schemas()
+    overrides = [_listify(o) for o in overrides]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
@@ -54,7 +55,32 @@ def compose(overrides: Sequence[str]):
     except Exception as e:  # Hydra and OmegaConf raise many types; all mean a bad override
         raise ConfigError(*_explain(e)) from None
     OmegaConf.resolve(cfg)
+    _refuse_unknown_keys(cfg)
     return cfg
+
+
+def _listify(override: str) -> str:
+    """``bands=red`` or ``bands=red,nir`` (a scalar or bare list where a list is meant) -> ``bands=[...]``."""
+    key, sep, value = override.partition("=")
+    if sep and key.lstrip("+~") in ("bands", "mask_classes") and value and not value.startswith("["):
+        return f"{key}=[{value}]"
+    return override
+
+
+def _refuse_unknown_keys(cfg) -> None:
+    """Hydra lets ``+key=value`` add a key the schema does not have (a misspelt ``+resolutoin=60`` would
+    be ignored): refuse every key that is not a field of :class:`~cubemosaic.config.Config`."""
+    from dataclasses import fields
+
+    from .config import CatalogConf, ClusterSpec, Config
+    from .errors import ConfigError
+
+    nodes = [("", cfg, Config), ("catalog.", cfg.catalog, CatalogConf), ("cluster.", cfg.cluster, ClusterSpec)]
+    for prefix, node, schema in nodes:
+        known = {f.name for f in fields(schema)}
+        unknown = sorted(set(node.keys()) - known)
+        if unknown:
+            raise ConfigError(f"{prefix}{unknown[0]}", "unknown key (python -m cubemosaic --help lists the keys)")
 
 
 def _explain(e: Exception) -> tuple[str, str]:

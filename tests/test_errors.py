@@ -37,6 +37,8 @@ def _one_line_error(proc, *needles: str) -> str:
         ("max_cloud_cover=150", ["max_cloud_cover", "0-100"]),
         ("max_items=0", ["max_items"]),
         ("resolutoin=20", ["resolutoin", "unknown key"]),
+        ("+resolutoin=60", ["resolutoin", "unknown key"]),
+        ("+cluster.workers=3", ["cluster.workers", "unknown key"]),
         ("catalog=nope", ["catalog", "no option 'nope'"]),
         ("stage=foo", ["stage", "'foo'"]),
         ("crs=EPSG:999999", ["crs"]),
@@ -99,3 +101,12 @@ def test_corrupt_asset_is_named(demo, tmp_path):
     items, item = truncated_asset_items(demo, tmp_path)
     proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
     _one_line_error(proc, "B08", item["id"])
+
+
+@pytest.mark.parametrize(("override", "bands"), [("bands=red", ("red",)), ("bands=red,nir", ("red", "nir"))])
+def test_a_bare_band_list_means_a_list(override, bands, tmp_path):
+    from cubemosaic.__main__ import compose
+    from cubemosaic.config import to_settings
+
+    settings = to_settings(compose(["catalog=demo", override, f"output_dir={tmp_path}", "debug=True"]))
+    assert settings.bands == bands and settings.debug is True

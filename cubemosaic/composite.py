@@ -165,7 +165,11 @@ def month_block(sources: Sequence[Any], t0: int, t1: int, ys: slice, xs: slice) 
     One task reads the month's days of every band for the block straight from Zarr (a
     month is one read per shard), so no rechunked copies travel between tasks.
     """
-    blocks = [np.asarray(src[t0:t1, ys, xs]) for src in sources]
+    return reduce_month([np.asarray(src[t0:t1, ys, xs]) for src in sources])
+
+
+def reduce_month(blocks: Sequence[np.ndarray]) -> np.ndarray:
+    """(bands + 1, y, x): each (t, y, x) band block's median, and the valid count."""
     out = [median_block(b)[0] for b in blocks]
     out.append(count_block(blocks[0])[0])
     return np.stack(out)
@@ -185,8 +189,12 @@ def _month(sources: Sequence[Any], t0: int, t1: int, names: Sequence[str], shard
     return {name: month[i][None] for i, name in enumerate([*names, "count"])}
 
 
-def build_monthly(cube_path: str, path: str, *, overwrite: bool = False) -> str:
-    """Write (or resume) the monthly median and count of the cube at ``cube_path`` to ``path``."""
+def build_monthly(cube_path: str, path: str, *, overwrite: bool = False, relay: Any = None) -> str:
+    """Write (or resume) the monthly median and count of the cube at ``cube_path`` to ``path``.
+
+    ``relay``: a ``distributed.Client`` whose workers cannot see the stores; this process then
+    reads the cube and writes the months, the workers reduce (:mod:`cubemosaic.relay`).
+    """
     import xarray as xr
 
     attrs = store.read_attrs(cube_path)
@@ -213,8 +221,16 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False) -> str:
     log.info("composite: %d month(s) from %d day(s); %d to compute", len(months), len(cube.time), len(todo))
     written = len(state.done)
     for batch in store.batches(todo, MONTHS_PER_BATCH):
-        steps = {i: _month(sources, int(starts[i]), int(starts[i + 1]), bands, shard) for i in batch}
-        store.write_steps(path, steps)
+        if relay is not None:
+            from .relay import relay_month_blocks
+
+            spans = {i: (int(starts[i]), int(starts[i + 1])) for i in batch}
+            targets = store.writable_arrays(path)
+            relay_month_blocks(relay, reduce_month, sources, targets, spans, [*bands, "count"], shard)
+            store.release_memory()
+        else:
+            steps = {i: _month(sources, int(starts[i]), int(starts[i + 1]), bands, shard) for i in batch}
+            store.write_steps(path, steps)
         written += len(batch)
         store.mark_done(path, batch, complete=written == len(months))
         for n, i in enumerate(batch):

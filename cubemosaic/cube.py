@@ -354,12 +354,15 @@ def build_cube(
     overwrite: bool = False,
     patch_url: Callable[[str], str] | None = None,
     on_read_error: str = "fail",
+    relay: Any = None,
 ) -> str:
     """Write (or resume) the cube of ``items`` at ``path``; returns ``path``.
 
     ``bands`` maps output variable names to asset keys; ``scl_key`` is the SCL asset. With
     ``on_read_error="skip"`` a scene with an unreadable asset is left out of its day, and
     the skipped assets are logged and recorded in the store (then in the months' STAC items).
+    ``relay``: a ``distributed.Client`` whose workers cannot see ``path``; they compute the
+    days and this process writes them (:mod:`cubemosaic.relay`).
     """
     days = group_by_solar_day(items)
     chunk, shard = chunk_layout(geobox, chunk_size)
@@ -387,7 +390,7 @@ def build_cube(
         batch_days = [days[i] for i in batch]
         skipped: list[dict[str, str]] = []
         try:
-            store.write_steps(path, {i: lazy(days[i]) for i in batch})
+            store.write_steps(path, {i: lazy(days[i]) for i in batch}, relay)
         except SigningError:
             raise  # no token, no read: not one asset's fault
         except Exception as e:  # a failed read surfaces here, from whichever worker ran it
@@ -400,7 +403,7 @@ def build_cube(
             bad = {item.id for _, item, _, _ in broken}
             kept = {i: replace(days[i], items=tuple(it for it in days[i].items if it.id not in bad)) for i in batch}
             try:
-                store.write_steps(path, {i: lazy(day) for i, day in kept.items()})
+                store.write_steps(path, {i: lazy(day) for i, day in kept.items()}, relay)
             except Exception as again:
                 broken = _broken_assets(batch_days, geobox, keys, patch_url, skip=bad)
                 raise _read_error(again, broken, batch_days) from None

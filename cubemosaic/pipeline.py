@@ -75,7 +75,7 @@ def run(settings: Settings) -> Outputs:
 
 def _run(settings: Settings) -> Outputs:
     from .cluster import dask_client
-    from .reach import check_workers_see
+    from .reach import choose_relay
 
     out = outputs(settings)
     stages = STAGES[settings.stage]
@@ -85,7 +85,7 @@ def _run(settings: Settings) -> Outputs:
             items, bands, scl, geobox = _plan(settings)
     if "cube" in stages or "composite" in stages:
         with dask_client(settings.cluster) as client:
-            check_workers_see(client, _store_folders(out))
+            relay = choose_relay(client, _store_folders(out))
             if "cube" in stages:
                 from .cube import build_cube
                 from .signing import signer
@@ -103,12 +103,13 @@ def _run(settings: Settings) -> Outputs:
                         overwrite=settings.overwrite,
                         patch_url=signer(settings.sign),
                         on_read_error=settings.on_read_error,
+                        relay=relay,
                     )
             if "composite" in stages:
                 from .composite import build_monthly
 
                 with _timed("composite"):
-                    build_monthly(out.cube, out.monthly, overwrite=settings.overwrite)
+                    build_monthly(out.cube, out.monthly, overwrite=settings.overwrite, relay=relay)
     if "export" in stages:
         from .export import export_months
 

@@ -5,9 +5,9 @@ On a Dask Gateway the workers run in pods of their own that do not mount the job
 writes to its own disk, where nobody reads it: the whole compute is lost and a later stage
 would report a wrong cause. So before a stage runs on a distributed cluster, the client
 writes a marker into each local store folder and every worker is asked whether it sees it.
-A worker that does not stops the job with one line naming the folder and the way out
-(object storage the workers reach, ``zarr_dir=s3://...``). Stores on object storage and the
-local threaded scheduler (same process) need no check.
+When one does not, the Zarr I/O goes through this process instead (the relay, slower
+than object storage the workers reach, ``zarr_dir=s3://...``, which the log line says). Stores
+on object storage and the local threaded scheduler (same process) need no check.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
-from .errors import OutputError
-
-__all__ = ["check_workers_see"]
+__all__ = ["choose_relay"]
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +28,14 @@ def _sees(path: str) -> bool:
     return os.path.isfile(path)
 
 
-def check_workers_see(client: object | None, folders: Iterable[tuple[str, str]]) -> None:
-    """Raise :class:`OutputError` unless every worker of ``client`` sees each local folder.
-
-    ``folders`` holds (parameter, folder) pairs, the parameter named in the message.
-    ``client`` is a ``distributed.Client``, or None for the local threaded scheduler.
+def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> object | None:
+    """``client`` when some worker cannot see one of the local ``folders`` (the Zarr I/O must then
+    go through this process: :mod:`cubemosaic.relay`), else None (the workers read and write the
+    stores themselves). ``folders`` holds (parameter, folder) pairs; ``client`` is a
+    ``distributed.Client``, or None for the local threaded scheduler. Logs the choice and why.
     """
     if client is None:
-        return
+        return None
     for parameter, folder in folders:
         if "://" in folder and not folder.startswith("file://"):
             continue  # object storage: reached over the network, not through a shared disk
@@ -51,9 +49,11 @@ def check_workers_see(client: object | None, folders: Iterable[tuple[str, str]])
             marker.unlink(missing_ok=True)
         blind = sorted(worker for worker, ok in seen.items() if not ok)
         if blind:
-            raise OutputError(
-                f"{parameter}: the Dask workers cannot see {base} ({len(blind)} of {len(seen)} worker(s) do not "
-                "share this machine's disk, so what they wrote there would be lost); put the stores on object "
-                "storage the workers reach, e.g. zarr_dir=s3://bucket/prefix"
-            )
-        log.info("cluster: the %d Dask worker(s) see %s", len(seen), base)
+            log.info(
+                "cluster: %d of %d Dask worker(s) cannot see %s (%s): they compute, this process reads and writes "
+                "the Zarr stores (relay); for big jobs object storage the workers reach is faster (zarr_dir=s3://...)",
+                len(blind), len(seen), base, parameter,
+            )  # fmt: skip
+            return client
+    log.info("cluster: the Dask workers see the stores and read and write them themselves")
+    return None

@@ -205,21 +205,35 @@ def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping
         Path(target).rename(path)
 
 
-def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]]) -> None:
+def writable_arrays(path: str) -> dict[str, Any]:
+    """The store's arrays by name, open for writing. Writing empty chunks skips zarr's per-chunk
+    "all fill value?" scan (~7% of the cube stage)."""
+    group = open_group(path, "r+")
+    return {name: array.with_config({"write_empty_chunks": True}) for name, array in group.arrays()}
+
+
+def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]], relay: Any = None) -> None:
     """Store uint16 dask arrays of shape (1, y, x) at each time index of each named variable.
 
     Several steps in one ``dask.array.store`` keep every worker thread busy; each task
-    writes whole shards, so no two tasks write the same object.
+    writes whole shards, so no two tasks write the same object. With ``relay`` (a
+    ``distributed.Client`` whose workers cannot see the store) the workers compute the
+    blocks and this process writes them (:mod:`cubemosaic.relay`).
     """
     import dask.array as da
 
-    group = open_group(path, "r+")
+    arrays = writable_arrays(path)
+    if relay is not None:
+        from .relay import relay_steps
+
+        relay_steps(relay, arrays, steps)
+        release_memory()
+        return
     sources, targets, regions = [], [], []
-    for index, arrays in steps.items():
-        for name, array in arrays.items():
+    for index, step in steps.items():
+        for name, array in step.items():
             sources.append(array)
-            # Writing empty chunks skips zarr's per-chunk "all fill value?" scan (~7% of the cube stage).
-            targets.append(group[name].with_config({"write_empty_chunks": True}))
+            targets.append(arrays[name])
             regions.append((slice(index, index + 1), slice(None), slice(None)))
     da.store(sources, targets, regions=regions, lock=False, compute=True)
     release_memory()

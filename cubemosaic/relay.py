@@ -1,0 +1,109 @@
+"""The relay: Dask workers compute blocks, this process reads and writes the Zarr stores.
+
+Used when the workers cannot see a local store (Dask Gateway pods do not mount the job's
+volume; :mod:`cubemosaic.reach` finds out). Blocks travel over Dask's comms instead of the
+disk: the cube's day blocks come back here and are written into their regions; for the
+composite, each month-block of the cube is read here and sent to a worker, whose median and
+count come back and are written. At most a bounded window of blocks is in flight (twice the
+workers' threads, at most :data:`MAX_IN_FLIGHT`), so memory on both sides stays that of a few
+blocks, never a month of the whole grid. Written by hand: Dask's ``store`` makes the workers
+write, and nothing in dask or xarray streams results to the client's own store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+__all__ = ["MAX_IN_FLIGHT", "relay_month_blocks", "relay_steps"]
+
+#: Upper bound of blocks in flight (each a few tens of MB at the default chunk size).
+MAX_IN_FLIGHT = 8
+J = TypeVar("J")
+
+
+def _window(client: Any) -> int:
+    threads = sum(client.nthreads().values()) or 1
+    return max(2, min(MAX_IN_FLIGHT, 2 * threads))
+
+
+def _stream(client: Any, jobs: Iterable[J], submit: Callable[[J], Any], done: Callable[[J, Any], None]) -> None:
+    """Submit ``jobs`` with at most a window in flight; ``done(job, result)`` here, as each finishes."""
+    from distributed import as_completed
+
+    pending = iter(jobs)
+    running: dict[Any, J] = {}
+    finished = as_completed()
+
+    def start() -> None:
+        job = next(pending, None)
+        if job is not None:
+            future = submit(job)
+            running[future] = job
+            finished.add(future)
+
+    for _ in range(_window(client)):
+        start()
+    for future in finished:
+        job = running.pop(future)
+        result = future.result()
+        future.release()
+        done(job, result)
+        start()
+
+
+def _blocks(shape: Sequence[int], shard: Sequence[int]) -> list[tuple[slice, slice]]:
+    ny, nx = shape
+    return [
+        (slice(y0, min(ny, y0 + shard[0])), slice(x0, min(nx, x0 + shard[1])))
+        for y0 in range(0, ny, shard[0])
+        for x0 in range(0, nx, shard[1])
+    ]
+
+
+def relay_steps(client: Any, group: Any, steps: Mapping[int, Mapping[str, Any]]) -> None:
+    """Compute each step's lazy (1, y, x) arrays block by block on the workers; write them into ``group`` here."""
+    import dask.array as da
+
+    jobs = []
+    for index, arrays in steps.items():
+        names = list(arrays)
+        first = arrays[names[0]]
+        shard = (first.chunks[1][0], first.chunks[2][0])
+        for ys, xs in _blocks(first.shape[1:], shard):
+            jobs.append((index, names, ys, xs, da.stack([arrays[n][0, ys, xs] for n in names])))
+
+    def done(job, data: np.ndarray) -> None:
+        index, names, ys, xs, _ = job
+        for k, name in enumerate(names):
+            group[name][index, ys, xs] = data[k]
+
+    _stream(client, jobs, lambda job: client.compute(job[4]), done)
+
+
+def relay_month_blocks(
+    client: Any,
+    reduce: Callable[[list[np.ndarray]], np.ndarray],
+    sources: Sequence[Any],
+    group: Any,
+    months: Mapping[int, tuple[int, int]],
+    names: Sequence[str],
+    shard: Sequence[int],
+) -> None:
+    """For each month (index -> cube steps t0:t1) and block: read the cube here, ``reduce`` on a worker,
+    write each of ``names`` (the reduced block's layers, in order) into ``group`` here."""
+    jobs = [(i, t0, t1, ys, xs) for i, (t0, t1) in months.items() for ys, xs in _blocks(sources[0].shape[1:], shard)]
+
+    def submit(job):
+        _, t0, t1, ys, xs = job
+        blocks = [np.asarray(src[t0:t1, ys, xs]) for src in sources]
+        return client.submit(reduce, blocks, pure=False)
+
+    def done(job, data: np.ndarray) -> None:
+        i, _, _, ys, xs = job
+        for k, name in enumerate(names):
+            group[name][i, ys, xs] = data[k]
+
+    _stream(client, jobs, submit, done)

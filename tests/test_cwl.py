@@ -79,15 +79,22 @@ DEMO_JOB = {
 }
 
 
-def _run_main(tmp_path: Path, job: dict, env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, Path]:
-    """``cwltool --no-container`` of the workflow's ``main`` on ``job``, passing ``env`` to the tools."""
+def _run_main(
+    tmp_path: Path, job: dict, env: dict[str, str] | None = None, steps_under: Path | None = None
+) -> tuple[subprocess.CompletedProcess, Path]:
+    """``cwltool --no-container`` of the workflow's ``main`` on ``job``, passing ``env`` to the tools;
+    ``steps_under``: where the steps' folders go (as Calrissian puts them on the job's volume)."""
     job_file = tmp_path / "job.yml"
     job_file.write_text(yaml.safe_dump(job))
     preserve = [arg for var in env or {} for arg in ("--preserve-environment", var)]
     out = tmp_path / "out"
+    prefixes = []
+    if steps_under is not None:
+        prefixes = [f"--tmp-outdir-prefix={steps_under}/out-", f"--tmpdir-prefix={steps_under}/tmp-"]
     proc = _cwltool(
         "--no-container",
         *preserve,
+        *prefixes,
         "--outdir",
         str(out),
         f"{_hints_copy(tmp_path)}#main",
@@ -133,4 +140,21 @@ def test_workflow_with_the_stores_on_object_storage(tmp_path, stac_api, s3, demo
     fs = s3fs.S3FileSystem(key="test-key", secret="test-secret", endpoint_url=s3["AWS_ENDPOINT_URL"])
     assert fs.exists("cubes/cwl-run/cube.zarr/zarr.json") and fs.exists("cubes/cwl-run/monthly.zarr/zarr.json")
     assert not (out / "cube.zarr").exists()
+    _catalog_matches_the_demo_run(out, demo_run)
+
+
+def test_workflow_with_default_inputs_on_workers_that_do_not_mount_the_steps_volume(
+    tmp_path, stac_api, private_gateway, hidden_dir, demo_run
+):
+    """As Calrissian runs it: each step's folder only in the step's pod, no zarr-dir; both steps relay."""
+    steps = hidden_dir / "cwl-steps"
+    steps.mkdir()
+    with private_gateway.running_cluster() as (cluster, transitions):
+        before = transitions()
+        proc, out = _run_main(
+            tmp_path, DEMO_JOB | {"catalog-url": stac_api}, private_gateway.env(DASK_CLUSTER=cluster.name), steps
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stderr.count("(relay)") == 2, "both steps relay the Zarr I/O"
+        assert transitions() - before > 100
     _catalog_matches_the_demo_run(out, demo_run)

@@ -47,6 +47,9 @@ def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> o
             seen = client.run(_sees, str(marker))  # type: ignore[attr-defined]
         finally:
             marker.unlink(missing_ok=True)
+        if not seen:  # an adaptive cluster with no worker yet: the relay works whoever joins
+            log.info("cluster: no Dask worker yet to ask whether it sees %s: this process relays the Zarr I/O", base)
+            return client
         blind = sorted(worker for worker, ok in seen.items() if not ok)
         if blind:
             log.info(

@@ -140,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     show_cfg = "--cfg" in args
     overrides = [a for a in args if a != "--cfg"]
-    debug = os.environ.get("CUBEMOSAIC_DEBUG", "") not in ("", "0") or "debug=true" in overrides
+    debug = os.environ.get("CUBEMOSAIC_DEBUG", "") not in ("", "0") or any(
+        a.lower() in ("debug=true", "debug=1", "debug=yes") for a in overrides
+    )
     _setup_logging(debug)
     # Kubernetes stops a pod with SIGTERM: unwind like Ctrl-C so started clusters shut down.
     signal.signal(signal.SIGTERM, _interrupt)

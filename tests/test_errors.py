@@ -110,3 +110,9 @@ def test_a_bare_band_list_means_a_list(override, bands, tmp_path):
 
     settings = to_settings(compose(["catalog=demo", override, f"output_dir={tmp_path}", "debug=True"]))
     assert settings.bands == bands and settings.debug is True
+
+
+def test_debug_true_shows_the_traceback(tmp_path):
+    proc = cli(["catalog=demo", "debug=True", "resolution=-1", f"output_dir={tmp_path}"], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "resolution: must be a positive number" in proc.stderr

@@ -40,9 +40,13 @@ def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> o
         if "://" in folder and not folder.startswith("file://"):
             continue  # object storage: reached over the network, not through a shared disk
         base = Path(folder.removeprefix("file://"))
-        base.mkdir(parents=True, exist_ok=True)
         marker = base / f".cubemosaic-reach-{uuid.uuid4().hex}"
-        marker.write_text("written by the cubemosaic client; the workers look for it\n")
+        try:
+            base.mkdir(parents=True, exist_ok=True)
+            marker.write_text("written by the cubemosaic client; the workers look for it\n")
+        except OSError:  # a read-only input (a CWL step's input Directory): ask no worker, relay
+            log.info("cluster: %s (%s) is read-only here: this process relays the Zarr I/O", base, parameter)
+            return client
         try:
             seen = client.run(_sees, str(marker))  # type: ignore[attr-defined]
         finally:

@@ -7,7 +7,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["lazy_blocks"]
+__all__ = ["block_slices", "lazy_blocks"]
+
+
+def block_slices(shape: tuple[int, int], shard: tuple[int, int]) -> list[list[tuple[slice, slice]]]:
+    """The (ys, xs) of each output block (a shard, clipped at the edges), row by row."""
+    ny, nx = shape
+    return [
+        [(slice(y0, min(ny, y0 + shard[0])), slice(x0, min(nx, x0 + shard[1]))) for x0 in range(0, nx, shard[1])]
+        for y0 in range(0, ny, shard[0])
+    ]
 
 
 def lazy_blocks(
@@ -24,14 +33,12 @@ def lazy_blocks(
     import dask
     import dask.array as da
 
-    ny, nx = shape
     rows = []
-    for y0 in range(0, ny, shard[0]):
+    for tiles in block_slices(shape, shard):
         row = []
-        for x0 in range(0, nx, shard[1]):
-            ys, xs = slice(y0, min(ny, y0 + shard[0])), slice(x0, min(nx, x0 + shard[1]))
+        for ys, xs in tiles:
             func, args = task(ys, xs)
-            delayed = dask.delayed(func)(*args, dask_key_name=f"{name}-{y0}-{x0}")
+            delayed = dask.delayed(func)(*args, dask_key_name=f"{name}-{ys.start}-{xs.start}")
             block_shape = (depth, ys.stop - ys.start, xs.stop - xs.start)
             row.append(da.from_delayed(delayed, shape=block_shape, dtype=np.uint16))
         rows.append(row)

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from .blocks import block_slices
+
 __all__ = ["MAX_IN_FLIGHT", "relay_month_blocks", "relay_steps"]
 
 #: Upper bound of blocks in flight (each a few tens of MB at the default chunk size).
@@ -55,12 +57,7 @@ def _stream(client: Any, jobs: Iterable[J], submit: Callable[[J], Any], done: Ca
 
 
 def _blocks(shape: Sequence[int], shard: Sequence[int]) -> list[tuple[slice, slice]]:
-    ny, nx = shape
-    return [
-        (slice(y0, min(ny, y0 + shard[0])), slice(x0, min(nx, x0 + shard[1])))
-        for y0 in range(0, ny, shard[0])
-        for x0 in range(0, nx, shard[1])
-    ]
+    return [tile for row in block_slices((shape[0], shape[1]), (shard[0], shard[1])) for tile in row]
 
 
 def relay_steps(client: Any, group: Any, steps: Mapping[int, Mapping[str, Any]]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -22,7 +21,7 @@ import numpy as np
 import pystac
 
 from . import store
-from .errors import ReadError, SigningError
+from .errors import ReadError, SigningError, WriteError, one_line
 
 __all__ = [
     "SolarDay",
@@ -391,8 +390,8 @@ def build_cube(
         skipped: list[dict[str, str]] = []
         try:
             store.write_steps(path, {i: lazy(days[i]) for i in batch}, relay)
-        except SigningError:
-            raise  # no token, no read: not one asset's fault
+        except (SigningError, WriteError):
+            raise  # no token, no read: not one asset's fault; a failed write is not a failed read
         except Exception as e:  # a failed read surfaces here, from whichever worker ran it
             broken = _broken_assets(batch_days, geobox, keys, patch_url)
             if on_read_error != "skip" or not broken:
@@ -404,6 +403,8 @@ def build_cube(
             kept = {i: replace(days[i], items=tuple(it for it in days[i].items if it.id not in bad)) for i in batch}
             try:
                 store.write_steps(path, {i: lazy(day) for i, day in kept.items()}, relay)
+            except (SigningError, WriteError):
+                raise
             except Exception as again:
                 broken = _broken_assets(batch_days, geobox, keys, patch_url, skip=bad)
                 raise _read_error(again, broken, batch_days) from None
@@ -458,7 +459,7 @@ def _read_error(e: Exception, broken: Sequence[tuple], days: Sequence[SolarDay])
         _, item, key, problem = broken[0]
         return ReadError(f"cannot read asset {key} of item {item.id}: {problem}")
     ids = ", ".join(i.id for d in days for i in d.items)
-    return ReadError(f"cannot read the scenes {ids}: {_scrub(str(e))}")
+    return ReadError(f"cannot read the scenes {ids}: {one_line(str(e))}")
 
 
 def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | None:
@@ -484,11 +485,5 @@ def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | N
     except rasterio.errors.WindowError:
         return None  # the asset does not cover the area: not what failed
     except Exception as e:  # rasterio and GDAL raise many types; any of them is the answer
-        return _scrub(f"{type(e).__name__}: {e}")
+        return one_line(f"{type(e).__name__}: {e}")
     return None
-
-
-def _scrub(text: str) -> str:
-    """One short line without query strings (SAS tokens, keys)."""
-    text = re.sub(r"\?[^\s'\"]*", "", " ".join(text.split()))
-    return text[:300]

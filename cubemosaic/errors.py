@@ -7,6 +7,8 @@ traceback. Messages name the parameter or asset at fault and never carry secrets
 
 from __future__ import annotations
 
+import re
+
 __all__ = [
     "CatalogError",
     "ClusterError",
@@ -16,6 +18,8 @@ __all__ = [
     "OutputError",
     "ReadError",
     "SigningError",
+    "WriteError",
+    "one_line",
 ]
 
 
@@ -58,3 +62,13 @@ class OutputError(CubeMosaicError):
 
 class SigningError(CubeMosaicError):
     """The token service refused to sign asset hrefs (a wrong subscription key, say)."""
+
+
+class WriteError(OutputError):
+    """A Zarr store could not be written, or what the workers wrote is not where this process
+    reads it. Raised where the write fails (on a worker or here), never re-read as a read error."""
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` (a library's error message) as one short line without query strings (SAS tokens, keys)."""
+    return re.sub(r"\?[^\s'\"]*", "", " ".join(text.split()))[:limit]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Iterator
@@ -10,11 +11,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import Settings
+from .errors import WriteError
 from .lock import run_lock
 
 __all__ = ["Outputs", "outputs", "resolve_demo", "run"]
 
 log = logging.getLogger(__name__)
+
+#: A disk full, a quota, a read-only file system: the user's to fix, named in one line.
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 STAGES = {
     "cube": ("cube",),
@@ -70,7 +75,13 @@ def run(settings: Settings) -> Outputs:
     The run holds ``output_dir``'s lock throughout: a second run into the same folder refuses.
     """
     with run_lock(settings.output_dir):
-        return _run(settings)
+        try:
+            return _run(settings)
+        except OSError as e:
+            if e.errno not in FULL_OR_READ_ONLY:
+                raise
+            where = f" {e.filename}" if e.filename else ""
+            raise WriteError(f"output_dir/zarr_dir: cannot write{where}: {e.strerror}") from None
 
 
 def _run(settings: Settings) -> Outputs:

@@ -18,7 +18,16 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
+
+from .errors import ClusterError, one_line
+
 __all__ = ["choose_relay"]
+
+#: Side of the test block sent back by a worker before relaying (one default shard: 2048^2 uint16, 8 MB).
+PROBE_SIDE = 2048
+#: Seconds a worker has to send the test block back.
+PROBE_TIMEOUT = 120
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +35,28 @@ log = logging.getLogger(__name__)
 def _sees(path: str) -> bool:
     """Runs on each worker: is the client's marker file there?"""
     return os.path.isfile(path)
+
+
+def _block(side: int) -> np.ndarray:
+    """Runs on a worker: a block of the size the relay sends back."""
+    return np.ones((side, side), dtype=np.uint16)
+
+
+def _unusable(what: str, e: BaseException) -> ClusterError:
+    return ClusterError(
+        f"cluster: the Dask workers {what} ({type(e).__name__}: {one_line(str(e), 200)}); their image must "
+        "have the same cubemosaic, dask and distributed as this process, and reach it over the network"
+    )
+
+
+def _relay_works(client: object) -> None:
+    """Fail fast, before any compute, when the workers cannot send blocks back (the relay's path)."""
+    try:
+        block = client.submit(_block, PROBE_SIDE, pure=False).result(timeout=PROBE_TIMEOUT)  # type: ignore[attr-defined]
+    except Exception as e:  # comms, serialization, a worker without our code: all end the same way
+        raise _unusable("cannot see the stores and cannot send blocks back to this process either", e) from None
+    if not isinstance(block, np.ndarray) or block.shape != (PROBE_SIDE, PROBE_SIDE) or int(block[-1, -1]) != 1:
+        raise ClusterError("cluster: a Dask worker sent back a wrong test block; the relay cannot work")
 
 
 def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> object | None:
@@ -46,9 +77,11 @@ def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> o
             marker.write_text("written by the cubemosaic client; the workers look for it\n")
         except OSError:  # a read-only input (a CWL step's input Directory): ask no worker, relay
             log.info("cluster: %s (%s) is read-only here: this process relays the Zarr I/O", base, parameter)
-            return client
+            return _checked(client)
         try:
             seen = client.run(_sees, str(marker))  # type: ignore[attr-defined]
+        except Exception as e:  # a worker that cannot run our code cannot read, write or compute
+            raise _unusable("cannot run cubemosaic's code", e) from None
         finally:
             marker.unlink(missing_ok=True)
         if not seen:  # an adaptive cluster with no worker yet: the relay works whoever joins
@@ -61,6 +94,11 @@ def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> o
                 "the Zarr stores (relay); for big jobs object storage the workers reach is faster (zarr_dir=s3://...)",
                 len(blind), len(seen), base, parameter,
             )  # fmt: skip
-            return client
+            return _checked(client)
     log.info("cluster: the Dask workers see the stores and read and write them themselves")
     return None
+
+
+def _checked(client: object) -> object:
+    _relay_works(client)
+    return client

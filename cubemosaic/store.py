@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import OutputError, WriteError, one_line
 
 __all__ = ["StoreState", "batches", "create", "mark_done", "open_or_create", "write_steps", "zarr_encoding"]
 
@@ -157,7 +157,10 @@ def open_or_create(
             )
         log.info("%s: replacing %s (overwrite=true)", label, name)
         fs.rm(fspath, recursive=True)
-    create(path, template, encoding, sig)
+    try:
+        create(path, template, encoding, sig)
+    except OSError as e:
+        raise WriteError(f"zarr_dir: cannot create {path}: {e.strerror or one_line(str(e))}") from None
     return StoreState(path, set())
 
 
@@ -205,11 +208,52 @@ def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping
         Path(target).rename(path)
 
 
-def writable_arrays(path: str) -> dict[str, Any]:
+class Target:
+    """A Zarr array as a write target (of ``dask.array.store`` on a worker, or of the relay here)
+    whose failures are :class:`WriteError` naming the store: a write that fails is never
+    mistaken for a read that failed."""
+
+    def __init__(self, array: Any, where: str) -> None:
+        self.array = array
+        self.where = where
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        try:
+            self.array[key] = value
+        except Exception as e:  # zarr, fsspec and the OS raise many types; all are write failures
+            raise WriteError(f"zarr_dir: cannot write {self.where}: {type(e).__name__}: {one_line(str(e))}") from None
+
+
+def writable_arrays(path: str) -> dict[str, Target]:
     """The store's arrays by name, open for writing. Writing empty chunks skips zarr's per-chunk
-    "all fill value?" scan (~7% of the cube stage)."""
+    "all fill value?" scan (~7% of the cube stage), and makes every written shard an object
+    :func:`check_visible` can look for."""
     group = open_group(path, "r+")
-    return {name: array.with_config({"write_empty_chunks": True}) for name, array in group.arrays()}
+    return {
+        name: Target(array.with_config({"write_empty_chunks": True}), f"{path}/{name}")
+        for name, array in group.arrays()
+    }
+
+
+def check_visible(path: str, arrays: Mapping[str, Target], steps: Mapping[int, Iterable[str]]) -> None:
+    """Every step's first shard of each of its variables is in the store as this process sees it.
+
+    Dask workers write the store themselves unless relayed; workers that do not share this
+    process's disk (a pod without the job's volume) write into their own, and the step would
+    read back as no data. This finds that at once, from a listing of one object per step.
+    """
+    from zarr.core.sync import sync
+
+    for index, names in steps.items():
+        for name in names:
+            array = arrays[name].array
+            key = f"{array.store_path.path}/{array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))}"
+            if not sync(array.store_path.store.exists(key)):
+                raise WriteError(
+                    f"zarr_dir: the Dask workers wrote {path} where this process cannot see it (step {index} of "
+                    f"{name} is missing here): they do not share this folder; use object storage both reach "
+                    "(zarr_dir=s3://...)"
+                )
 
 
 def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]], relay: Any = None) -> None:
@@ -218,7 +262,8 @@ def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]], relay: Any = 
     Several steps in one ``dask.array.store`` keep every worker thread busy; each task
     writes whole shards, so no two tasks write the same object. With ``relay`` (a
     ``distributed.Client`` whose workers cannot see the store) the workers compute the
-    blocks and this process writes them (:mod:`cubemosaic.relay`).
+    blocks and this process writes them (:mod:`cubemosaic.relay`). A failed write raises
+    :class:`WriteError`; so do steps the workers wrote where this process cannot see them.
     """
     import dask.array as da
 
@@ -237,6 +282,7 @@ def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]], relay: Any = 
             regions.append((slice(index, index + 1), slice(None), slice(None)))
     da.store(sources, targets, regions=regions, lock=False, compute=True)
     release_memory()
+    check_visible(path, arrays, {index: list(step) for index, step in steps.items()})
 
 
 def release_memory() -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
+import subprocess
 
 import pytest
 
@@ -116,3 +118,22 @@ def test_debug_true_shows_the_traceback(tmp_path):
     proc = cli(["catalog=demo", "debug=True", "resolution=-1", f"output_dir={tmp_path}"], cwd=tmp_path)
     assert proc.returncode != 0
     assert "Traceback" in proc.stderr and "resolution: must be a positive number" in proc.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 256 kB file system: room for the stores' metadata, not for the cube (needs root to mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    folder = tmp_path / "full"
+    folder.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], check=True)
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def test_a_failed_write_is_named_as_a_write_not_a_read(full_disk, tmp_path):
+    """A disk that fills up mid-cube: the error names the store and the cause, not the scenes."""
+    proc = cli(["catalog=demo", f"output_dir={tmp_path / 'out'}", f"zarr_dir={full_disk}"], cwd=tmp_path)
+    line = _one_line_error(proc, "zarr_dir: cannot write", str(full_disk / "cube.zarr"), "No space left on device")
+    assert "cannot read" not in line and "clear pixel" not in proc.stderr

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .errors import ClusterError, ConfigError
 
-__all__ = ["ClusterSpec", "dask_client", "gateway_requested", "gateway_workers"]
+__all__ = ["ClusterSpec", "check_versions", "dask_client", "gateway_requested", "gateway_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,7 @@ def _gateway(spec: ClusterSpec) -> Iterator[object]:
     from dask_gateway import Gateway
 
     from .catalog import redact
+    from .workerenv import carry_environment  # imports distributed: only where a gateway is used
 
     address = spec.address or dask.config.get("gateway.address", None)
     if not address:
@@ -197,6 +198,10 @@ def _gateway(spec: ClusterSpec) -> Iterator[object]:
             log.info("cluster: dashboard %s", client.dashboard_link)
             if not spec.adaptive:
                 client.wait_for_workers(1, timeout=300)
+            check_versions(client)
+            carry_environment(client)
+        except ClusterError:
+            raise
         except Exception as e:
             raise _gateway_error(e, where, name) from None
         try:
@@ -212,6 +217,30 @@ def _gateway(spec: ClusterSpec) -> Iterator[object]:
                 log.info("cluster: Dask Gateway cluster %s shut down", cluster.name)
             close_gateway(cluster.gateway)
         close_gateway(gateway)
+
+
+#: Packages that must be the same version on the client, the scheduler and every worker.
+SAME_VERSIONS = ("cubemosaic", "dask", "distributed", "python")
+
+
+def check_versions(client) -> dict[str, str]:
+    """The client's versions of :data:`SAME_VERSIONS`; :class:`ClusterError` naming the first that
+    differs on the scheduler or a worker (an image built from another lock file: results or
+    pickles could differ). Workers that join later run the same image in any real deployment."""
+    versions = client.get_versions(packages=["cubemosaic"])
+    mine = {key: str(versions["client"]["packages"].get(key)) for key in SAME_VERSIONS}
+    others = {"the scheduler": versions["scheduler"], **{f"worker {w}": v for w, v in versions["workers"].items()}}
+    for where, info in others.items():
+        for key in SAME_VERSIONS:
+            theirs = str((info or {}).get("packages", {}).get(key))
+            if theirs != mine[key]:
+                raise ClusterError(
+                    f"cluster: {where} runs {key} {theirs} and this process {key} {mine[key]}; the Dask "
+                    "Gateway image must be built from the same lock file (constraints.txt) as this environment"
+                )
+    log.info("cluster: client, scheduler and %d worker(s) run the same %s", len(versions["workers"]),
+             ", ".join(f"{k} {mine[k]}" for k in SAME_VERSIONS))  # fmt: skip
+    return mine
 
 
 def close_gateway(gateway) -> None:

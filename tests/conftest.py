@@ -195,9 +195,11 @@ class LoopbackGateway:
 
 
 @contextmanager
-def _loopback_gateway(workdir: Path, hidden: Path | None = None):
+def _loopback_gateway(workdir: Path, hidden: Path | None = None, default_commands: bool = False, **env: str):
     """A real dask-gateway-server on 127.0.0.1 run in ``workdir``; with ``hidden``, its workers
-    each see an empty folder there instead of the client's."""
+    each see an empty folder there instead of the client's; with ``default_commands``, it starts
+    them with its defaults (``dask-scheduler``, ``dask-worker`` on PATH). ``env``: more environment
+    for the server (``PATH`` and ``PYTHONPATH`` reach its schedulers and workers)."""
     exe = str(Path(sys.executable).parent / "dask-gateway-server")
     proxy_port, api_port = free_port(), free_port()
     password = "test-only-password"
@@ -207,6 +209,8 @@ def _loopback_gateway(workdir: Path, hidden: Path | None = None):
         TEST_GATEWAY_PROXY_PORT=str(proxy_port),
         TEST_GATEWAY_PASSWORD=password,
         TEST_GATEWAY_HIDDEN_DIR=str(hidden or ""),
+        TEST_GATEWAY_DEFAULT_COMMANDS="1" if default_commands else "",
+        **env,
     )
     log = open(workdir / "gateway.log", "w")
     config = Path(__file__).parent / "gateway_config.py"

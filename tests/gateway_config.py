@@ -16,8 +16,11 @@ c.Proxy.address = f"127.0.0.1:{os.environ['TEST_GATEWAY_PROXY_PORT']}"
 c.DaskGateway.backend_class = "dask_gateway_server.backends.local.UnsafeLocalBackend"
 c.DaskGateway.authenticator_class = "dask_gateway_server.auth.SimpleAuthenticator"
 c.SimpleAuthenticator.password = os.environ["TEST_GATEWAY_PASSWORD"]
-c.ClusterConfig.scheduler_cmd = [os.path.join(bindir, "dask"), "scheduler"]
-c.ClusterConfig.worker_cmd = [os.path.join(bindir, "dask"), "worker"]
+if not os.environ.get("TEST_GATEWAY_DEFAULT_COMMANDS"):
+    c.ClusterConfig.scheduler_cmd = [os.path.join(bindir, "dask"), "scheduler"]
+    c.ClusterConfig.worker_cmd = [os.path.join(bindir, "dask"), "worker"]
+# else: dask-gateway-server's defaults, `dask-scheduler` and `dask-worker` found on PATH, as a
+# stock gateway (and its Helm chart) starts them.
 if os.environ.get("TEST_GATEWAY_HIDDEN_DIR"):
     # Each worker gets a private, empty view of this folder, as a Gateway worker pod does of the
     # job's volume: its own mount namespace with an empty tmpfs over it (needs root).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,3 +156,102 @@ def test_cube_then_mosaic_on_workers_that_see_no_disk(private_gateway, hidden_di
     assert "(relay)" in proc.stderr and "shut down" in proc.stderr
     assert_same_cogs(demo_run, out)
     assert _no_cluster_left(private_gateway)
+
+
+def test_a_stock_gateway_with_its_default_commands(tmp_path, demo_run):
+    """dask-gateway-server (and its Helm chart) starts `dask-scheduler` and `dask-worker`, which
+    current distributed no longer installs: cubemosaic's environment provides them."""
+    from conftest import _loopback_gateway
+
+    bindir = os.path.dirname(sys.executable)
+    with _loopback_gateway(tmp_path, default_commands=True, PATH=f"{bindir}:{os.environ.get('PATH', '')}") as stock:
+        out = tmp_path / "out"
+        proc = cli(["catalog=demo", "cluster=gateway", f"output_dir={out}"], env=stock.env(**SIZING), cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert re.search(r"(\d{3,}) task transitions ran on Dask Gateway cluster", proc.stderr), proc.stderr
+        assert "run the same cubemosaic" in proc.stderr
+    for command in ("dask-scheduler", "dask-worker"):  # what the gateway ran: ours, from the package's scripts
+        assert shutil.which(command, path=bindir) == os.path.join(bindir, command)
+    assert_same_cogs(demo_run, out)
+
+
+def test_client_scheduler_and_workers_run_the_same_versions(gateway):
+    """The image and the client come from one lock file: a gateway cluster reports the same
+    dask, distributed, cubemosaic and python on every side (the job checks it at connection)."""
+    from cubemosaic.cluster import SAME_VERSIONS, check_versions
+
+    with gateway.running_cluster() as (cluster, _):
+        dask = cluster.get_client()
+        try:
+            mine = check_versions(dask)
+            versions = dask.get_versions(packages=["cubemosaic"])
+        finally:
+            dask.close()
+    assert set(mine) == set(SAME_VERSIONS) and mine["cubemosaic"] != "None"
+    for info in [versions["scheduler"], *versions["workers"].values()]:
+        assert {k: str(info["packages"][k]) for k in SAME_VERSIONS} == mine
+
+
+def test_object_storage_credentials_reach_workers_that_have_no_environment(gateway, s3, demo_run, tmp_path):
+    """Calrissian's workers get no environment: the job's own AWS_* go to them (never printed)."""
+    out = tmp_path / "out"
+    env = gateway.env(**SIZING, **s3)
+    proc = cli(["catalog=demo", "cluster=gateway", f"output_dir={out}", "zarr_dir=s3://cubes/gateway-run"],
+               env=env, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "the Dask workers get this job's AWS_ACCESS_KEY_ID, AWS_DEFAULT_REGION" in proc.stderr, proc.stderr
+    assert s3["AWS_SECRET_ACCESS_KEY"] not in proc.stderr + proc.stdout
+    assert re.search(r"(\d{3,}) task transitions ran", proc.stderr), proc.stderr
+    assert_same_cogs(demo_run, out)
+
+
+def test_workers_without_our_code_fail_fast_in_one_line(tmp_path, hidden_dir):
+    """Neither path can work when the workers' image lacks cubemosaic (they can neither write the
+    store nor compute a block for the relay): one line before any compute, no traceback."""
+    from conftest import _loopback_gateway
+
+    stub = tmp_path / "stub" / "cubemosaic"
+    stub.mkdir(parents=True)
+    (stub / "__init__.py").write_text('raise ImportError("this image has no cubemosaic")\n')
+    with _loopback_gateway(tmp_path, PYTHONPATH=str(stub.parent)) as bare:
+        proc = cli(["catalog=demo", "cluster=gateway", f"output_dir={tmp_path / 'out'}"], env=bare.env(**SIZING),
+                   cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("cubemosaic: error: cluster:") and "cubemosaic" in last, proc.stderr
+    assert "cube: day" not in proc.stderr, "failed before any compute"
+    print(last)
+
+
+def test_steps_the_workers_wrote_where_this_process_cannot_see_are_an_error(private_gateway, hidden_dir):
+    """The safety net behind the reach check: should workers ever write a store directly where
+    this process does not see it (a worker joining later from another image, say), the step is
+    found missing right after its write, not read back later as no data."""
+    import dask.array as da
+    import numpy as np
+    import pytest
+    import xarray as xr
+
+    from cubemosaic import store
+    from cubemosaic.errors import WriteError
+
+    path = str(hidden_dir / "direct-by-blind-workers.zarr")
+    template = xr.Dataset(
+        {"red": (("time", "y", "x"), da.zeros((2, 64, 64), dtype="uint16", chunks=(1, 64, 64)))},
+        coords={"time": np.array(["2021-01-01", "2021-02-01"], dtype="datetime64[ns]")},
+    )
+    store.create(path, template, {"red": store.zarr_encoding((1, 32, 32), (1, 64, 64))}, {"format": 0})
+    steps = {0: {"red": da.ones((1, 64, 64), dtype="uint16", chunks=(1, 64, 64))}}
+    with private_gateway.running_cluster() as (cluster, transitions):
+        client = cluster.get_client()
+        try:
+            before = transitions()
+            with client.as_current(), pytest.raises(WriteError, match="cannot see") as failed:
+                store.write_steps(path, steps)  # direct: the workers write into their own tmpfs
+            assert transitions() > before, "the workers ran the write"
+            store.write_steps(path, steps, relay=client)  # the relay: this process writes, and sees it
+        finally:
+            client.close()
+    assert "zarr_dir" in str(failed.value) and "step 0 of red" in str(failed.value)
+    assert int(xr.open_zarr(path, mask_and_scale=False).red[0].sum()) == 64 * 64

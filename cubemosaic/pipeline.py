@@ -6,13 +6,13 @@ import errno
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import Settings
 from .errors import WriteError
-from .lock import run_lock
+from .lock import run_lock, store_lease
 
 __all__ = ["Outputs", "outputs", "resolve_demo", "run"]
 
@@ -72,9 +72,13 @@ def _timed(stage: str) -> Iterator[None]:
 def run(settings: Settings) -> Outputs:
     """Run the stages ``settings.stage`` names; returns the output locations.
 
-    The run holds ``output_dir``'s lock throughout: a second run into the same folder refuses.
+    The run holds ``output_dir``'s lock throughout, and a lease on ``zarr_dir`` when that is
+    object storage: a second run into the same folder or store refuses.
     """
-    with run_lock(settings.output_dir):
+    with ExitStack() as held:
+        held.enter_context(run_lock(settings.output_dir))
+        if "://" in settings.zarr_dir and not settings.zarr_dir.startswith("file://"):
+            held.enter_context(store_lease(settings.zarr_dir))
         try:
             return _run(settings)
         except OSError as e:

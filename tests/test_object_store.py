@@ -34,3 +34,53 @@ def test_unknown_protocol_is_refused(tmp_path):
     proc = cli(["catalog=demo", f"output_dir={tmp_path}", "zarr_dir=nosuchfs://bucket/x"], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("cubemosaic: error: zarr_dir:")
+
+
+def test_two_runs_into_one_object_store_the_second_refuses_a_killed_one_expires(s3, demo_run, tmp_path, monkeypatch):
+    """Object storage has no flock: a lease object, renewed while a run works, gone when it ends,
+    expiring when a killed run cannot remove it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import pytest
+    import s3fs
+
+    from cubemosaic.errors import OutputError
+    from cubemosaic.lock import LEASE_NAME, store_lease
+
+    url = "s3://cubes/shared-store"
+    args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"zarr_dir={url}"]
+    first = subprocess.Popen(args + [f"output_dir={tmp_path / 'a'}"], stderr=subprocess.PIPE, text=True,
+                             cwd=tmp_path, env={**os.environ, **s3})  # fmt: skip
+    assert first.stderr is not None
+    for line in first.stderr:
+        if "cube: day 1/" in line:
+            break
+    second = cli(["catalog=demo", f"zarr_dir={url}", f"output_dir={tmp_path / 'b'}"], env=s3, cwd=tmp_path)
+    rest = first.stderr.read()
+    assert first.wait(120) == 0, rest
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+    assert (
+        second.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"cubemosaic: error: zarr_dir: {url} is in use by another cubemosaic run (pid {first.pid} on ")
+    ), second.stderr
+    assert_same_cogs(demo_run, tmp_path / "a")
+    fs = s3fs.S3FileSystem(key="test-key", secret="test-secret", endpoint_url=s3["AWS_ENDPOINT_URL"])
+    assert not fs.exists(f"cubes/shared-store/{LEASE_NAME}"), "the lease is gone with its run"
+
+    for key, value in s3.items():
+        monkeypatch.setenv(key, value)
+    lease_url = "s3://cubes/leases"
+    with store_lease(lease_url, lease_seconds=2, renew_seconds=0.5):
+        time.sleep(3)  # longer than the lease: renewed meanwhile
+        with pytest.raises(OutputError, match="is in use by another cubemosaic run"), store_lease(lease_url):
+            pass
+    # A run killed while holding it leaves its lease: free once it expires.
+    dead = {"owner": "killed", "holder": "pid 1 on elsewhere", "expires": time.time() - 1}
+    fs.pipe_file(f"cubes/leases/{LEASE_NAME}", json.dumps(dead).encode())
+    with store_lease(lease_url):
+        assert json.loads(fs.cat_file(f"cubes/leases/{LEASE_NAME}"))["owner"] != "killed"

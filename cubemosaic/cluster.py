@@ -27,7 +27,15 @@ from dataclasses import dataclass
 
 from .errors import ClusterError, ConfigError
 
-__all__ = ["ClusterSpec", "check_versions", "dask_client", "gateway_requested", "gateway_workers"]
+__all__ = [
+    "ClusterSpec",
+    "check_versions",
+    "dask_client",
+    "gateway_requested",
+    "gateway_workers",
+    "peak_mb",
+    "worker_peaks_mb",
+]
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +249,31 @@ def check_versions(client) -> dict[str, str]:
     log.info("cluster: client, scheduler and %d worker(s) run the same %s", len(versions["workers"]),
              ", ".join(f"{k} {mine[k]}" for k in SAME_VERSIONS))  # fmt: skip
     return mine
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory so far, in MB: Linux's ``VmHWM`` (``ru_maxrss`` would
+    carry over the peak of the process that started this one, across ``exec``)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def worker_peaks_mb(client) -> dict[str, float]:
+    """Each Dask worker's peak resident memory so far, in MB (none for the local threaded scheduler)."""
+    if client is None:
+        return {}
+    try:
+        return client.run(peak_mb)
+    except Exception:  # a worker gone meanwhile: the figure is informative, not worth failing a job
+        return {}
 
 
 def close_gateway(gateway) -> None:

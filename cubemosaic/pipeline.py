@@ -63,10 +63,17 @@ def resolve_demo(settings: Settings) -> Settings:
 
 
 @contextmanager
-def _timed(stage: str) -> Iterator[None]:
+def _timed(stage: str, client: object | None = None) -> Iterator[None]:
+    """Log the stage's time and the peak memory so far of this process (the job's pod) and of
+    each Dask worker (the Gateway's pods): the figures a pod's memory request is sized from."""
+    from .cluster import peak_mb, worker_peaks_mb
+
     start = time.perf_counter()
     yield
     log.info("timing: %s %.1f s", stage, time.perf_counter() - start)
+    workers = worker_peaks_mb(client)
+    on_workers = f"; Dask workers up to {max(workers.values()):.0f} MB ({len(workers)})" if workers else ""
+    log.info("memory: after %s, this process peaked at %.0f MB%s", stage, peak_mb(), on_workers)
 
 
 def run(settings: Settings) -> Outputs:
@@ -105,7 +112,7 @@ def _run(settings: Settings) -> Outputs:
                 from .cube import build_cube
                 from .signing import signer
 
-                with _timed("cube"):
+                with _timed("cube", client):
                     build_cube(
                         items,
                         out.cube,
@@ -123,7 +130,7 @@ def _run(settings: Settings) -> Outputs:
             if "composite" in stages:
                 from .composite import build_monthly
 
-                with _timed("composite"):
+                with _timed("composite", client):
                     build_monthly(out.cube, out.monthly, overwrite=settings.overwrite, relay=relay)
     if "export" in stages:
         from .export import export_months

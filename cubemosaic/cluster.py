@@ -76,10 +76,17 @@ class ClusterSpec:
 
 def gateway_requested(spec: ClusterSpec | None = None) -> bool:
     """True when the spec or the environment names a Dask Gateway cluster or address."""
-    import dask.config
 
     spec = spec or ClusterSpec()
-    return bool(spec.name or spec.address or os.environ.get("DASK_CLUSTER") or dask.config.get("gateway.address", None))
+    return bool(spec.name or spec.address or os.environ.get("DASK_CLUSTER") or _address(spec))
+
+
+def _address(spec: ClusterSpec) -> str | None:
+    """The gateway address: ``cluster.address``, Dask config ``gateway.address`` (Calrissian mounts it
+    in /etc/dask), or ``DASK_GATEWAY_URL`` (which Calrissian also sets in the step's pod)."""
+    import dask.config
+
+    return spec.address or dask.config.get("gateway.address", None) or os.environ.get("DASK_GATEWAY_URL") or None
 
 
 @contextmanager
@@ -167,13 +174,12 @@ def _bytes_text(value: str) -> str:
 
 @contextmanager
 def _gateway(spec: ClusterSpec) -> Iterator[object]:
-    import dask.config
     from dask_gateway import Gateway
 
     from .catalog import redact
     from .workerenv import carry_environment  # imports distributed: only where a gateway is used
 
-    address = spec.address or dask.config.get("gateway.address", None)
+    address = _address(spec)
     if not address:
         raise ConfigError(
             "cluster", "a Dask Gateway needs an address: set DASK_GATEWAY__ADDRESS or cluster.address=http://..."

@@ -4,9 +4,18 @@ $namespaces:
   s: https://schema.org/
   calrissian: https://calrissian-cwl.github.io/schema#
 
+$schemas:
+  - http://schema.org/version/9.0/schemaorg-current-http.rdf
+
 s:softwareVersion: 0.1.0
 s:name: cubemosaic
 s:description: Sentinel-2 L2A monthly cloud-free median mosaics (STAC -> Zarr cube -> COGs + STAC catalog)
+s:codeRepository: https://github.com/cubemosaic/cubemosaic
+s:license: https://spdx.org/licenses/MIT
+s:keywords: Sentinel-2, cloud-free mosaic, median composite, Zarr, COG, STAC, Dask Gateway
+s:author:
+  - class: s:Organization
+    s:name: cubemosaic developers
 
 $graph:
 - class: Workflow
@@ -58,12 +67,16 @@ $graph:
       type: string?
       doc: >-
         object storage for the Zarr stores (s3://bucket/prefix, gs://, az://), which Dask Gateway
-        workers write themselves; unset, the cube travels as the `cube` Directory
+        workers write themselves; unset, the cube travels from step to step as a Directory
+    keep-cube:
+      type: boolean
+      doc: also return the Zarr cube (cube.zarr) as the `cube` output (it is large; off by default)
+      default: false
   outputs:
     cube:
       type: Directory?
-      doc: the Zarr cube (cube.zarr); empty when zarr-dir puts it on object storage
-      outputSource: step_cube/cube
+      doc: the Zarr cube (cube.zarr), only with keep-cube (and without zarr-dir, which keeps it there)
+      outputSource: step_cube/kept-cube
     stac-catalog:
       type: Directory
       doc: catalog.json and one folder per month with its COG, count and STAC item
@@ -82,7 +95,8 @@ $graph:
         max-cloud-cover: max-cloud-cover
         catalog-url: catalog-url
         zarr-dir: zarr-dir
-      out: [cube]
+        keep-cube: keep-cube
+      out: [cube, kept-cube]
     step_mosaic:
       run: "#mosaic"
       in:
@@ -143,11 +157,20 @@ $graph:
     zarr-dir:
       type: string?
       inputBinding: {prefix: "zarr_dir=", separate: false}
+    keep-cube:
+      type: boolean
+      default: false
   outputs:
     cube:
       type: Directory?
+      doc: the cube, for the mosaic step
       outputBinding:
         glob: cube.zarr
+    kept-cube:
+      type: Directory?
+      doc: the cube again when keep-cube asks for it, else nothing (the platform stages out workflow outputs)
+      outputBinding:
+        glob: '$(inputs["keep-cube"] ? "cube.zarr" : [])'
 
 - class: CommandLineTool
   id: mosaic

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,14 +55,46 @@ def test_workflow_shape():
         "max-cloud-cover",
         "catalog-url",
         "zarr-dir",
+        "keep-cube",
     }
     assert set(graph["main"]["outputs"]) == {"cube", "stac-catalog"}
+    assert graph["main"]["outputs"]["cube"]["outputSource"] == "step_cube/kept-cube", "staged out only when asked"
+    assert graph["main"]["inputs"]["keep-cube"]["default"] is False
     assert graph["main"]["steps"]["step_mosaic"]["in"]["cube"] == "step_cube/cube"
     for tool in ("cube", "mosaic"):
         req = graph[tool]["requirements"]
         assert set(req["calrissian:DaskGatewayRequirement"]) == CALRISSIAN_KEYS
         assert {"DockerRequirement", "ResourceRequirement", "NetworkAccess"} <= set(req)
         assert graph[tool]["baseCommand"] == ["python", "-m", "cubemosaic"]
+
+
+def test_the_workflow_is_what_calrissian_and_the_ogc_app_package_read():
+    """Checked against Calrissian's dask-gateway branch (0.19.0: calrissian/dask/custom_schema/schema.yaml,
+    dask.py, dask/init-dask.py) and the eoap dask-app-package's CWL."""
+    doc = yaml.safe_load(CWL.read_text())
+    assert doc["$namespaces"]["calrissian"] == "https://calrissian-cwl.github.io/schema#"
+    assert doc["$namespaces"]["s"] == "https://schema.org/"
+    assert doc["$schemas"] == ["http://schema.org/version/9.0/schemaorg-current-http.rdf"]
+    for key in ("s:softwareVersion", "s:name", "s:description", "s:codeRepository", "s:license", "s:author"):
+        assert doc.get(key), key
+    import cubemosaic
+
+    assert doc["s:softwareVersion"] == cubemosaic.__version__
+    graph = {p["id"]: p for p in doc["$graph"]}
+    for tool in ("cube", "mosaic"):
+        # Calrissian runs a tool on the Gateway only when the requirement has exactly these five
+        # fields (dask_req_validate); its init container parses memory with r"(\d+)([A-Za-z]+)" and
+        # divides cores as integers.
+        req = graph[tool]["requirements"]["calrissian:DaskGatewayRequirement"]
+        for key in ("workerCores", "workerCoresLimit", "clusterMaxCores"):
+            assert isinstance(req[key], int), key
+        for key in ("workerMemory", "clusterMaxMemory"):
+            assert re.fullmatch(r"\d+(G|M|GB|MB)", req[key]), req[key]
+        image = graph[tool]["requirements"]["DockerRequirement"]["dockerPull"]
+        assert image.endswith(f":{cubemosaic.__version__}"), "the tool's image is also the workers' image"
+    # The workflow's Directory output holding the STAC catalog, as an OGC application package has it.
+    assert graph["main"]["outputs"]["stac-catalog"]["type"] == "Directory"
+    assert graph["mosaic"]["outputs"]["stac-catalog"]["outputBinding"]["glob"] == "."
 
 
 def test_workflow_validates(tmp_path):
@@ -115,7 +148,8 @@ def _catalog_matches_the_demo_run(out: Path, demo_run: Path) -> None:
 def test_workflow_runs_on_a_gateway_cluster(tmp_path, stac_api, gateway, demo_run):
     with gateway.running_cluster() as (cluster, transitions):
         before = transitions()
-        proc, out = _run_main(tmp_path, DEMO_JOB | {"catalog-url": stac_api}, gateway.env(DASK_CLUSTER=cluster.name))
+        job = DEMO_JOB | {"catalog-url": stac_api, "keep-cube": True}
+        proc, out = _run_main(tmp_path, job, gateway.env(DASK_CLUSTER=cluster.name))
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"connected to Dask Gateway cluster {cluster.name}" in proc.stderr
         assert transitions() - before > 100
@@ -157,4 +191,5 @@ def test_workflow_with_default_inputs_on_workers_that_do_not_mount_the_steps_vol
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stderr.count("(relay)") == 2, "both steps relay the Zarr I/O"
         assert transitions() - before > 100
+    assert not (out / "cube.zarr").exists(), "the cube is not staged out unless asked"
     _catalog_matches_the_demo_run(out, demo_run)

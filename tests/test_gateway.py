@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from conftest import assert_same_cogs, cli
 
 SIZING = {
@@ -57,8 +59,12 @@ def test_start_a_sized_cluster_and_shut_it_down(gateway, demo_run, tmp_path):
     assert _no_cluster_left(gateway)
 
 
-def test_auto_starts_a_gateway_cluster_when_only_an_address_is_set(gateway, tmp_path):
-    proc = cli(["catalog=demo", "stage=cube", f"output_dir={tmp_path / 'out'}"], env=gateway.env(), cwd=tmp_path)
+@pytest.mark.parametrize("variable", ["DASK_GATEWAY__ADDRESS", "DASK_GATEWAY_URL"])
+def test_auto_starts_a_gateway_cluster_when_only_an_address_is_set(gateway, tmp_path, variable):
+    """Dask config's gateway.address, or DASK_GATEWAY_URL, which Calrissian sets in the step's pod."""
+    env = gateway.env()
+    env[variable] = env.pop("DASK_GATEWAY__ADDRESS")
+    proc = cli(["catalog=demo", "stage=cube", f"output_dir={tmp_path / 'out'}"], env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "started Dask Gateway cluster" in proc.stderr
     assert _no_cluster_left(gateway)
@@ -230,7 +236,6 @@ def test_steps_the_workers_wrote_where_this_process_cannot_see_are_an_error(priv
     found missing right after its write, not read back later as no data."""
     import dask.array as da
     import numpy as np
-    import pytest
     import xarray as xr
 
     from cubemosaic import store

@@ -40,6 +40,29 @@ def bench_archive(months: int) -> DemoArchive:
     return ensure_demo(bench_spec(months), cache_dir=CACHE)
 
 
+#: One whole MGRS tile: 109.8 km, 10980 px at 10 m (5490 at 20 m).
+TILE_SIZE = 5490
+
+
+def tile_spec() -> DemoSpec:
+    """A whole tile at 10 m: eight scenes over two months (days 4, 12, 20, 28), one cloudy."""
+    days = tuple(f"2022-{m:02d}-{d:02d}" for m in (5, 6) for d in (4, 12, 20, 28))
+    return DemoSpec(
+        origin=(499980.0, 5300040.0),
+        size=TILE_SIZE,
+        days=days,
+        pair_days=(),
+        edge_days=(days[2],),
+        cloudy_day=days[5],
+        always_cloudy_month="",
+        blocksize=1024,
+    )
+
+
+def tile_archive() -> DemoArchive:
+    return ensure_demo(tile_spec(), cache_dir=CACHE)
+
+
 def request_args(archive: DemoArchive) -> dict[str, str]:
     """The job's area and dates: the archive, inset ~1.5 km so the UTM grid stays inside it."""
     x0, y0, x1, y1 = archive.bbox_lonlat()
@@ -57,7 +80,12 @@ if __name__ == "__main__":
     import time
 
     logging.basicConfig(level=logging.INFO)
-    for n in [int(a) for a in sys.argv[1:]] or [12, 24]:
+    args = sys.argv[1:] or ["12", "24"]
+    for n in [int(a) for a in args if a != "tile"]:
         t = time.time()
         a = bench_archive(n)
         print(f"{n} months: {a.root} ({time.time() - t:.0f} s)")
+    if "tile" in args:
+        t = time.time()
+        a = tile_archive()
+        print(f"whole tile at 10 m: {a.root} ({time.time() - t:.0f} s)")

@@ -370,6 +370,10 @@ def build_cube(
     sig = signature(days, geobox, bands, scl_key, mask_classes, resampling, chunk_size)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
     todo = [i for i in range(len(days)) if i not in state.done]
+    if resampling == "nearest":
+        aligned = sum(_aligned_sources(days[i], geobox, bands, scl_key) is not None for i in todo)
+        log.info("cube: %d of %d day(s) to write line up with the grid (read directly), the rest go through "
+                 "odc-stac (warped)", aligned, len(todo))  # fmt: skip
     log.info(
         "cube: %d solar day(s), %d scene(s), grid %s at %g m in %s; %d day(s) to write",
         len(days),

@@ -71,7 +71,10 @@ def asset_grid(item, key: str, crs: str | None) -> AssetGrid | None:
 
 
 def _factor(grid: AssetGrid, geobox) -> int | None:
-    """Integer shrink from the asset to the output grid, or None when the grids do not line up."""
+    """How the asset's pixels map on the output grid's, or None when the grids do not line up:
+    ``k`` > 0, each output pixel is k x k asset pixels (an integer shrink, read through GDAL's
+    overviews); ``-m``, each asset pixel is m x m output pixels (the 20 m SCL on a 10 m grid,
+    an integer upsampling: nearest is then exact, a repeat)."""
     from odc.geo import CRS
 
     a, b, c, d, e, f = grid.transform
@@ -79,12 +82,16 @@ def _factor(grid: AssetGrid, geobox) -> int | None:
     if b or d or out.b or out.d or a <= 0 or e >= 0 or CRS(grid.crs) != geobox.crs:
         return None
     kx, ky = out.a / a, out.e / e
-    k = round(kx)
-    if k < 1 or abs(kx - k) > 1e-9 or abs(ky - k) > 1e-9:
+    if abs(kx - ky) > 1e-9:
         return None
-    for offset in ((out.c - c) / a, (out.f - f) / e):  # asset pixels between the two origins
-        if abs(offset - round(offset)) > 1e-6:
-            return None
+    if kx >= 1:  # shrink: the origins must be whole asset pixels apart
+        k, exact, steps = round(kx), kx, ((out.c - c) / a, (out.f - f) / e)
+    else:  # upsampling: whole output pixels apart
+        k, exact, steps = -round(1 / kx), -1 / kx, ((out.c - c) / out.a, (out.f - f) / out.e)
+    if k in (0, -1) or abs(exact - k) > 1e-9:
+        return None
+    if any(abs(v - round(v)) > 1e-6 for v in steps):
+        return None
     return k
 
 
@@ -93,7 +100,8 @@ def is_aligned(grid: AssetGrid | None, geobox) -> bool:
 
 
 def _read(grid: AssetGrid, geobox, patch_url: Callable[[str], str] | None) -> np.ndarray:
-    """The asset on ``geobox`` (nearest, via overviews); 0 where it has no pixel."""
+    """The asset on ``geobox`` (nearest, via overviews when shrinking, a repeat when upsampling);
+    0 where it has no pixel."""
     import rasterio
     from rasterio.enums import Resampling
     from rasterio.windows import Window
@@ -103,21 +111,38 @@ def _read(grid: AssetGrid, geobox, patch_url: Callable[[str], str] | None) -> np
     h, w = geobox.shape
     out = np.zeros((h, w), dtype=np.uint16)
     a, _, c, _, e, f = grid.transform
-    # The asset's extent in output pixels; only output pixels wholly inside it are read.
+    # The asset's origin in output pixels.
     col0 = (c - geobox.transform.c) / geobox.transform.a
     row0 = (f - geobox.transform.f) / geobox.transform.e
-    oc0, or0 = max(0, math.ceil(col0 - 1e-9)), max(0, math.ceil(row0 - 1e-9))
-    oc1 = min(w, math.floor(col0 + grid.shape[1] / k + 1e-9))
-    or1 = min(h, math.floor(row0 + grid.shape[0] / k + 1e-9))
-    if oc1 <= oc0 or or1 <= or0:
-        return out
-    window = Window(round((oc0 - col0) * k), round((or0 - row0) * k), (oc1 - oc0) * k, (or1 - or0) * k)
+    if k > 0:  # only output pixels wholly inside the asset are read
+        oc0, or0 = max(0, math.ceil(col0 - 1e-9)), max(0, math.ceil(row0 - 1e-9))
+        oc1 = min(w, math.floor(col0 + grid.shape[1] / k + 1e-9))
+        or1 = min(h, math.floor(row0 + grid.shape[0] / k + 1e-9))
+        if oc1 <= oc0 or or1 <= or0:
+            return out
+        window = Window(round((oc0 - col0) * k), round((or0 - row0) * k), (oc1 - oc0) * k, (or1 - or0) * k)
+        target = out[or0:or1, oc0:oc1]
+    else:
+        m = -k
+        col0, row0 = round(col0), round(row0)
+        oc0, or0 = max(0, col0), max(0, row0)
+        oc1, or1 = min(w, col0 + grid.shape[1] * m), min(h, row0 + grid.shape[0] * m)
+        if oc1 <= oc0 or or1 <= or0:
+            return out
+        ac0, ar0 = (oc0 - col0) // m, (or0 - row0) // m  # asset pixels under the block, at native size
+        ac1, ar1 = -(-(oc1 - col0) // m), -(-(or1 - row0) // m)
+        window = Window(ac0, ar0, ac1 - ac0, ar1 - ar0)
+        target = np.zeros((ar1 - ar0, ac1 - ac0), dtype=np.uint16)
 
     def read(url: str) -> None:
         with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(url) as src:
-            src.read(1, window=window, out=out[or0:or1, oc0:oc1], resampling=Resampling.nearest)
+            src.read(1, window=window, out=target, resampling=Resampling.nearest)
 
     read_signed(grid.href, patch_url, read)  # signed here, in the task, close to the read
+    if k < 0:
+        up = target.repeat(m, axis=0).repeat(m, axis=1)
+        dy, dx = (or0 - row0) - ar0 * m, (oc0 - col0) - ac0 * m
+        out[or0:or1, oc0:oc1] = up[dy : dy + or1 - or0, dx : dx + oc1 - oc0]
     return out
 
 

@@ -130,3 +130,25 @@ def test_a_distributed_local_cluster_gives_the_same_cogs(demo_run, tmp_path, clu
     assert proc.returncode == 0, proc.stderr
     assert "; dashboard http" in proc.stderr
     assert_same_cogs(demo_run, out)
+
+
+def test_at_10_m_the_20_m_scl_is_upsampled_on_the_aligned_reader(demo, truth, tmp_path):
+    """10 m output: the bands are native, the 20 m SCL is repeated 2 x 2 (nearest upsampling by an
+    integer is exact), so no day goes through odc-stac's warping reader; each 10 m pixel equals the
+    truth of the 20 m pixel it lies in (the demo's 10 m bands repeat their 20 m ground)."""
+    from conftest import cli
+
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", "resolution=10", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
+    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    assert float(abs(monthly.x[1] - monthly.x[0])) == 10
+    t = truth.sel(x=monthly.x.values, y=monthly.y.values, method="nearest")
+    for name, key in BANDS.items():
+        got, expected = monthly[name].values.astype(np.float64), t[key].values
+        clear = ~np.isnan(expected)
+        assert clear.mean() > 0.5
+        assert (got[~clear] == 0).all(), name
+        assert np.abs(got[clear] - expected[clear]).max() <= 1, name
+    np.testing.assert_array_equal(monthly["count"].values, t["count"].values)

@@ -95,6 +95,26 @@ def _factor(grid: AssetGrid, geobox) -> int | None:
     return k
 
 
+def _nesting_overview(factors: Sequence[int], k: int, window) -> tuple[int | None, int]:
+    """(overview level to open, its factor) for reading a shrink by ``k`` so that every output pixel
+    takes its value from inside its own footprint: the coarsest overview whose pixels nest in the
+    output pixels (its factor divides ``k`` and the window's offsets); -1 for the full resolution;
+    (None, k) when GDAL's own choice (an overview of factor ``k``, or no overviews) already nests.
+
+    GDAL picks the overview closest to the requested size, whose pixels need not nest: at 100 m
+    from 10 m bands it takes the 8x (80 m) overview, and nearest resampling then takes values up
+    to an overview pixel outside the output pixel. Written by hand: neither GDAL nor rasterio
+    chooses overviews by nesting.
+    """
+    if k in factors or not factors:
+        return None, k
+    usable = [f for f in factors if k % f == 0 and window.col_off % f == 0 and window.row_off % f == 0]
+    if not usable:
+        return -1, 1
+    best = max(usable)
+    return list(factors).index(best), best
+
+
 def is_aligned(grid: AssetGrid | None, geobox) -> bool:
     return grid is not None and _factor(grid, geobox) is not None
 
@@ -135,8 +155,17 @@ def _read(grid: AssetGrid, geobox, patch_url: Callable[[str], str] | None) -> np
         target = np.zeros((ar1 - ar0, ac1 - ac0), dtype=np.uint16)
 
     def read(url: str) -> None:
-        with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(url) as src:
-            src.read(1, window=window, out=target, resampling=Resampling.nearest)
+        with rasterio.Env(**GDAL_READ_OPTIONS):
+            with rasterio.open(url) as src:
+                level, f = _nesting_overview(src.overviews(1), k, window) if k > 1 else (None, 1)
+                if level is None:
+                    src.read(1, window=window, out=target, resampling=Resampling.nearest)
+                    return
+            # Reopened at the chosen level alone ("only": GDAL would otherwise decimate through that
+            # level's own coarser overviews) or at none; GDAL's /vsicurl/ cache serves the header again.
+            with rasterio.open(url, OVERVIEW_LEVEL=f"{level}only" if level >= 0 else "NONE") as src:
+                scaled = Window(window.col_off // f, window.row_off // f, window.width // f, window.height // f)
+                src.read(1, window=scaled, out=target, resampling=Resampling.nearest)
 
     read_signed(grid.href, patch_url, read)  # signed here, in the task, close to the read
     if k < 0:

@@ -152,3 +152,30 @@ def test_at_10_m_the_20_m_scl_is_upsampled_on_the_aligned_reader(demo, truth, tm
         assert (got[~clear] == 0).all(), name
         assert np.abs(got[clear] - expected[clear]).max() <= 1, name
     np.testing.assert_array_equal(monthly["count"].values, t["count"].values)
+
+
+@pytest.mark.parametrize("resolution", [60, 100])
+def test_coarse_grids_take_each_value_from_inside_its_output_pixel(demo, truth, tmp_path, resolution):
+    """60 m (a 6x shrink of the 10 m bands, 3x of the SCL) and 100 m (10x and 5x): GDAL alone would
+    read the 4x or 8x overview, whose pixels straddle the output pixels. The reader picks overviews
+    that nest, so each output pixel is the truth of the 20 m pixel at its centre (the pixel nearest
+    resampling takes; its mask and its bands from the same 20 m pixel)."""
+    from conftest import cli
+
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", f"resolution={resolution}", "stage=cube", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
+    proc = cli(["catalog=demo", f"resolution={resolution}", "stage=composite", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    assert float(abs(monthly.x[1] - monthly.x[0])) == resolution
+    # The 20 m pixel nearest resampling takes: the one at the output pixel's centre (odd shrinks of 20 m).
+    t = truth.sel(x=monthly.x.values, y=monthly.y.values, method="nearest")
+    for name, key in BANDS.items():
+        got, expected = monthly[name].values.astype(np.float64), t[key].values
+        clear = ~np.isnan(expected)
+        assert clear.mean() > 0.5
+        assert (got[~clear] == 0).all(), name
+        assert np.abs(got[clear] - expected[clear]).max() <= 1, name
+    np.testing.assert_array_equal(monthly["count"].values, t["count"].values)

@@ -1,8 +1,20 @@
-"""``python -m cubemosaic key=value ...``: compose the Hydra config, validate it, run.
+"""``python -m cubemosaic key=value ...``: a Hydra application (``@hydra.main``) that runs the job.
 
-The CLI only gathers the configuration and calls :func:`cubemosaic.pipeline.run`. Any
-failure a user can cause ends with one line on stderr (``cubemosaic: error: ...``) and a
-non-zero exit; ``debug=true`` (or ``CUBEMOSAIC_DEBUG=1``) shows the traceback instead.
+Every Hydra flag works as in any Hydra app: ``--multirun``/``-m`` sweeps, ``--config-dir``/``-cd``
+and ``--config-name``/``-cn`` (a user's own config folder and groups, e.g. ``catalog=mine`` from
+``myconf/catalog/mine.yaml``), ``--cfg job|hydra|all``, ``--info``, ``--help`` (the keys below),
+``--hydra-help``, ``--shell-completion``; ``--version`` prints cubemosaic's and Hydra's versions.
+
+What Hydra's run directory means here (``conf/config.yaml``, ``hydra:``): it *is* ``output_dir``
+(``<output_dir>/<swept key=value,...>`` for each job of a sweep), Hydra writes nothing of its own
+there (no ``.hydra/``, no log file: the log goes to stderr, the provenance into the stores and STAC
+items), and ``hydra.job.chdir=true`` changes nothing for relative paths, which are read against the
+folder the command was started in.
+
+The CLI only gathers the configuration and calls :func:`cubemosaic.pipeline.run`. Any failure a
+user can cause, Hydra's composition errors included, ends with one line on stderr
+(``cubemosaic: error: ...``) and a non-zero exit (2 for the configuration); ``debug=true`` (or
+``CUBEMOSAIC_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -11,27 +23,9 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
-
-HELP = """\
-usage: python -m cubemosaic [--help] [--cfg] [key=value ...]
-
-Sentinel-2 L2A monthly cloud-free median mosaics (Hydra overrides; see README.md).
-
-  catalog=planetary_computer|earth_search|demo   catalog.url=<STAC API URL or ItemCollection/catalog file>
-  start_date=YYYY-MM-DD end_date=YYYY-MM-DD      aoi=[min_lon,min_lat,max_lon,max_lat]
-  bands=[red,green,blue,nir]  collection=...     resolution=20 (metres)   crs=EPSG:XXXX
-  max_items=N  max_cloud_cover=0-100             mask_classes=[0,1,2,3,8,9,10] (SCL)
-  resampling=nearest  chunk_size=1024            on_read_error=fail|skip
-  cluster=auto|local|gateway   cluster.threads_per_worker=N   cluster.dashboard=false
-  output_dir=output  zarr_dir=<folder or s3://...>  stage=all|cube|composite|export|mosaic
-  overwrite=false   debug=false
-
-  --cfg   print the composed configuration and exit
-  environment: PC_SDK_SUBSCRIPTION_KEY (Planetary Computer key, optional);
-               DASK_CLUSTER, DASK_GATEWAY__ADDRESS, DASK_GATEWAY_* (Dask Gateway, as Calrissian sets them)
-  example: python -m cubemosaic catalog=demo output_dir=demo-out
-"""
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 log = logging.getLogger("cubemosaic")
 
@@ -59,12 +53,32 @@ def compose(overrides: Sequence[str]):
     return cfg
 
 
+#: Keys whose values are paths or URLs, taken as written (``~``, spaces, parentheses ...).
+PATH_KEYS = ("output_dir", "zarr_dir", "cube_url", "catalog.url")
+
+
 def _listify(override: str) -> str:
-    """``bands=red`` or ``bands=red,nir`` (a scalar or bare list where a list is meant) -> ``bands=[...]``."""
+    """An override as the user meant it: ``bands=red`` or ``bands=red,nir`` (a scalar or bare list
+    where a list is meant) -> ``bands=[...]``; a path Hydra's grammar cannot read unquoted
+    (``output_dir=~/x``) -> quoted."""
     key, sep, value = override.partition("=")
-    if sep and key.lstrip("+~") in ("bands", "mask_classes") and value and not value.startswith("["):
+    name = key.lstrip("+~")
+    if sep and name in ("bands", "mask_classes") and value and not value.startswith("["):
         return f"{key}=[{value}]"
+    if sep and name in PATH_KEYS and value and value[0] not in "'\"" and not _parses(override):
+        quote = "'" if "'" not in value else '"'
+        return f"{key}={quote}{value}{quote}"
     return override
+
+
+def _parses(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        OverridesParser.create().parse_override(override)
+    except Exception:  # Hydra's grammar errors: quote the value
+        return False
+    return True
 
 
 def _refuse_unknown_keys(cfg) -> None:
@@ -94,7 +108,12 @@ def _explain(e: Exception) -> tuple[str, str]:
     missing = re.search(r"Could not find '([^']+)/([^']*)'", str(e))
     if missing:  # an unknown option of a config group
         group, option = missing.groups()
-        options = sorted(p.stem for p in (_conf_dir() / group).glob("*.yaml"))
+        # Hydra lists the options of every config folder on its search path (a user's --config-dir too).
+        listed = re.search(rf"Available options in '{re.escape(group)}':\n((?:\t.*\n?)+)", str(e))
+        if listed:
+            options = sorted(line.strip() for line in listed.group(1).splitlines() if line.strip())
+        else:
+            options = sorted(p.stem for p in (_conf_dir() / group).glob("*.yaml"))
         return group, f"no option {option!r}; choose one of {', '.join(options)}"
     key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
     if key and "not in" in text:
@@ -123,7 +142,7 @@ def _setup_logging(debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     root.propagate = False
     # Third-party loggers would repeat a failure with tracebacks; our one line says it.
-    for noisy in ("distributed", "rasterio", "hydra", "odc"):
+    for noisy in ("distributed", "rasterio", "odc"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
@@ -131,33 +150,94 @@ def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import CubeMosaicError
+def _job(cfg: Any) -> None:
+    """Hydra's task function: one job, in ``output_dir`` (the job's run directory)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+    from omegaconf import OmegaConf
 
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in args or "--help" in args:
-        print(HELP, end="")
-        return 0
-    show_cfg = "--cfg" in args
-    overrides = [a for a in args if a != "--cfg"]
-    debug = os.environ.get("CUBEMOSAIC_DEBUG", "") not in ("", "0") or any(
-        a.lower() in ("debug=true", "debug=1", "debug=yes") for a in overrides
+    from .config import to_settings
+    from .errors import CubeMosaicError
+    from .pipeline import run
+
+    try:
+        _refuse_unknown_keys(cfg)
+        OmegaConf.set_struct(cfg, False)
+        cfg.output_dir = HydraConfig.get().runtime.output_dir  # absolute; a sweep's job folder
+        with _working_dir(get_original_cwd()):  # relative paths mean what they meant where the user typed them
+            settings = to_settings(cfg)
+        run(settings)
+    except CubeMosaicError as e:
+        if _debug_asked():
+            raise
+        # Said here, in one line: Hydra would add its own line and a traceback to an exception.
+        print(f"cubemosaic: error: {e}", file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
+
+
+#: Set when Hydra has called the job: an OSError before that is Hydra making the run directory.
+_started: list[bool] = []
+
+
+def _debug_asked(args: Sequence[str] = ()) -> bool:
+    """``debug=true`` (any case, or 1, yes) among ``args`` (else this process's arguments), or ``CUBEMOSAIC_DEBUG=1``."""
+    words = args or sys.argv[1:]
+    return os.environ.get("CUBEMOSAIC_DEBUG", "") not in ("", "0") or any(
+        a.lower().lstrip("+") in ("debug=true", "debug=1", "debug=yes") for a in words
     )
+
+
+@contextmanager
+def _working_dir(folder: str) -> Iterator[None]:
+    here = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(here)
+
+
+def _hydra_error(e: BaseException) -> bool:
+    """Whether ``e`` comes from Hydra or OmegaConf (an override or config the user wrote)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    return isinstance(e, HydraException | OmegaConfBaseException)
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("expanduser"):
+        OmegaConf.register_new_resolver("expanduser", lambda path: os.path.expanduser(str(path)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import hydra
+
+    from . import __version__
+    from .config import conf_dir, register_schemas
+    from .errors import ConfigError, CubeMosaicError
+
+    args = [_listify(a) for a in (sys.argv[1:] if argv is None else argv)]
+    if "--version" in args:  # Hydra's own flag prints only Hydra's version
+        print(f"cubemosaic {__version__} (Hydra {hydra.__version__})")
+        return 0
+    debug = _debug_asked(args)
     _setup_logging(debug)
     # Kubernetes stops a pod with SIGTERM: unwind like Ctrl-C so started clusters shut down.
     signal.signal(signal.SIGTERM, _interrupt)
+    register_schemas()
+    _register_resolvers()
+    # Hydra then raises what it would print with a trimmed traceback: we print it as one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    app = hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")(_job)
+    saved = sys.argv
+    sys.argv = [saved[0] if saved else "cubemosaic", *args]
     try:
-        cfg = compose(overrides)
-        if show_cfg:
-            from omegaconf import OmegaConf
-
-            print(OmegaConf.to_yaml(cfg), end="")
-            return 0
-        from .config import to_settings
-        from .pipeline import run
-
-        settings = to_settings(cfg)
-        run(settings)
+        app()
+    except SystemExit as e:  # Hydra's --help, --cfg, --info ... end so; so does a job's one-line error
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except CubeMosaicError as e:
         if debug:
             raise
@@ -166,6 +246,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("cubemosaic: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as e:
+        if debug:
+            raise
+        if _hydra_error(e):
+            error = ConfigError(*_explain(e))
+        elif isinstance(e, OSError) and not _started:  # Hydra makes the run directory before the job starts
+            error = ConfigError("output_dir", f"{e.filename} is not writable ({e.strerror or e})")
+        else:
+            raise
+        print(f"cubemosaic: error: {error}", file=sys.stderr)
+        return error.exit_code
+    finally:
+        sys.argv = saved
     return 0
 
 

@@ -18,7 +18,8 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,7 @@ def write_cog(
     nodata: int | None,
     overview_resampling: str,
     scale: float = 1.0,
+    tags: Mapping[str, str] | None = None,
 ) -> None:
     """Write the (bands, y, x) raster of ``shape``, read block by block with ``read``, as a validated
     COG at ``path`` (temp files, validate, rename).
@@ -109,6 +111,7 @@ def write_cog(
             dst.scales = [scale] * count
             dst.offsets = [0.0] * count
             dst.colorinterp = _colour_interpretation(descriptions)
+            dst.update_tags(**dict(tags or {}))
             for row in block_slices((height, width), block):
                 for ys, xs in row:
                     window = Window(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
@@ -233,6 +236,8 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     shard = tuple((first.shards or first.chunks)[1:])
     shape = tuple(first.shape[1:])
     common = dict(block=shard, dtype="uint16", crs=geobox.crs.to_wkt(), transform=geobox.transform)
+    made_from = _made_from(attrs)
+    fresh: list[int] = []
 
     def export_one(i: int) -> tuple[int, Path] | None:
         """One month's COG and count COG (a thread each: GDAL's compression releases the GIL),
@@ -243,6 +248,12 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
             return None
         name = f"{PREFIX}-{tag}"
         folder = output_dir / name
+        source = {SOURCE_TAG: f"{made_from} {tag}"}
+        mosaic, counts = folder / f"{name}.tif", folder / f"{name}-count.tif"
+        if _written_from(mosaic, source) and _written_from(counts, source):
+            log.info("export: %s is up to date [%d/%d]", mosaic, i + 1, n)
+            return i, mosaic
+        fresh.append(i)
         folder.mkdir(parents=True, exist_ok=True)
         write_cog(
             folder / f"{name}.tif",
@@ -252,6 +263,7 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
             nodata=0,
             overview_resampling="average",
             scale=REFLECTANCE_SCALE,
+            tags=source,
             **common,
         )
         write_cog(
@@ -261,6 +273,7 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
             descriptions=["count"],
             nodata=None,
             overview_resampling="nearest",
+            tags=source,
             **common,
         )
         log.info("export: %s written [%d/%d]", folder / f"{name}.tif", i + 1, n)
@@ -285,10 +298,61 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         written.append(path)
     if not written:
         raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
+    earlier = _listed_folders(output_dir)
+    if not fresh and earlier == {p.parent for p in written}:
+        log.info("export: %s is up to date, nothing rewritten", output_dir / "catalog.json")
+        return written
     # A trailing slash: pystac takes a last name with a dot in it ("run.v2") for a file and
     # would lay the catalog out in the parent folder.
     catalog.normalize_hrefs(f"{output_dir.absolute()}/")
     catalog.make_all_asset_hrefs_relative()
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    for folder in sorted(earlier - {p.parent for p in written}):  # an earlier request's months (overwrite=true)
+        shutil.rmtree(folder)
+        log.info("export: removed %s, a month of the earlier request", folder)
     log.info("export: %s lists %d monthly mosaic(s)", output_dir / "catalog.json", len(written))
     return written
+
+
+#: GeoTIFF metadata tag naming the monthly store (its request) and month a COG was made from.
+SOURCE_TAG = "CUBEMOSAIC_SOURCE"
+
+
+def _made_from(attrs: Mapping[str, Any]) -> str:
+    """A fingerprint of the request the monthly store holds (its signature)."""
+    import hashlib
+
+    return hashlib.sha1(json.dumps(attrs.get("signature"), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _written_from(path: Path, source: Mapping[str, str]) -> bool:
+    """Whether the COG at ``path`` exists and was made from ``source`` (a rerun need not rewrite it)."""
+    import rasterio
+
+    if not path.is_file():
+        return False
+    try:
+        with rasterio.open(path) as src:
+            tags = src.tags()
+    except rasterio.errors.RasterioIOError:  # a torn file: write it again
+        return False
+    return all(tags.get(k) == v for k, v in source.items())
+
+
+def _listed_folders(output_dir: Path) -> set[Path]:
+    """The month folders the catalog.json already in ``output_dir`` (one of ours) lists."""
+    path = output_dir / "catalog.json"
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    if doc.get("id") != "cubemosaic":
+        return set()
+    folders = set()
+    for link in doc.get("links", []):
+        if link.get("rel") != "item":
+            continue
+        folder = (output_dir / link.get("href", "")).resolve().parent
+        if folder.parent == output_dir.resolve() and folder.name.startswith(f"{PREFIX}-"):
+            folders.add(output_dir / folder.name)
+    return folders

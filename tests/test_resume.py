@@ -48,9 +48,41 @@ def test_rerun_of_a_finished_job_reads_nothing_again(demo_run, tmp_path):
 
     out = tmp_path / "out"
     shutil.copytree(demo_run, out)
+    before = _exported(out)
     proc = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "0 day(s) to write" in proc.stderr and "0 to compute" in proc.stderr
+    assert "is up to date, nothing rewritten" in proc.stderr
+    assert _exported(out) == before, "no COG, item or catalog rewritten"
+
+
+def _exported(out):
+    """(path, mtime, inode) of every COG and JSON the export wrote."""
+    return sorted(
+        (str(p.relative_to(out)), p.stat().st_mtime_ns, p.stat().st_ino)
+        for p in out.rglob("*")
+        if p.suffix in (".tif", ".json") and ".zarr" not in str(p)
+    )
+
+
+def test_overwrite_leaves_nothing_of_the_earlier_request(demo_run, tmp_path):
+    """A shorter period with overwrite=true: the earlier request's months are gone, not left beside."""
+    import shutil
+
+    import pystac
+
+    out = tmp_path / "out"
+    shutil.copytree(demo_run, out)
+    mine = out / "notes.txt"
+    mine.write_text("the user's own file")
+    proc = cli(["catalog=demo", "start_date=2022-02-01", "overwrite=true", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    months = sorted(p.name for p in out.iterdir() if p.name.startswith("monthly-mosaic-"))
+    assert months == ["monthly-mosaic-2022-02", "monthly-mosaic-2022-03"], months
+    items = list(pystac.Catalog.from_file(str(out / "catalog.json")).get_items(recursive=True))
+    assert sorted(i.id for i in items) == months
+    assert mine.read_text() == "the user's own file", "nothing cubemosaic did not write is touched"
+    assert "removed" in proc.stderr and "monthly-mosaic-2021-12" in proc.stderr
 
 
 def test_a_second_run_into_the_same_output_refuses_and_a_killed_one_blocks_nothing(demo_run, tmp_path):

@@ -146,6 +146,12 @@ def open_or_create(
             if done:
                 log.info("%s: resuming %s, %d step(s) already written", label, name, len(done))
             return StoreState(path, done)
+        if attrs is not None and not overwrite:
+            kept = _extend(path, template, attrs, sig)
+            if kept is not None:
+                log.info("%s: extending %s to %d step(s) (a longer period); %d step(s) already written are kept",
+                         label, name, template.sizes["time"], len(kept))  # fmt: skip
+                return StoreState(path, kept)
         if not overwrite:
             if attrs is None:
                 what = "is not a cubemosaic store"
@@ -162,6 +168,51 @@ def open_or_create(
     except OSError as e:
         raise WriteError(f"zarr_dir: cannot create {path}: {e.strerror or one_line(str(e))}") from None
     return StoreState(path, set())
+
+
+#: Signature keys a longer period changes (the cube's days; the monthly store's months and cube days).
+EXTENDING_KEYS = frozenset({"days", "months", "cube.days"})
+
+
+def _extend(path: str, template, attrs: Mapping[str, Any], signature: Mapping[str, Any]) -> set[int] | None:
+    """Extend the store at ``path`` to ``template``'s longer time axis when only the period differs
+    and the stored steps are the first steps of the new request; the steps to keep, else None.
+
+    The new steps are appended (``to_zarr(append_dim="time")``, metadata only); the per-step
+    coordinates of the old steps are rewritten (a month that gained days has new item ids), and
+    an old step is kept as done only if its coordinates did not change.
+    """
+    import xarray as xr
+
+    changed = differences(attrs.get("signature") or {}, signature)
+    if not changed or not set(changed) <= EXTENDING_KEYS:
+        return None
+    with _quiet():
+        old = xr.open_zarr(path, consolidated=True, chunks=None)
+    n = old.sizes["time"]
+    times = template.time.values
+    if len(times) < n or not (old.time.values == times[:n]).all():
+        return None  # not a later end: the steps would move
+    steps = [c for c in template.coords if template[c].dims == ("time",) and c != "time"]
+    kept = {
+        int(i) for i in attrs.get("done", []) if i < n and all(old[c].values[i] == template[c].values[i] for c in steps)
+    }
+    head = xr.Dataset({c: template[c].variable[:n] for c in steps})
+    with _quiet():
+        head.to_zarr(path, region={"time": slice(0, n)}, mode="r+", consolidated=False)
+        if len(times) > n:
+            tail = template.isel(time=slice(n, None))
+            tail = tail.drop_vars([v for v in tail.variables if "time" not in tail[v].dims])  # x, y: already there
+            tail.to_zarr(path, append_dim="time", compute=False, consolidated=False)
+        import zarr
+
+        group = open_group(path, "r+")
+        record = dict(attrs)
+        record.update(signature=dict(signature), done=sorted(kept), complete=False)
+        new_attrs = {k: v for k, v in template.attrs.items() if k != ATTR}
+        group.attrs.update({**new_attrs, ATTR: _encode(record)})
+        zarr.consolidate_metadata(path)
+    return kept
 
 
 def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:

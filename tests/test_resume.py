@@ -116,3 +116,28 @@ def test_a_second_run_into_the_same_output_refuses_and_a_killed_one_blocks_nothi
     rerun = cli(["catalog=demo", f"output_dir={out}", "overwrite=true"], cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert_same_cogs(demo_run, out)
+
+
+def test_a_longer_period_extends_the_finished_stores(demo_run, tmp_path):
+    """A finished job to 2022-01-20, then the same job to 2022-03-31: the 7 days already in the
+    cube are not read again, December (whose days did not change) is not recomputed, January
+    (which gained days) is; the result is the whole-period run's, and plain xarray still opens it."""
+    import xarray as xr
+
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo", "end_date=2022-01-20", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    proc = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "extending cube.zarr to 18 step(s) (a longer period); 7 step(s) already written are kept" in proc.stderr
+    assert "11 day(s) to write" in proc.stderr
+    assert "extending monthly.zarr to 4 step(s) (a longer period); 1 step(s) already written are kept" in proc.stderr
+    assert "3 to compute" in proc.stderr
+    assert_same_cogs(demo_run, out)
+    for store in ("cube.zarr", "monthly.zarr"):
+        ds, whole = xr.open_zarr(out / store), xr.open_zarr(demo_run / store)
+        assert ds.chunks["time"] == whole.chunks["time"]
+        xr.testing.assert_identical(ds.drop_encoding(), whole.drop_encoding())
+    # A later start (or an earlier one) would move every step: refused, naming what differs.
+    proc = cli(["catalog=demo", "start_date=2021-12-05", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 1 and "differs in: days" in proc.stderr.strip().splitlines()[-1], proc.stderr

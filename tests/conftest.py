@@ -19,6 +19,23 @@ from cubemosaic.demo import DemoArchive, ensure_demo
 
 BANDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
 
+#: Fixtures that start a service on loopback or run the whole job in a subprocess.
+SLOW_FIXTURES = {"demo_run", "gateway", "private_gateway", "s3", "stac_api", "full_disk"}
+#: Calls in a test's body that start a process (the CLI, cwltool, a helper script, a server).
+SLOW_CALLS = ("cli(", "_run(", "_run_main(", "_cwltool(", "subprocess.", "_export_peak_mb(", "_loopback_gateway(", "Server(")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark ``slow`` every test that starts a process or a service, so that the fast layer
+    (``python -m pytest -m "not slow"``: the modules' own functions, in this process) runs alone."""
+    import inspect
+
+    for item in items:
+        function = getattr(item, "function", None)
+        source = inspect.getsource(function) if function is not None else ""
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or any(call in source for call in SLOW_CALLS):
+            item.add_marker(pytest.mark.slow)
+
 
 def cli(
     args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300

@@ -2,6 +2,7 @@
 
     python benchmarks/pods.py                # 20 m, 12 months of the benchmark tile (3600 px at 10 m)
     python benchmarks/pods.py --months 24    # memory must not grow with the months
+    python benchmarks/pods.py --tile         # one whole MGRS tile at 10 m (10980 px), 8 scenes
 
 Starts a real dask-gateway-server on 127.0.0.1 twice: once with workers that share this
 machine's disk (the job's Zarr I/O runs on the workers: "direct"), once, as root, with workers
@@ -27,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from archive import bench_archive, request_args  # noqa: E402
+from archive import bench_archive, request_args, tile_archive  # noqa: E402
 
 from conftest import _loopback_gateway  # noqa: E402  (the test suite's loopback gateway)
 
@@ -61,8 +62,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--resolution", type=int, default=20)
+    parser.add_argument("--tile", action="store_true", help="the whole-tile archive at 10 m")
     args = parser.parse_args()
-    archive = bench_archive(args.months)
+    archive = tile_archive() if args.tile else bench_archive(args.months)
+    if args.tile:
+        args.resolution = 10
     rows = []
     with tempfile.TemporaryDirectory(prefix="cubemosaic-pods-") as tmp:
         root = Path(tmp)
@@ -75,7 +79,8 @@ def main() -> int:
             with _loopback_gateway(work, hidden=private) as gateway:
                 rows.append(run_job(gateway, archive, hidden / f"out-{name}", args.resolution))
             subprocess.run(["sync"], check=False)
-    print(f"\n{args.months} months at {args.resolution} m, 2 Gateway workers x 1 core\n")
+    what = "one whole tile, 8 scenes over 2 months" if args.tile else f"{args.months} months"
+    print(f"\n{what} at {args.resolution} m, 2 Gateway workers x 1 core\n")
     print("| I/O path | stage | job process peak MB | worker peak MB | job wall s |")
     print("|---|---|---:|---:|---:|")
     for row in rows:

@@ -236,7 +236,6 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     shard = tuple((first.shards or first.chunks)[1:])
     shape = tuple(first.shape[1:])
     common = dict(block=shard, dtype="uint16", crs=geobox.crs.to_wkt(), transform=geobox.transform)
-    made_from = _made_from(attrs)
     fresh: list[int] = []
 
     def export_one(i: int) -> tuple[int, Path] | None:
@@ -248,7 +247,7 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
             return None
         name = f"{PREFIX}-{tag}"
         folder = output_dir / name
-        source = {SOURCE_TAG: f"{made_from} {tag}"}
+        source = {SOURCE_TAG: f"{_made_from(attrs, str(monthly['item_ids'].values[i]))} {tag}"}
         mosaic, counts = folder / f"{name}.tif", folder / f"{name}-count.tif"
         if _written_from(mosaic, source) and _written_from(counts, source):
             log.info("export: %s is up to date [%d/%d]", mosaic, i + 1, n)
@@ -318,11 +317,17 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
 SOURCE_TAG = "CUBEMOSAIC_SOURCE"
 
 
-def _made_from(attrs: Mapping[str, Any]) -> str:
-    """A fingerprint of the request the monthly store holds (its signature)."""
+def _made_from(attrs: Mapping[str, Any], scenes: str) -> str:
+    """A fingerprint of what one month's COGs are made from: the request the monthly store holds
+    (its signature, but for the period) and the month's scenes. A longer period changes neither
+    for the months it does not touch, so their COGs are kept."""
     import hashlib
 
-    return hashlib.sha1(json.dumps(attrs.get("signature"), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    signature = dict(attrs.get("signature") or {})
+    signature.pop("months", None)
+    signature["cube"] = {k: v for k, v in dict(signature.get("cube") or {}).items() if k != "days"}
+    text = json.dumps([signature, scenes], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 def _written_from(path: Path, source: Mapping[str, str]) -> bool:

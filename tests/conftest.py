@@ -22,7 +22,16 @@ BANDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
 #: Fixtures that start a service on loopback or run the whole job in a subprocess.
 SLOW_FIXTURES = {"demo_run", "gateway", "private_gateway", "s3", "stac_api", "full_disk"}
 #: Calls in a test's body that start a process (the CLI, cwltool, a helper script, a server).
-SLOW_CALLS = ("cli(", "_run(", "_run_main(", "_cwltool(", "subprocess.", "_export_peak_mb(", "_loopback_gateway(", "Server(")
+SLOW_CALLS = (
+    "cli(",
+    "_run(",
+    "_run_main(",
+    "_cwltool(",
+    "subprocess.",
+    "_export_peak_mb(",
+    "_loopback_gateway(",
+    "Server(",
+)
 
 
 def pytest_collection_modifyitems(items):
@@ -135,6 +144,24 @@ def assert_same_cogs(expected: Path, got: Path) -> None:
         with rasterio.open(tif) as a, rasterio.open(got / tif.relative_to(expected)) as b:
             assert a.descriptions == b.descriptions
             np.testing.assert_array_equal(a.read(), b.read())
+
+
+def assert_monthly_matches_truth(monthly, truth, *, count: bool = True, nearest: bool = False) -> None:
+    """Every band of ``monthly`` (raw DN, ``mask_and_scale=False``) within 1 DN of the truth where the
+    truth has a clear answer, nodata (0) where it has none, and (``count``) the same clear counts.
+    ``nearest``: the truth pixel nearest each output pixel's centre (another resolution than 20 m)."""
+    import numpy as np
+
+    t = truth.sel(x=monthly.x.values, y=monthly.y.values, method="nearest" if nearest else None)
+    for name, key in BANDS.items():
+        got, expected = monthly[name].values.astype(np.float64), t[key].values
+        clear = ~np.isnan(expected)
+        assert clear.mean() > 0.5, name
+        assert (got[~clear] == 0).all(), f"{name}: pixels without a clear observation must be nodata"
+        assert (got[clear] >= 1).all(), f"{name}: clear pixels must never read as nodata 0"
+        assert np.abs(got[clear] - expected[clear]).max() <= 1, name
+    if count:
+        np.testing.assert_array_equal(monthly["count"].values, t["count"].values)
 
 
 def rehost_items(items: Path, root: Path, base: str, out: Path) -> Path:

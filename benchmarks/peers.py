@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-RES = 20.0
+#: Output resolution (metres) and the floor's reads in flight, set by run.py per case.
+RES = float(os.environ.get("BENCH_RES", "20"))
+THREADS = int(os.environ.get("BENCH_THREADS", "0")) or (os.cpu_count() or 1)
 BANDS = ["B04", "B03", "B02", "B08"]  # red, green, blue, nir
 MASK = [0, 1, 2, 3, 8, 9, 10]
 
@@ -54,7 +56,7 @@ def floor(items, out: Path, aoi, start, end) -> dict:
             shape = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
             return ds.read(1, window=window, out_shape=shape, resampling=Resampling.nearest).nbytes
 
-    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+    with ThreadPoolExecutor(THREADS) as pool:
         decoded = sum(pool.map(read, jobs))
     return {"decoded_bytes": decoded, "reads": len(jobs)}
 

@@ -4,7 +4,9 @@ For each month of ``monthly.zarr`` with any clear pixel, writes under ``output_d
 
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.tif        one band per requested band
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM-count.tif  clear observations per pixel
+    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM-quicklook.png  true-colour quick-look (item thumbnail)
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.json       its STAC item
+    overview.png                                             every month's quick-look side by side
 
 and ``catalog.json``, a self-contained STAC catalog with relative hrefs. Each COG is
 streamed from the store a shard at a time into a tiled GeoTIFF, made a COG by GDAL's COG driver,
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .errors import OutputError
+from .quicklook import Quicklook, month_quicklook, overview_picture
 from .store import REFLECTANCE_SCALE
 
 __all__ = ["export_months", "write_cog"]
@@ -238,7 +241,7 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     common = dict(block=shard, dtype="uint16", crs=geobox.crs.to_wkt(), transform=geobox.transform)
     fresh: list[int] = []
 
-    def export_one(i: int) -> tuple[int, Path] | None:
+    def export_one(i: int) -> tuple[int, Path, bool] | None:
         """One month's COG and count COG (a thread each: GDAL's compression releases the GIL),
         read from the store one shard at a time."""
         tag = str(monthly.time.values[i])[:7]
@@ -251,7 +254,7 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         mosaic, counts = folder / f"{name}.tif", folder / f"{name}-count.tif"
         if _written_from(mosaic, source) and _written_from(counts, source):
             log.info("export: %s is up to date [%d/%d]", mosaic, i + 1, n)
-            return i, mosaic
+            return i, mosaic, False
         fresh.append(i)
         folder.mkdir(parents=True, exist_ok=True)
         write_cog(
@@ -276,14 +279,21 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
             **common,
         )
         log.info("export: %s written [%d/%d]", folder / f"{name}.tif", i + 1, n)
-        return i, folder / f"{name}.tif"
+        return i, folder / f"{name}.tif", True
 
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
         done = [r for r in pool.map(export_one, range(n)) if r is not None]
     written: list[Path] = []
-    for i, path in done:  # catalog items in month order, one month held in memory per thread
+    if not done:
+        raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
+    earlier = _listed_folders(output_dir)
+    if not fresh and earlier == {path.parent for _, path, _ in done}:
+        log.info("export: %s is up to date, nothing rewritten", output_dir / "catalog.json")
+        return [path for _, path, _ in done]
+    looks: list[tuple[str, Quicklook]] = []
+    for i, path, _ in done:  # catalog items in month order
         name = path.stem
         sources = str(monthly["item_ids"].values[i]).split()
         item = _item(
@@ -293,14 +303,18 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         if month_skipped:
             item.properties["cubemosaic:skipped_assets"] = month_skipped
             log.warning("export: %s left out %d unreadable asset(s)", name, len(month_skipped))
+        look = month_quicklook(path, path.with_name(f"{name}-count.tif"), path.with_name(f"{name}-quicklook.png"))
+        item.add_asset(
+            "thumbnail",
+            pystac.Asset(href=str(look.path), media_type=pystac.MediaType.PNG, title=look.title, roles=["thumbnail"]),
+        )
+        item.properties["cubemosaic:quicklook_bands"] = list(look.bands)
+        item.properties["cubemosaic:clear_share"] = round(look.clear_share, 4)
+        looks.append((name.removeprefix(f"{PREFIX}-"), look))
         catalog.add_item(item)
         written.append(path)
-    if not written:
-        raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
-    earlier = _listed_folders(output_dir)
-    if not fresh and earlier == {p.parent for p in written}:
-        log.info("export: %s is up to date, nothing rewritten", output_dir / "catalog.json")
-        return written
+    overview = overview_picture(looks, output_dir / "overview.png")
+    log.info("export: %s shows every month side by side", overview)
     # A trailing slash: pystac takes a last name with a dot in it ("run.v2") for a file and
     # would lay the catalog out in the parent folder.
     catalog.normalize_hrefs(f"{output_dir.absolute()}/")

@@ -1,0 +1,110 @@
+"""Quick-looks: a small true-colour PNG per month, read from the month's COG overviews, and one
+overview picture of every month side by side with its date and clear-observation share.
+
+Owns the stretch (2-98 percentile per band over valid pixels), the band choice (red, green, blue;
+else the first three, said in the returned title), and the PNG layout. Memory stays small: only
+an overview level no larger than ``MAX_SIDE`` is read.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["MAX_SIDE", "Quicklook", "month_quicklook", "overview_picture"]
+
+log = logging.getLogger(__name__)
+MAX_SIDE = 1024
+PANEL_SIDE = 256
+
+
+@dataclass(frozen=True)
+class Quicklook:
+    """A written month quick-look: its path, the bands shown, a title, its clear-observation share."""
+
+    path: Path
+    bands: tuple[str, ...]
+    title: str
+    clear_share: float
+
+
+def _out_shape(height: int, width: int, side: int) -> tuple[int, int]:
+    factor = max(1.0, max(height, width) / side)
+    return max(1, round(height / factor)), max(1, round(width / factor))
+
+
+def _pick_bands(names: Sequence[str]) -> tuple[list[int], str]:
+    """1-based band indexes to show and a title saying which."""
+    lowered = [n.lower() for n in names]
+    if all(c in lowered for c in ("red", "green", "blue")):
+        return [lowered.index(c) + 1 for c in ("red", "green", "blue")], "True colour (red, green, blue)"
+    shown = list(range(1, min(3, len(names)) + 1))
+    shown_names = ", ".join(names[i - 1] for i in shown)
+    if len(shown) < 3:
+        shown = [shown[0]] * 3
+    log.warning("quicklook: no red/green/blue bands, showing %s", shown_names)
+    return shown, f"False colour: no red/green/blue bands, showing {shown_names}"
+
+
+def _stretch(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(3, y, x) integers to uint8, each band 2-98 percentile of its valid pixels to 0-255."""
+    out = np.zeros(rgb.shape, dtype=np.uint8)
+    if not valid.any():
+        return out
+    for b in range(rgb.shape[0]):
+        values = rgb[b][valid].astype(np.float32)
+        lo, hi = np.percentile(values, [2, 98])
+        scaled = (rgb[b].astype(np.float32) - lo) / max(float(hi - lo), 1e-6)
+        out[b] = np.clip(scaled * 255, 0, 255).astype(np.uint8)
+    return out
+
+
+def month_quicklook(mosaic: Path, count: Path, png: Path, *, max_side: int = MAX_SIDE) -> Quicklook:
+    """Write ``png`` (RGBA, nodata transparent, long side <= ``max_side``) from the ``mosaic`` COG."""
+    import rasterio
+    from PIL import Image
+
+    with rasterio.open(mosaic) as src:
+        names = [d or f"band{i}" for i, d in enumerate(src.descriptions, start=1)]
+        indexes, title = _pick_bands(names)
+        shape = _out_shape(src.height, src.width, max_side)
+        rgb = src.read(indexes, out_shape=(3, *shape), resampling=rasterio.enums.Resampling.nearest)
+        nodata = src.nodata
+    with rasterio.open(count) as src:
+        clear = src.read(1, out_shape=shape, resampling=rasterio.enums.Resampling.nearest) > 0
+    valid = clear & (rgb != nodata).all(axis=0) if nodata is not None else clear
+    pixels = _stretch(rgb, valid)
+    alpha = np.where(valid, 255, 0).astype(np.uint8)
+    Image.fromarray(np.dstack([*pixels, alpha]), mode="RGBA").save(png, optimize=True)
+    shown = tuple(dict.fromkeys(names[i - 1] for i in indexes))
+    return Quicklook(png, shown, title, float(clear.mean()))
+
+
+def overview_picture(quicklooks: Sequence[tuple[str, Quicklook]], png: Path) -> Path:
+    """One picture of every month's quick-look side by side, captioned with its month and the
+    share of the grid with at least one clear observation."""
+    from PIL import Image, ImageDraw
+
+    caption = 34
+    panels = []
+    for label, ql in quicklooks:
+        with Image.open(ql.path) as im:
+            im = im.convert("RGBA")
+            im.thumbnail((PANEL_SIDE, PANEL_SIDE))
+            panels.append((label, ql, im.copy()))
+    width = max(1, sum(p[2].width for p in panels) + 8 * (len(panels) + 1))
+    height = max((p[2].height for p in panels), default=1) + caption + 16
+    sheet = Image.new("RGBA", (width, height), (255, 255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    x = 8
+    for label, ql, im in panels:
+        sheet.alpha_composite(im, (x, 8))
+        draw.text((x, 12 + im.height), label, fill=(0, 0, 0, 255))
+        draw.text((x, 12 + im.height + 14), f"clear {ql.clear_share:.0%}", fill=(60, 60, 60, 255))
+        x += im.width + 8
+    sheet.save(png, optimize=True)
+    return png

@@ -1,0 +1,64 @@
+"""Quick-looks (issue 11 point 1): a PNG per month, listed as its item's thumbnail, not blank,
+transparent where the mosaic has no data; one overview picture of all months."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from PIL import Image
+
+from cubemosaic.quicklook import MAX_SIDE, month_quicklook
+
+
+def test_every_month_has_a_thumbnail_that_is_not_blank(demo_run):
+    items = sorted(demo_run.glob("monthly-mosaic-*/monthly-mosaic-*.json"))
+    assert items
+    for item_path in items:
+        item = json.loads(item_path.read_text())
+        thumb = item["assets"]["thumbnail"]
+        assert thumb["roles"] == ["thumbnail"] and thumb["type"] == "image/png"
+        assert "red, green, blue" in thumb["title"]
+        png = (item_path.parent / thumb["href"]).resolve()
+        with Image.open(png) as im:
+            assert im.mode == "RGBA" and max(im.size) <= MAX_SIDE
+            rgba = np.asarray(im)
+        with rasterio.open(png.parent / f"{png.parent.name}.tif") as src:
+            assert im.size == (src.width, src.height) or max(im.size) == MAX_SIDE
+            nodata = src.read(1, out_shape=(im.size[1], im.size[0])) == 0
+        opaque = rgba[..., 3] == 255
+        assert rgba[..., :3][opaque].std() > 10, f"{png.name} is blank"
+        assert (rgba[..., 3][nodata] == 0).all(), f"{png.name} shows nodata"
+    with Image.open(demo_run / "overview.png") as im:
+        assert im.width > im.height and np.asarray(im)[..., :3].std() > 10
+
+
+def test_bands_without_red_green_blue_show_the_first_three_and_say_so(tmp_path: Path):
+    from affine import Affine
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(1, 3000, (4, 64, 80), dtype="uint16")
+    data[:, :10] = 0
+    profile = dict(
+        driver="GTiff",
+        width=80,
+        height=64,
+        count=4,
+        dtype="uint16",
+        nodata=0,
+        crs="EPSG:32633",
+        transform=Affine(10, 0, 0, 0, -10, 0),
+    )
+    with rasterio.open(tmp_path / "m.tif", "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = ("nir", "swir16", "swir22", "rededge1")
+    profile.update(count=1, nodata=None)
+    with rasterio.open(tmp_path / "c.tif", "w", **profile) as dst:
+        dst.write((data[:1] > 0).astype("uint16"))
+    ql = month_quicklook(tmp_path / "m.tif", tmp_path / "c.tif", tmp_path / "q.png")
+    assert ql.bands == ("nir", "swir16", "swir22") and "no red/green/blue" in ql.title
+    rgba = np.asarray(Image.open(ql.path))
+    assert (rgba[:10, :, 3] == 0).all() and (rgba[10:, :, 3] == 255).all()
+    assert abs(ql.clear_share - 54 / 64) < 1e-6

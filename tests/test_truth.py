@@ -150,3 +150,41 @@ def test_coarse_grids_take_each_value_from_inside_its_output_pixel(demo, truth, 
     assert float(abs(monthly.x[1] - monthly.x[0])) == resolution
     # The 20 m pixel nearest resampling takes: the one at the output pixel's centre (odd shrinks of 20 m).
     assert_monthly_matches_truth(monthly, truth, nearest=True)
+
+
+def test_a_20m_asset_is_read_at_10m_by_repeating_its_pixels(tmp_path):
+    """The aligned reader upsamples by an integer factor (a 20 m SCL at 10 m): exact nearest."""
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+    from rasterio.transform import from_origin
+    from rasterio.warp import Resampling, reproject
+
+    from cubemosaic.read import AssetGrid, _read, is_aligned
+
+    rng = np.random.default_rng(0)
+    native = rng.integers(1, 12, size=(30, 40), dtype=np.uint16)
+    path = tmp_path / "scl.tif"
+    transform = from_origin(500000, 5000000, 20, 20)
+    profile = dict(driver="GTiff", width=40, height=30, count=1, dtype="uint16", crs="EPSG:32610")
+    with rasterio.open(path, "w", transform=transform, **profile) as dst:
+        dst.write(native, 1)
+    grid = AssetGrid(str(path), "EPSG:32610", tuple(transform)[:6], (30, 40))
+    # Starts mid asset pixel (an odd number of 10 m pixels in) and runs past the asset's edge.
+    geobox = GeoBox.from_bbox((500130, 4999550, 500850, 4999930), "EPSG:32610", resolution=10)
+    assert is_aligned(grid, geobox)
+    shifted = GeoBox(geobox.shape, Affine(10, 0, 500135, 0, -10, 4999930), "EPSG:32610")  # half a 10 m pixel off
+    assert not is_aligned(grid, shifted)
+    got = _read(grid, geobox, None)
+    want = np.zeros(geobox.shape, dtype=np.uint16)
+    reproject(
+        native,
+        want,
+        src_transform=transform,
+        src_crs="EPSG:32610",
+        dst_transform=geobox.transform,
+        dst_crs="EPSG:32610",
+        resampling=Resampling.nearest,
+        dst_nodata=0,
+    )
+    np.testing.assert_array_equal(got, want)
+    assert (got[:, -1] == 0).all() and got[0, 0] == native[3, 6]

@@ -79,7 +79,9 @@ def month_quicklook(mosaic: Path, count: Path, png: Path, *, max_side: int = MAX
     valid = clear & (rgb != nodata).all(axis=0) if nodata is not None else clear
     pixels = _stretch(rgb, valid)
     alpha = np.where(valid, 255, 0).astype(np.uint8)
-    Image.fromarray(np.dstack([*pixels, alpha]), mode="RGBA").save(png, optimize=True)
+    # zlib level 1: measured 0.18 s a month on the benchmark; the default took 0.37 s and
+    # optimize=True 0.6 s, for files 15% and 20% smaller.
+    Image.fromarray(np.dstack([*pixels, alpha]), mode="RGBA").save(png, compress_level=1)
     shown = tuple(dict.fromkeys(names[i - 1] for i in indexes))
     return Quicklook(png, shown, title, float(clear.mean()))
 
@@ -106,5 +108,5 @@ def overview_picture(quicklooks: Sequence[tuple[str, Quicklook]], png: Path) -> 
         draw.text((x, 12 + im.height), label, fill=(0, 0, 0, 255))
         draw.text((x, 12 + im.height + 14), f"clear {ql.clear_share:.0%}", fill=(60, 60, 60, 255))
         x += im.width + 8
-    sheet.save(png, optimize=True)
+    sheet.save(png, compress_level=1)
     return png

@@ -160,6 +160,7 @@ def _job(cfg: Any) -> None:
     from .errors import CubeMosaicError
     from .pipeline import run
 
+    _started.append(True)
     try:
         _refuse_unknown_keys(cfg)
         OmegaConf.set_struct(cfg, False)

@@ -239,11 +239,10 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     shard = tuple((first.shards or first.chunks)[1:])
     shape = tuple(first.shape[1:])
     common = dict(block=shard, dtype="uint16", crs=geobox.crs.to_wkt(), transform=geobox.transform)
-    fresh: list[int] = []
 
     def export_one(i: int) -> tuple[int, Path, bool] | None:
         """One month's COG and count COG (a thread each: GDAL's compression releases the GIL),
-        read from the store one shard at a time."""
+        read from the store one shard at a time: (month, mosaic path, whether written now)."""
         tag = str(monthly.time.values[i])[:7]
         if not _any_clear(arrays["count"], i, shard):
             log.info("export: %s has no clear pixel, skipped [%d/%d]", tag, i + 1, n)
@@ -255,7 +254,6 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         if _written_from(mosaic, source) and _written_from(counts, source):
             log.info("export: %s is up to date [%d/%d]", mosaic, i + 1, n)
             return i, mosaic, False
-        fresh.append(i)
         folder.mkdir(parents=True, exist_ok=True)
         write_cog(
             folder / f"{name}.tif",
@@ -289,7 +287,7 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     if not done:
         raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
     earlier = _listed_folders(output_dir)
-    if not fresh and earlier == {path.parent for _, path, _ in done}:
+    if not any(new for _, _, new in done) and earlier == {path.parent for _, path, _ in done}:
         log.info("export: %s is up to date, nothing rewritten", output_dir / "catalog.json")
         return [path for _, path, _ in done]
     looks: list[tuple[str, Quicklook]] = []

@@ -53,8 +53,8 @@ def compose(overrides: Sequence[str]):
     return cfg
 
 
-#: Keys whose values are paths or URLs, taken as written (``~``, spaces, parentheses ...).
-PATH_KEYS = ("output_dir", "zarr_dir", "cube_url", "catalog.url")
+#: Keys whose values are paths, URLs or WKT, taken as written (``~``, spaces, parentheses ...).
+PATH_KEYS = ("output_dir", "zarr_dir", "cube_url", "catalog.url", "aoi")
 
 
 def _listify(override: str) -> str:

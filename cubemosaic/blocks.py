@@ -25,8 +25,9 @@ def lazy_blocks(
     shard: tuple[int, int],
     depth: int,
     name: str,
+    dtype: Any = np.uint16,
 ):
-    """A lazy uint16 (depth, y, x) array whose block (ys, xs) is ``func(*args)`` for ``task(ys, xs)``.
+    """A lazy (depth, y, x) array of ``dtype`` whose block (ys, xs) is ``func(*args)`` for ``task(ys, xs)``.
 
     ``name`` must identify the computation (it keys the tasks).
     """
@@ -40,6 +41,6 @@ def lazy_blocks(
             func, args = task(ys, xs)
             delayed = dask.delayed(func)(*args, dask_key_name=f"{name}-{ys.start}-{xs.start}")
             block_shape = (depth, ys.stop - ys.start, xs.stop - xs.start)
-            row.append(da.from_delayed(delayed, shape=block_shape, dtype=np.uint16))
+            row.append(da.from_delayed(delayed, shape=block_shape, dtype=dtype))
         rows.append(row)
     return da.concatenate([da.concatenate(row, axis=2) for row in rows], axis=1)

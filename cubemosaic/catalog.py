@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pystac
 
 from .errors import CatalogError, ConfigError, NothingFoundError
+from .s2 import asset_resolution
 
 __all__ = [
     "SearchRequest",
@@ -45,6 +46,8 @@ class SearchRequest:
     start_date: dt.date
     #: Inclusive: scenes on this day are found.
     end_date: dt.date
+    #: A polygon AOI (WKT, WGS84) inside ``bbox``: only scenes whose footprint meets it are kept.
+    geometry: str | None = None
     #: Scene-level cloud cover limit in percent; 100 keeps everything.
     max_cloud_cover: float = 100.0
     #: Stop after this many scenes (in the catalog's order); ``None`` for all.
@@ -143,9 +146,11 @@ def _search_api(url: str, request: SearchRequest) -> list[pystac.Item]:
         server_limit = request.max_items if (use_query or request.max_cloud_cover >= 100) else None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # DoesNotConformTo: handled by the client-side filter
+            where = {"intersects": _shape(request.geometry).__geo_interface__} if request.geometry else {}
             result = client.search(
                 collections=[request.collection],
-                bbox=list(request.bbox),
+                bbox=None if where else list(request.bbox),
+                **where,
                 datetime=request.datetime_range,
                 query=query,
                 max_items=server_limit,
@@ -173,6 +178,7 @@ def _filter(
     start = dt.datetime.combine(request.start_date, dt.time.min, tzinfo=dt.timezone.utc)
     end = dt.datetime.combine(request.end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.timezone.utc)
     x0, y0, x1, y1 = request.bbox
+    area = _shape(request.geometry) if request.geometry else None
     out: list[pystac.Item] = []
     for item in items:
         if item.collection_id and item.collection_id != request.collection:
@@ -184,6 +190,8 @@ def _filter(
             bx0, by0, bx1, by1 = item.bbox[0], item.bbox[1], item.bbox[-2], item.bbox[-1]
             if bx0 > x1 or bx1 < x0 or by0 > y1 or by1 < y0:
                 continue
+        if area is not None and item.geometry and not area.intersects(_shape(item.geometry)):
+            continue
         cc = item.properties.get(CLOUD_COVER)
         if request.max_cloud_cover < 100 and cc is not None and cc > request.max_cloud_cover:
             continue
@@ -193,6 +201,14 @@ def _filter(
     if not quiet:
         log.debug("search: %d item(s) kept of %s", len(out), redact(source))
     return out
+
+
+def _shape(geometry: str | dict[str, Any]):
+    """A shapely geometry from WKT or a GeoJSON mapping."""
+    import shapely
+    from shapely.geometry import shape
+
+    return shapely.from_wkt(geometry) if isinstance(geometry, str) else shape(geometry)
 
 
 # --------------------------------------------------------------------------- bands
@@ -213,14 +229,31 @@ def _candidates(item: pystac.Item, name: str) -> list[str]:
     lowered = {k.lower(): k for k in item.assets}
     if name.lower() in lowered:
         return [lowered[name.lower()]]
-    matches = [k for k, a in item.assets.items() if name.lower() in _band_names(a)]
+    matches = [k for k, a in item.assets.items() if name.lower() in _band_names(a) or _key_band(k) == name.lower()]
     # Single-band assets only: a 'visual' TCI asset also carries red, green and blue.
     single = [
         k
         for k in matches
-        if len(item.assets[k].extra_fields.get("eo:bands") or item.assets[k].extra_fields.get("bands") or []) == 1
+        if len(item.assets[k].extra_fields.get("eo:bands") or item.assets[k].extra_fields.get("bands") or [None]) == 1
     ]
-    return single or matches
+    return _native(item, single) or matches
+
+
+def _key_band(key: str) -> str:
+    """The band a resolution-suffixed key names (Copernicus Data Space: ``B04_10m`` -> ``b04``)."""
+    stem, _, suffix = key.rpartition("_")
+    return stem.lower() if stem and suffix.endswith("m") and suffix[:-1].isdigit() else ""
+
+
+def _native(item: pystac.Item, keys: list[str]) -> list[str]:
+    """Of several assets of one band at different resolutions (``B04_10m``, ``B04_20m``, ``B04_60m``),
+    the native one: the finest. Other lists are returned as they are."""
+    if len(keys) < 2:
+        return keys
+    sizes = {k: asset_resolution(item.assets[k], k) for k in keys}
+    if None in sizes.values() or len(set(sizes.values())) != len(keys):
+        return keys
+    return [min(keys, key=lambda k: sizes[k])]
 
 
 def asset_key(item: pystac.Item, name: str) -> str | None:

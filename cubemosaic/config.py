@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .aoi import parse_aoi
 from .cluster import ClusterSpec
 from .errors import ConfigError
+from .s2 import DEFAULT_MASK_CLASSES
 
 __all__ = [
     "CatalogConf",
@@ -35,9 +37,8 @@ STAGES: tuple[str, ...] = ("cube", "composite", "export", "mosaic", "all")
 CLUSTER_KINDS: tuple[str, ...] = ("auto", "local", "gateway")
 SIGNERS: tuple[str, ...] = ("none", "planetary_computer")
 RESAMPLING: tuple[str, ...] = ("nearest", "average", "bilinear", "cubic", "mode", "min", "max")
-#: SCL classes masked by default: no data, saturated/defective, dark/cast shadow,
-#: cloud shadow, cloud medium and high probability, thin cirrus.
-DEFAULT_MASK_CLASSES: tuple[int, ...] = (0, 1, 2, 3, 8, 9, 10)
+#: The largest mask_dilation accepted (metres): beyond it a cloud masks most of a scene.
+MAX_DILATION_M = 2000.0
 
 
 # --------------------------------------------------------------------------- schemas
@@ -52,6 +53,9 @@ class CatalogConf:
     collection: str = "sentinel-2-l2a"
     #: How asset hrefs are signed before reading: ``none`` or ``planetary_computer``.
     sign: str = "none"
+    #: GDAL configuration options for every read of this catalog's assets (e.g. the S3 endpoint
+    #: of Copernicus Data Space); credentials stay in the environment (AWS_ACCESS_KEY_ID ...).
+    gdal: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,7 +66,8 @@ class Config:
     cluster: ClusterSpec = field(default_factory=ClusterSpec)
     start_date: str | None = None
     end_date: str | None = None
-    aoi: list[float] | None = None
+    #: [min_lon,min_lat,max_lon,max_lat], a GeoJSON file, or a WKT POLYGON/MULTIPOLYGON (WGS84).
+    aoi: Any = None
     bands: list[str] = field(default_factory=lambda: ["red", "green", "blue", "nir"])
     collection: str | None = None
     resolution: float = 20.0
@@ -70,6 +75,8 @@ class Config:
     max_items: int | None = None
     max_cloud_cover: float = 100.0
     mask_classes: list[int] = field(default_factory=lambda: list(DEFAULT_MASK_CLASSES))
+    #: Metres by which clouds, cirrus and cloud shadows are grown in each scene's mask (0: none).
+    mask_dilation: float = 0.0
     resampling: str = "nearest"
     #: A read that still fails after retries: ``fail`` (stop, naming the asset) or ``skip``
     #: (leave the scene out, list it in the log and the month's STAC item).
@@ -113,17 +120,22 @@ class Settings:
     catalog_url: str | None
     collection: str
     sign: str
+    #: GDAL configuration options for reading the catalog's assets, as (name, value) pairs.
+    gdal: tuple[tuple[str, str], ...]
     #: Search period and area; ``None`` only for stages that start from a written store.
     start_date: dt.date | None
     end_date: dt.date | None
-    #: (min_lon, min_lat, max_lon, max_lat) in WGS84.
+    #: (min_lon, min_lat, max_lon, max_lat) in WGS84: the search box and the grid's extent.
     aoi: tuple[float, float, float, float] | None
+    #: A polygon AOI as WKT (WGS84); pixels outside it are no data. ``None`` for a box.
+    aoi_wkt: str | None
     bands: tuple[str, ...]
     resolution: float
     crs: str | None
     max_items: int | None
     max_cloud_cover: float
     mask_classes: tuple[int, ...]
+    mask_dilation: float
     resampling: str
     on_read_error: str
     chunk_size: int
@@ -147,27 +159,6 @@ def _parse_date(name: str, value: Any) -> dt.date:
         return dt.date.fromisoformat(str(value))
     except ValueError:
         raise ConfigError(name, f"{value!r} is not a date as YYYY-MM-DD") from None
-
-
-def _parse_aoi(value: Any) -> tuple[float, float, float, float]:
-    if value is None:
-        raise ConfigError("aoi", "required, as [min_lon,min_lat,max_lon,max_lat]")
-    if isinstance(value, str):
-        value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
-    try:
-        vals = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError("aoi", f"{list(value)!r} is not four numbers [min_lon,min_lat,max_lon,max_lat]") from None
-    if len(vals) != 4:
-        raise ConfigError("aoi", f"needs 4 numbers [min_lon,min_lat,max_lon,max_lat], got {len(vals)}")
-    x0, y0, x1, y1 = vals
-    if not (-180 <= x0 <= 180 and -180 <= x1 <= 180):
-        raise ConfigError("aoi", f"longitudes must lie in [-180, 180], got {x0} and {x1}")
-    if not (-90 <= y0 <= 90 and -90 <= y1 <= 90):
-        raise ConfigError("aoi", f"latitudes must lie in [-90, 90], got {y0} and {y1}")
-    if x0 >= x1 or y0 >= y1:
-        raise ConfigError("aoi", "min must be below max: [min_lon,min_lat,max_lon,max_lat]")
-    return (x0, y0, x1, y1)
 
 
 def _check_output_dir(path: Path) -> Path:
@@ -242,7 +233,7 @@ def to_settings(cfg: Any) -> Settings:
         if end < start:
             raise ConfigError("end_date", f"{end} is before start_date {start}")
     if searches or cfg.aoi is not None:
-        aoi = _parse_aoi(cfg.aoi)
+        aoi = parse_aoi(cfg.aoi)
 
     bands = tuple(str(b) for b in (cfg.bands or ()))
     if not bands:
@@ -261,6 +252,8 @@ def to_settings(cfg: Any) -> Settings:
     mask = tuple(int(c) for c in cfg.mask_classes)
     if any(not 0 <= c <= 11 for c in mask):
         raise ConfigError("mask_classes", f"SCL classes are 0-11, got {list(mask)}")
+    if not 0 <= cfg.mask_dilation <= MAX_DILATION_M:
+        raise ConfigError("mask_dilation", f"must lie in 0-{MAX_DILATION_M:g} metres, got {cfg.mask_dilation}")
     if cfg.resampling not in RESAMPLING:
         raise ConfigError("resampling", f"{cfg.resampling!r} is not one of {', '.join(RESAMPLING)}")
     if cfg.on_read_error not in ("fail", "skip"):
@@ -293,15 +286,18 @@ def to_settings(cfg: Any) -> Settings:
         catalog_url=url,
         collection=cfg.collection or catalog.collection,
         sign=catalog.sign,
+        gdal=tuple((str(k), str(v)) for k, v in (catalog.gdal or {}).items()),
         start_date=start,
         end_date=end,
-        aoi=aoi,
+        aoi=aoi.bbox if aoi else None,
+        aoi_wkt=aoi.wkt if aoi else None,
         bands=bands,
         resolution=float(cfg.resolution),
         crs=cfg.crs,
         max_items=cfg.max_items,
         max_cloud_cover=float(cfg.max_cloud_cover),
         mask_classes=mask,
+        mask_dilation=float(cfg.mask_dilation),
         resampling=cfg.resampling,
         on_read_error=cfg.on_read_error,
         chunk_size=int(cfg.chunk_size),

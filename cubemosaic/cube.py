@@ -13,8 +13,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ import pystac
 
 from . import store
 from .errors import ReadError, SigningError, WriteError, one_line
+from .read import Access
+from .s2 import CloudMask
 
 __all__ = [
     "SolarDay",
@@ -81,7 +84,8 @@ def item_offset(item: pystac.Item, asset_key: str | None = None) -> int:
     Decided per item, by the most explicit statement the catalog makes: the asset's
     scale and offset (STAC 1.0 ``raster:bands``, as Earth Search's scale 0.0001 / offset
     -0.1; STAC 1.1 ``raster:scale``/``raster:offset`` on the asset or in its ``bands``), then
-    ``earthsearch:boa_offset_applied``, then ``s2:processing_baseline`` >= 04.00, then
+    ``earthsearch:boa_offset_applied``, then the processing baseline >= 04.00
+    (``s2:processing_baseline``, or ``processing:version`` as Copernicus Data Space states it), then
     the acquisition date (from 2022-01-25).
     """
     if asset_key and asset_key in item.assets:
@@ -95,7 +99,7 @@ def item_offset(item: pystac.Item, asset_key: str | None = None) -> int:
     props = item.properties
     if "earthsearch:boa_offset_applied" in props:
         return BOA_OFFSET_DN if props["earthsearch:boa_offset_applied"] else 0
-    baseline = props.get("s2:processing_baseline")
+    baseline = props.get("s2:processing_baseline") or props.get("processing:version")  # CDSE: processing:version
     if baseline:
         try:
             return BOA_OFFSET_DN if float(baseline) >= 4.0 else 0
@@ -201,12 +205,11 @@ def cube_template(geobox, days: Sequence[SolarDay], bands: Sequence[str], shard:
     return ds
 
 
-def _clear(loaded, keys: Sequence[str], scl_key: str, mask: Sequence[int], offset: int) -> list:
-    """uint16 DN per band, offset removed (>= 1) where clear, 0 where masked or no data."""
+def _clear(loaded, keys: Sequence[str], masked, offset: int, inside) -> list:
+    """uint16 DN per band, offset removed (>= 1) where clear, 0 where masked, no data or outside the AOI."""
     import dask.array as da
 
-    scl = loaded[scl_key].data[0]
-    valid = ~da.isin(scl, np.asarray(mask, dtype=scl.dtype))
+    valid = inside & ~masked
     raw = [loaded[k].data[0] for k in keys]
     for band in raw:
         valid &= band != 0
@@ -215,6 +218,23 @@ def _clear(loaded, keys: Sequence[str], scl_key: str, mask: Sequence[int], offse
         dn = da.clip(band.astype("int32") - offset, 1, 65535)
         out.append(da.where(valid, dn, 0).astype("uint16"))
     return out
+
+
+def _warped_mask(load, geobox, scl_key: str, mask: CloudMask, shard: tuple[int, int]):
+    """The SCL mask of one scene on the output grid, for odc-stac's path: the SCL is warped onto the
+    output grid (widened by the dilation radius so clouds just outside the grid count) and dilated on
+    the output pixels, blocks overlapping by the radius."""
+    import dask.array as da
+
+    pixel = abs(geobox.resolution.x)
+    r = mask.radius_px(pixel)
+    scl = load([scl_key], geobox.pad(r) if r else geobox)[scl_key].data[0]
+    if not r:
+        return scl.map_blocks(partial(mask.masked, pixel_size=pixel), dtype=bool, meta=np.array((), dtype=bool))
+    masked = da.map_overlap(
+        partial(mask.masked, pixel_size=pixel), scl, depth=r, boundary=0, dtype=bool, meta=np.array((), dtype=bool)
+    )
+    return masked[r:-r, r:-r].rechunk(shard)
 
 
 #: Sentinel-2 L2A assets are uint16 with nodata 0, whatever the catalog states (or omits).
@@ -226,10 +246,11 @@ def load_day(
     geobox,
     bands: Mapping[str, str],
     scl_key: str,
-    mask_classes: Sequence[int],
+    mask: CloudMask,
     resampling: str,
     shard: tuple[int, int],
-    patch_url: Callable[[str], str] | None,
+    access: Access,
+    aoi_wkt: str | None = None,
 ) -> dict[str, Any]:
     """Lazy (dask) uint16 arrays of shape (1, y, x) per band name for one solar day.
 
@@ -244,33 +265,50 @@ def load_day(
         return {name: empty for name in bands}
     sources = _aligned_sources(day, geobox, bands, scl_key) if resampling == "nearest" else None
     if sources is not None:
-        return _aligned_day(sources, geobox, list(bands), mask_classes, shard, patch_url)
+        return _aligned_day(sources, geobox, list(bands), mask, shard, access, aoi_wkt)
     import odc.stac
     import rasterio
 
-    from .read import GDAL_READ_OPTIONS
+    from .blocks import lazy_blocks
     from .signing import SigningRioDriver
 
     keys = list(bands.values())
+    from dask.base import tokenize
+
+    def aoi_task(ys: slice, xs: slice):
+        return _inside, (aoi_wkt, geobox[ys, xs])
+
+    name = f"aoi-{tokenize(aoi_wkt, geobox)}"
+    inside = lazy_blocks(aoi_task, tuple(geobox.shape), shard, 1, name, dtype=bool)[0]
     fused: list | None = None
     for item in day.items:
-        with rasterio.Env(**GDAL_READ_OPTIONS):  # odc-stac captures the environment into its tasks
-            loaded = odc.stac.load(
-                [item],
-                bands=keys + [scl_key],
-                geobox=geobox,
-                chunks={"y": shard[0], "x": shard[1]},
-                resampling={"*": resampling, scl_key: "nearest"},
-                groupby="id",
-                dtype="uint16",
-                stac_cfg=_STAC_CFG,
-                driver=SigningRioDriver(patch_url) if patch_url else None,
-                fail_on_error=True,
-            )
-        clear = _clear(loaded, keys, scl_key, mask_classes, item_offset(item, keys[0]))
+
+        def load(names: list[str], grid, item=item):
+            with rasterio.Env(**access.env()):  # odc-stac captures the environment into its tasks
+                return odc.stac.load(
+                    [item],
+                    bands=names,
+                    geobox=grid,
+                    chunks={"y": shard[0], "x": shard[1]},
+                    resampling={"*": resampling, scl_key: "nearest"},
+                    groupby="id",
+                    dtype="uint16",
+                    stac_cfg=_STAC_CFG,
+                    driver=SigningRioDriver(access.sign) if access.sign else None,
+                    fail_on_error=True,
+                )
+
+        masked = _warped_mask(load, geobox, scl_key, mask, shard)
+        clear = _clear(load(keys, geobox), keys, masked, item_offset(item, keys[0]), inside)
         fused = clear if fused is None else [_first(a, b) for a, b in zip(fused, clear, strict=True)]
     assert fused is not None
     return {name: arr[None] for name, arr in zip(bands, fused, strict=True)}
+
+
+def _inside(aoi_wkt: str | None, geobox) -> np.ndarray:
+    from .read import aoi_block
+
+    return aoi_block(aoi_wkt, geobox)[None]
 
 
 def _aligned_sources(day: SolarDay, geobox, bands: Mapping[str, str], scl_key: str) -> list | None:
@@ -293,9 +331,10 @@ def _aligned_day(
     sources,
     geobox,
     names: Sequence[str],
-    mask_classes: Sequence[int],
+    mask: CloudMask,
     shard: tuple[int, int],
-    patch_url: Callable[[str], str] | None,
+    access: Access,
+    aoi_wkt: str | None,
 ) -> dict[str, Any]:
     from dask.base import tokenize
 
@@ -303,9 +342,9 @@ def _aligned_day(
     from .read import day_block
 
     def task(ys: slice, xs: slice):
-        return day_block, (sources, geobox[ys, xs], tuple(mask_classes), patch_url)
+        return day_block, (sources, geobox[ys, xs], mask, access, aoi_wkt)
 
-    token = tokenize(sources, geobox, list(mask_classes))
+    token = tokenize(sources, geobox, mask.classes, mask.dilation_m, aoi_wkt)
     day = lazy_blocks(task, tuple(geobox.shape), shard, len(names), f"day-block-{token}")
     return {name: day[i][None] for i, name in enumerate(names)}
 
@@ -321,9 +360,10 @@ def signature(
     geobox,
     bands: Mapping[str, str],
     scl_key: str,
-    mask_classes: Sequence[int],
+    mask: CloudMask,
     resampling: str,
     chunk_size: int,
+    aoi_wkt: str | None = None,
 ) -> dict[str, Any]:
     """What makes a cube: rerunning with the same signature resumes it."""
     return {
@@ -334,7 +374,9 @@ def signature(
         "shape": list(geobox.shape),
         "bands": dict(bands),
         "scl": scl_key,
-        "mask_classes": list(mask_classes),
+        "mask_classes": list(mask.classes),
+        "mask_dilation": mask.dilation_m,
+        "aoi_geometry": aoi_wkt,
         "resampling": resampling,
         "chunk_size": chunk_size,
     }
@@ -347,13 +389,14 @@ def build_cube(
     geobox,
     bands: Mapping[str, str],
     scl_key: str,
-    mask_classes: Sequence[int],
+    mask: CloudMask,
     resampling: str = "nearest",
     chunk_size: int = 1024,
     overwrite: bool = False,
-    patch_url: Callable[[str], str] | None = None,
+    access: Access = Access(),
     on_read_error: str = "fail",
     relay: Any = None,
+    aoi_wkt: str | None = None,
 ) -> str:
     """Write (or resume) the cube of ``items`` at ``path``; returns ``path``.
 
@@ -361,13 +404,14 @@ def build_cube(
     ``on_read_error="skip"`` a scene with an unreadable asset is left out of its day, and
     the skipped assets are logged and recorded in the store (then in the months' STAC items).
     ``relay``: a ``distributed.Client`` whose workers cannot see ``path``; they compute the
-    days and this process writes them (:mod:`cubemosaic.relay`).
+    days and this process writes them (:mod:`cubemosaic.relay`). ``aoi_wkt``: a polygon (WGS84
+    WKT) outside which every pixel is left at no data.
     """
     days = group_by_solar_day(items)
     chunk, shard = chunk_layout(geobox, chunk_size)
     template = cube_template(geobox, days, list(bands), shard)
     encoding = {name: store.zarr_encoding((1,) + chunk, (1,) + shard, compressor="lz4") for name in bands}
-    sig = signature(days, geobox, bands, scl_key, mask_classes, resampling, chunk_size)
+    sig = signature(days, geobox, bands, scl_key, mask, resampling, chunk_size, aoi_wkt)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
     todo = [i for i in range(len(days)) if i not in state.done]
     if resampling == "nearest":
@@ -385,7 +429,7 @@ def build_cube(
     )
 
     def lazy(day: SolarDay) -> dict[str, Any]:
-        return load_day(day, geobox, bands, scl_key, mask_classes, resampling, shard, patch_url)
+        return load_day(day, geobox, bands, scl_key, mask, resampling, shard, access, aoi_wkt)
 
     keys = [*bands.values(), scl_key]
     written = len(state.done)
@@ -397,7 +441,7 @@ def build_cube(
         except (SigningError, WriteError):
             raise  # no token, no read: not one asset's fault; a failed write is not a failed read
         except Exception as e:  # a failed read surfaces here, from whichever worker ran it
-            broken = _broken_assets(batch_days, geobox, keys, patch_url)
+            broken = _broken_assets(batch_days, geobox, keys, access)
             if on_read_error != "skip" or not broken:
                 raise _read_error(e, broken, batch_days) from None
             for day, item, key, problem in broken:
@@ -410,7 +454,7 @@ def build_cube(
             except (SigningError, WriteError):
                 raise
             except Exception as again:
-                broken = _broken_assets(batch_days, geobox, keys, patch_url, skip=bad)
+                broken = _broken_assets(batch_days, geobox, keys, access, skip=bad)
                 raise _read_error(again, broken, batch_days) from None
         written += len(batch)
         store.mark_done(path, batch, complete=written == len(days), skipped=skipped)
@@ -434,7 +478,7 @@ def _broken_assets(
     days: Sequence[SolarDay],
     geobox,
     keys: Sequence[str],
-    patch_url: Callable[[str], str] | None,
+    access: Access,
     skip: Collection[str] = (),
 ) -> list[tuple[SolarDay, pystac.Item, str, str]]:
     """Every asset of ``days`` that cannot be read over ``geobox``, with its problem.
@@ -449,7 +493,7 @@ def _broken_assets(
             if item.id in skip:
                 continue
             for key in keys:
-                problem = _probe(item.assets[key].get_absolute_href() or item.assets[key].href, geobox, patch_url)
+                problem = _probe(item.assets[key].get_absolute_href() or item.assets[key].href, geobox, access)
                 if problem:
                     found.append((day, item, key, problem))
     return found
@@ -466,16 +510,13 @@ def _read_error(e: Exception, broken: Sequence[tuple], days: Sequence[SolarDay])
     return ReadError(f"cannot read the scenes {ids}: {one_line(str(e))}")
 
 
-def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | None:
+def _probe(href: str, geobox, access: Access) -> str | None:
     """Read ``href`` over ``geobox`` at its resolution; the problem as one line, or None."""
     import rasterio
     from rasterio.windows import from_bounds
 
-    from .read import GDAL_READ_OPTIONS
-    from .signing import read_signed
-
     def read(url: str) -> None:
-        with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(url) as src:  # as the readers do: with retries
+        with rasterio.open(url) as src:  # as the readers do: with retries, signed
             bounds = geobox.extent.to_crs(src.crs).boundingbox
             window = from_bounds(*bounds, transform=src.transform).intersection(
                 rasterio.windows.Window(0, 0, src.width, src.height)
@@ -485,7 +526,7 @@ def _probe(href: str, geobox, patch_url: Callable[[str], str] | None) -> str | N
             src.read(1, window=window, out_shape=shape)
 
     try:
-        read_signed(href, patch_url, read)
+        access.read(href, read)
     except rasterio.errors.WindowError:
         return None  # the asset does not cover the area: not what failed
     except Exception as e:  # rasterio and GDAL raise many types; any of them is the answer

@@ -13,7 +13,9 @@ baseline 04.00 adds +1000 to every DN) and two overlapping tiles of the same sol
 Because the generator knows the ground it drew, it writes the truth beside the items
 (``truth.zarr``): per month and 20 m pixel, the clear-sky median of the harmonised DN
 (offset removed, kept >= 1) and the number of clear observations. This is written by
-hand: no library makes test archives with a known composite.
+hand: no library makes test archives with a known composite. With ``haze_ring_m`` each cloud
+gets a ring of haze the SCL does not flag (as Sen2Cor misses cloud edges): the truth leaves it
+out, and only a dilated mask (``mask_dilation``) can.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ BANDS = {  # asset key: (common name, centre wavelength um, description)
     "B08": ("nir", 0.842, "Band 8 - NIR"),
 }
 SCL_KEY = "SCL"
+#: "Within noise" of the truth: three standard deviations of one observation's noise (30 DN).
+NOISE_DN = 90
 #: Ground reflectance (DN) per band: vegetation, bare soil, water.
 _GROUND = {
     "B02": (300, 900, 60),
@@ -98,13 +102,21 @@ class DemoSpec:
     utc_time: str = "19:10:31"
     #: COG tile size.
     blocksize: int = 256
+    #: Width (m) of a ring of haze around every cloud that the SCL does not flag (0: none). The
+    #: truth leaves the haze out: it is not clear sky, whatever the SCL says.
+    haze_ring_m: float = 0.0
+    #: What the haze adds at a cloud's edge (DN), fading to half that at the ring's outer edge.
+    haze_dn: int = 400
 
     @property
     def key(self) -> str:
         """A short fingerprint naming this spec's cache folder."""
         import hashlib
 
-        text = json.dumps([GENERATOR_VERSION, self.__dict__], sort_keys=True, default=str)
+        fields = dict(self.__dict__)
+        if not self.haze_ring_m:  # without haze the archive is what it was before haze existed
+            fields.pop("haze_ring_m"), fields.pop("haze_dn")
+        text = json.dumps([GENERATOR_VERSION, fields], sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
@@ -129,6 +141,22 @@ class DemoArchive:
         import xarray as xr
 
         return xr.open_zarr(self.truth_path, consolidated=False).load()
+
+    def agreement(self, monthly) -> float:
+        """The share of pixel values of ``monthly`` (a monthly store opened with ``mask_and_scale=False``,
+        on the truth's 20 m grid) within :data:`NOISE_DN` of the truth, where the truth has a clear
+        answer; a no-data pixel there is a miss."""
+        truth = self.truth().sel(x=monthly.x.values, y=monthly.y.values)
+        hits = total = 0
+        for key, (name, _, _) in BANDS.items():
+            if name not in monthly:
+                continue
+            expected = truth[key].values
+            got = monthly[name].values.astype(np.float64)
+            answer = ~np.isnan(expected)
+            hits += int(((np.abs(got - expected) <= NOISE_DN) & answer & (got != 0)).sum())
+            total += int(answer.sum())
+        return hits / total
 
     def bbox_lonlat(self) -> tuple[float, float, float, float]:
         from pyproj import Transformer
@@ -213,6 +241,13 @@ def _scene(spec: DemoSpec, rng, ground, water, veg, day: dt.date, cloud_month_pa
         ratio[20:70, 200:260] = 0.0
     shadow = np.roll(cloud, (12, 9), axis=(0, 1)) & ~cloud
     cirrus = (_blobs(rng, n, 1, 10, 20) < 1) & ~cloud & ~shadow
+    haze = np.zeros((n, n), dtype=np.float32)
+    if spec.haze_ring_m > 0 and cloud.any():
+        from scipy.ndimage import distance_transform_edt
+
+        metres = distance_transform_edt(~cloud).astype(np.float32) * 20
+        ring = (metres > 0) & (metres <= spec.haze_ring_m) & ~shadow & ~cirrus
+        haze = np.where(ring, spec.haze_dn * (1 - 0.5 * metres / spec.haze_ring_m), 0).astype(np.float32)
     scl = np.where(water, 6, np.where(veg, 4, 5)).astype(np.uint8)
     scl[rng.random((n, n)) < 0.01] = 7  # unclassified pixels: valid, kept
     scl[cirrus] = 10
@@ -231,6 +266,7 @@ def _scene(spec: DemoSpec, rng, ground, water, veg, day: dt.date, cloud_month_pa
         obs = g + season + rng.normal(0, 30, (n, n)).astype(np.float32)
         obs = np.where(shadow, obs * 0.35, obs)
         obs = np.where(cirrus, obs + 350, obs)
+        obs = obs + haze  # unflagged: the SCL says clear
         obs = np.where(cloud, 4500 + 3000 * (1 - np.clip(ratio, 0, 1)) + rng.normal(0, 200, (n, n)), obs)
         obs = np.rint(obs)
         if offset:
@@ -241,7 +277,7 @@ def _scene(spec: DemoSpec, rng, ground, water, veg, day: dt.date, cloud_month_pa
         raw[key] = dn.astype(np.uint16)
     valid = ~nodata
     cloud_cover = 100.0 * float(np.isin(scl[valid], (8, 9, 10)).mean()) if valid.any() else 100.0
-    return raw, scl, cloud_cover, offset
+    return raw, scl, cloud_cover, offset, haze > 0
 
 
 def _write_cog(path: Path, data: np.ndarray, transform, epsg: int, blocksize: int, desc: str) -> None:
@@ -361,12 +397,12 @@ def _generate(tmp: Path, final_root: Path, spec: DemoSpec) -> None:
     ground, water, veg = _ground(spec, rng)
     n = spec.size
     items: list[dict] = []
-    months: dict[str, list[tuple[dict[str, np.ndarray], np.ndarray, int]]] = {}
+    months: dict[str, list[tuple[dict[str, np.ndarray], np.ndarray, int, np.ndarray]]] = {}
     for i, day_s in enumerate(spec.days):
         day = dt.date.fromisoformat(day_s)
         month = day_s[:7]
-        raw, scl, cc, offset = _scene(spec, rng, ground, water, veg, day, month == spec.always_cloudy_month)
-        months.setdefault(month, []).append((raw, scl, offset))
+        raw, scl, cc, offset, haze = _scene(spec, rng, ground, water, veg, day, month == spec.always_cloudy_month)
+        months.setdefault(month, []).append((raw, scl, offset, haze))
         platform = "Sentinel-2A" if i % 2 == 0 else "Sentinel-2B"
         if day_s in spec.pair_days:  # two tiles, west and east, overlapping by a fifth
             tiles = [("10TDT", 0, int(n * 0.6)), ("10TET", int(n * 0.4), n)]
@@ -385,14 +421,15 @@ def _generate(tmp: Path, final_root: Path, spec: DemoSpec) -> None:
             items.append(item)
 
     # The truth: per month, median of clear harmonised observations, and their count.
-    mask_classes = (0, 1, 2, 3, 8, 9, 10)
+    from .s2 import DEFAULT_MASK_CLASSES as mask_classes
+
     medians = {key: [] for key in BANDS}
     counts = []
     for scenes in months.values():
-        clear = np.stack([~np.isin(scl, mask_classes) for _, scl, _ in scenes])
+        clear = np.stack([~np.isin(scl, mask_classes) & ~haze for _, scl, _, haze in scenes])
         counts.append(clear.sum(axis=0).astype(np.uint16))
         for key in BANDS:
-            vals = np.stack([np.maximum(raw[key].astype(np.float64) - off, 1) for raw, _, off in scenes])
+            vals = np.stack([np.maximum(raw[key].astype(np.float64) - off, 1) for raw, _, off, _ in scenes])
             vals[~clear] = np.nan
             with np.errstate(all="ignore"):
                 import warnings

@@ -156,20 +156,59 @@ def _month_range(month: np.datetime64) -> tuple[dt.datetime, dt.datetime]:
     return start, end
 
 
+#: STAC processing extension: how each month was made.
+PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+
+
+def _footprint(geobox, aoi_wkt: str | None) -> tuple[dict[str, Any], list[float]]:
+    """(GeoJSON geometry, bbox) in WGS84 of what the mosaic covers: the polygon AOI, else the grid."""
+    footprint = geobox.extent.to_crs("EPSG:4326")
+    if not aoi_wkt:
+        return footprint.json, list(footprint.boundingbox)
+    import shapely
+
+    area = shapely.from_wkt(aoi_wkt).intersection(footprint.geom)
+    return shapely.geometry.mapping(area), list(area.bounds)
+
+
+def _lineage(made: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(processing:lineage text, the cloud mask record) from the cube's signature."""
+    from .s2 import CloudMask
+
+    mask = CloudMask(tuple(made.get("mask_classes") or ()), float(made.get("mask_dilation") or 0.0))
+    grown = f", clouds, cirrus and cloud shadows grown by {mask.dilation_m:g} m" if mask.dilation_m else ""
+    text = (
+        f"Sentinel-2 L2A scenes masked with the SCL (classes {', '.join(map(str, mask.classes))} masked{grown}), "
+        "processing-baseline offset removed, same-day scenes fused, then the per-pixel median of the "
+        "clear observations of the month"
+    )
+    return text, mask.provenance()
+
+
 def _item(
-    name: str, month: np.datetime64, geobox, bands: Sequence[str], sources: Sequence[str], folder: Path, n_days: int
+    name: str,
+    month: np.datetime64,
+    geobox,
+    bands: Sequence[str],
+    sources: Sequence[str],
+    folder: Path,
+    n_days: int,
+    made: Mapping[str, Any],
 ):
     import pystac
     from pystac.extensions.eo import Band, EOExtension
     from pystac.extensions.projection import ProjectionExtension
     from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 
+    from . import __version__
+
     start, end = _month_range(month)
-    footprint = geobox.extent.to_crs("EPSG:4326")
+    geometry, bbox = _footprint(geobox, made.get("aoi_geometry"))
+    lineage, cloud_mask = _lineage(made)
     item = pystac.Item(
         id=name,
-        geometry=footprint.json,
-        bbox=list(footprint.boundingbox),
+        geometry=geometry,
+        bbox=bbox,
         datetime=None,
         start_datetime=start,
         end_datetime=end,
@@ -177,9 +216,13 @@ def _item(
             "title": f"Sentinel-2 L2A cloud-free median mosaic, {str(month)[:7]}",
             "cubemosaic:source_items": list(sources),
             "cubemosaic:n_days": n_days,
+            "cubemosaic:cloud_mask": cloud_mask,
             "constellation": "sentinel-2",
+            "processing:lineage": lineage,
+            "processing:software": {"cubemosaic": __version__},
         },
     )
+    item.stac_extensions.append(PROCESSING_EXTENSION)
     mosaic = pystac.Asset(
         href=str(folder / f"{name}.tif"),
         media_type=pystac.MediaType.COG,
@@ -295,7 +338,14 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         name = path.stem
         sources = str(monthly["item_ids"].values[i]).split()
         item = _item(
-            name, monthly.time.values[i], geobox, bands, sources, path.parent, int(monthly["n_days"].values[i])
+            name,
+            monthly.time.values[i],
+            geobox,
+            bands,
+            sources,
+            path.parent,
+            int(monthly["n_days"].values[i]),
+            (attrs.get("signature") or {}).get("cube") or {},
         )
         month_skipped = [s for s in skipped if s["day"].startswith(name.removeprefix(f"{PREFIX}-"))]
         if month_skipped:

@@ -110,6 +110,8 @@ def _run(settings: Settings) -> Outputs:
             relay = choose_relay(client, _store_folders(out))
             if "cube" in stages:
                 from .cube import build_cube
+                from .read import Access
+                from .s2 import CloudMask
                 from .signing import signer
 
                 with _timed("cube", client):
@@ -119,13 +121,14 @@ def _run(settings: Settings) -> Outputs:
                         geobox=geobox,
                         bands=bands,
                         scl_key=scl,
-                        mask_classes=settings.mask_classes,
+                        mask=CloudMask(settings.mask_classes, settings.mask_dilation),
                         resampling=settings.resampling,
                         chunk_size=settings.chunk_size,
                         overwrite=settings.overwrite,
-                        patch_url=signer(settings.sign),
+                        access=Access(signer(settings.sign), settings.gdal),
                         on_read_error=settings.on_read_error,
                         relay=relay,
+                        aoi_wkt=settings.aoi_wkt,
                     )
             if "composite" in stages:
                 from .composite import build_monthly
@@ -160,6 +163,7 @@ def _plan(settings: Settings):
     request = SearchRequest(
         collection=settings.collection,
         bbox=settings.aoi,
+        geometry=settings.aoi_wkt,
         start_date=settings.start_date,
         end_date=settings.end_date,
         max_cloud_cover=settings.max_cloud_cover,

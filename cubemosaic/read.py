@@ -10,7 +10,12 @@ grid, assets without projection metadata) is left to odc-stac.
 
 One task reads every band and the SCL of every scene of a solar day for one output block,
 masks each scene with its own SCL, removes its offset and fuses the scenes (first clear
-value), so only the finished uint16 block leaves the task.
+value), so only the finished uint16 block leaves the task. Each scene's SCL is read on its own
+pixels when the mask is dilated (:class:`~cubemosaic.s2.CloudMask`), and pixels outside a polygon
+AOI are never taken.
+
+JPEG2000 assets (Copernicus Data Space) are always decoded at full resolution: their
+"overviews" are wavelet low-pass images, not samples of the band.
 """
 
 from __future__ import annotations
@@ -19,12 +24,25 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
-from .signing import read_signed
+from .s2 import CloudMask
+from .signing import Signer, read_signed
 
-__all__ = ["GDAL_READ_OPTIONS", "AssetGrid", "SceneSource", "asset_grid", "day_block", "is_aligned"]
+__all__ = [
+    "GDAL_READ_OPTIONS",
+    "Access",
+    "AssetGrid",
+    "SceneSource",
+    "aoi_block",
+    "asset_grid",
+    "day_block",
+    "is_aligned",
+]
+
+T = TypeVar("T")
 
 #: GDAL settings for every read, on every worker: retries with backoff for transient HTTP
 #: failures (GDAL retries 429, 500, 502, 503 and 504), no directory listing on open.
@@ -35,6 +53,26 @@ GDAL_READ_OPTIONS = {
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIRANGE": "PARALLEL",
 }
+
+@dataclass(frozen=True)
+class Access:
+    """How assets are reached, on whichever worker reads them: an href signer (Planetary Computer)
+    and a catalog's own GDAL settings (``catalog.gdal``, e.g. Copernicus Data Space's S3 endpoint)."""
+
+    sign: Signer | None = None
+    #: GDAL configuration options, as (name, value) pairs, on top of :data:`GDAL_READ_OPTIONS`.
+    gdal: tuple[tuple[str, str], ...] = ()
+
+    def env(self) -> dict[str, str]:
+        return {**GDAL_READ_OPTIONS, **dict(self.gdal)}
+
+    def read(self, href: str, read: Callable[[str], T]) -> T:
+        """``read(url)`` under these GDAL settings, ``href`` signed close to the read."""
+        import rasterio
+
+        with rasterio.Env(**self.env()):
+            return read_signed(href, self.sign, read)
+
 
 #: Reads in flight per process: I/O waits on the network, not on a core, so more threads than
 #: cores; each holds one asset's window of one block (uint16), so memory stays bounded.
@@ -126,7 +164,7 @@ def is_aligned(grid: AssetGrid | None, geobox) -> bool:
     return grid is not None and _factor(grid, geobox) is not None
 
 
-def _read(grid: AssetGrid, geobox, patch_url: Callable[[str], str] | None) -> np.ndarray:
+def _read(grid: AssetGrid, geobox, access: Access) -> np.ndarray:
     """The asset on ``geobox`` (nearest, via overviews when shrinking, a repeat when upsampling);
     0 where it has no pixel."""
     import rasterio
@@ -162,19 +200,21 @@ def _read(grid: AssetGrid, geobox, patch_url: Callable[[str], str] | None) -> np
         target = np.zeros((ar1 - ar0, ac1 - ac0), dtype=np.uint16)
 
     def read(url: str) -> None:
-        with rasterio.Env(**GDAL_READ_OPTIONS):
-            with rasterio.open(url) as src:
+        with rasterio.open(url) as src:
+            if k > 1 and src.driver == "JP2OpenJPEG":  # wavelet levels are not samples: full resolution
+                level, f = -1, 1
+            else:
                 level, f = _nesting_overview(src.overviews(1), k, window) if k > 1 else (None, 1)
-                if level is None:
-                    src.read(1, window=window, out=target, resampling=Resampling.nearest)
-                    return
-            # Reopened at the chosen level alone ("only": GDAL would otherwise decimate through that
-            # level's own coarser overviews) or at none; GDAL's /vsicurl/ cache serves the header again.
-            with rasterio.open(url, OVERVIEW_LEVEL=f"{level}only" if level >= 0 else "NONE") as src:
-                scaled = Window(window.col_off // f, window.row_off // f, window.width // f, window.height // f)
-                src.read(1, window=scaled, out=target, resampling=Resampling.nearest)
+            if level is None:
+                src.read(1, window=window, out=target, resampling=Resampling.nearest)
+                return
+        # Reopened at the chosen level alone ("only": GDAL would otherwise decimate through that
+        # level's own coarser overviews) or at none; GDAL's /vsicurl/ cache serves the header again.
+        with rasterio.open(url, OVERVIEW_LEVEL=f"{level}only" if level >= 0 else "NONE") as src:
+            scaled = Window(window.col_off // f, window.row_off // f, window.width // f, window.height // f)
+            src.read(1, window=scaled, out=target, resampling=Resampling.nearest)
 
-    read_signed(grid.href, patch_url, read)  # signed here, in the task, close to the read
+    access.read(grid.href, read)  # signed here, in the task, close to the read
     if k < 0:
         up = target.repeat(m, axis=0).repeat(m, axis=1)
         dy, dx = (or0 - row0) - ar0 * m, (oc0 - col0) - ac0 * m
@@ -182,22 +222,67 @@ def _read(grid: AssetGrid, geobox, patch_url: Callable[[str], str] | None) -> np
     return out
 
 
+def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndarray:
+    """The scene's SCL mask on ``geobox`` (True where masked).
+
+    Without dilation the SCL is read onto the block like a band. With one, it is read on its own
+    pixels, widened by the dilation radius so the block's edges see clouds just outside it,
+    masked and dilated there, then put on the block: each output pixel takes the SCL pixel under
+    its centre, or (output pixels coarser than the SCL's) is masked if any SCL pixel it covers is.
+    """
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    if not mask.dilation_m:
+        return mask.masked(_read(grid, geobox, access), grid.transform[0])
+    a, _, c, _, e, f = grid.transform
+    r = mask.radius_px(a)
+    out = geobox.transform
+    h, w = geobox.shape
+    # The block's edges in SCL pixels (whole pixels: _factor checked that the grids line up).
+    col0, col1 = (out.c - c) / a, (out.c + w * out.a - c) / a
+    row0, row1 = (out.f - f) / e, (out.f + h * out.e - f) / e
+    c0, r0 = math.floor(col0 + 1e-6) - r, math.floor(row0 + 1e-6) - r
+    c1, r1 = math.ceil(col1 - 1e-6) + r, math.ceil(row1 - 1e-6) + r
+    native = GeoBox((r1 - r0, c1 - c0), Affine(a, 0, c + c0 * a, 0, e, f + r0 * e), geobox.crs)
+    masked = mask.masked(_read(grid, native, access), a)
+    k = _factor(grid, geobox)
+    if k is not None and k > 1:  # a shrink: any masked SCL pixel masks the output pixel
+        inner = masked[r : r + h * k, r : r + w * k]
+        return inner.reshape(h, k, w, k).any(axis=(1, 3))
+    cols = np.floor(col0 - c0 + (np.arange(w) + 0.5) * out.a / a).astype(int)
+    rows = np.floor(row0 - r0 + (np.arange(h) + 0.5) * out.e / e).astype(int)
+    return masked[np.ix_(rows, cols)]
+
+
+def aoi_block(aoi_wkt: str | None, geobox) -> np.ndarray:
+    """True for the pixels of ``geobox`` whose centre is inside the AOI polygon (WGS84 WKT);
+    all True without one. odc-geo rasterizes (rasterio's geometry_mask underneath)."""
+    if not aoi_wkt:
+        return np.ones(geobox.shape, dtype=bool)
+    from odc.geo.geom import Geometry
+    from odc.geo.xr import rasterize
+    from shapely import wkt
+
+    return rasterize(Geometry(wkt.loads(aoi_wkt), "EPSG:4326"), geobox).values.astype(bool)
+
+
 def day_block(
-    sources: Sequence[SceneSource], geobox, mask_classes: Sequence[int], patch_url: Callable[[str], str] | None
+    sources: Sequence[SceneSource], geobox, mask: CloudMask, access: Access, aoi_wkt: str | None = None
 ) -> np.ndarray:
-    """(bands, y, x) uint16 of one solar day on ``geobox``: masked, harmonised, fused."""
+    """(bands, y, x) uint16 of one solar day on ``geobox``: masked, harmonised, fused; 0 outside ``aoi_wkt``."""
     n = len(sources[0].bands)
     out = np.zeros((n,) + tuple(geobox.shape), dtype=np.uint16)
-    empty = np.ones(geobox.shape, dtype=bool)
-    masked = np.zeros(256, dtype=bool)  # SCL class -> masked, a lookup instead of np.isin
-    masked[np.asarray(mask_classes, dtype=np.uint8)] = True
-    # Every scene's SCL at once, then each needed scene's bands at once, on the I/O pool.
-    scls = list(_IO_POOL.map(lambda s: _read(s.scl, geobox, patch_url), sources))
-    for scene, scl in zip(sources, scls, strict=True):
-        take = empty & ~masked[np.minimum(scl, 255)]
+    empty = aoi_block(aoi_wkt, geobox)  # pixels still without a value (outside the AOI: never)
+    if not empty.any():
+        return out
+    # Every scene's mask at once, then each needed scene's bands at once, on the I/O pool.
+    maskeds = list(_IO_POOL.map(lambda s: _masked(s.scl, geobox, mask, access), sources))
+    for scene, masked in zip(sources, maskeds, strict=True):
+        take = empty & ~masked
         if not take.any():
             continue
-        bands = list(_IO_POOL.map(lambda g: _read(g, geobox, patch_url), scene.bands))
+        bands = list(_IO_POOL.map(lambda g: _read(g, geobox, access), scene.bands))
         for band in bands:
             take &= band != 0
         for i, band in enumerate(bands):

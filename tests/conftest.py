@@ -146,17 +146,20 @@ def assert_same_cogs(expected: Path, got: Path) -> None:
             np.testing.assert_array_equal(a.read(), b.read())
 
 
-def assert_monthly_matches_truth(monthly, truth, *, count: bool = True, nearest: bool = False) -> None:
+def assert_monthly_matches_truth(
+    monthly, truth, *, count: bool = True, nearest: bool = False, min_clear: float = 0.5
+) -> None:
     """Every band of ``monthly`` (raw DN, ``mask_and_scale=False``) within 1 DN of the truth where the
     truth has a clear answer, nodata (0) where it has none, and (``count``) the same clear counts.
-    ``nearest``: the truth pixel nearest each output pixel's centre (another resolution than 20 m)."""
+    ``nearest``: the truth pixel nearest each output pixel's centre (another resolution than 20 m);
+    ``min_clear``: the share of pixels with a clear answer below which the comparison would prove little."""
     import numpy as np
 
     t = truth.sel(x=monthly.x.values, y=monthly.y.values, method="nearest" if nearest else None)
     for name, key in BANDS.items():
         got, expected = monthly[name].values.astype(np.float64), t[key].values
         clear = ~np.isnan(expected)
-        assert clear.mean() > 0.5, name
+        assert clear.mean() > min_clear, name
         assert (got[~clear] == 0).all(), f"{name}: pixels without a clear observation must be nodata"
         assert (got[clear] >= 1).all(), f"{name}: clear pixels must never read as nodata 0"
         assert np.abs(got[clear] - expected[clear]).max() <= 1, name

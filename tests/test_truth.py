@@ -159,7 +159,7 @@ def test_a_20m_asset_is_read_at_10m_by_repeating_its_pixels(tmp_path):
     from rasterio.transform import from_origin
     from rasterio.warp import Resampling, reproject
 
-    from cubemosaic.read import AssetGrid, _read, is_aligned
+    from cubemosaic.read import Access, AssetGrid, _read, is_aligned
 
     rng = np.random.default_rng(0)
     native = rng.integers(1, 12, size=(30, 40), dtype=np.uint16)
@@ -174,7 +174,7 @@ def test_a_20m_asset_is_read_at_10m_by_repeating_its_pixels(tmp_path):
     assert is_aligned(grid, geobox)
     shifted = GeoBox(geobox.shape, Affine(10, 0, 500135, 0, -10, 4999930), "EPSG:32610")  # half a 10 m pixel off
     assert not is_aligned(grid, shifted)
-    got = _read(grid, geobox, None)
+    got = _read(grid, geobox, Access())
     want = np.zeros(geobox.shape, dtype=np.uint16)
     reproject(
         native,

@@ -114,7 +114,7 @@ def conf_dir() -> Path:
 class Settings:
     """Validated job settings; every field strictly typed."""
 
-    #: Catalog name (``planetary_computer``, ``earth_search``, ``demo`` or a user's own).
+    #: Catalog name (``planetary_computer``, ``earth_search``, ``cdse``, ``demo`` or a user's own).
     catalog: str
     #: STAC API URL or static file path/URL; ``None`` only for the demo before it is built.
     catalog_url: str | None

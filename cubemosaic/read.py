@@ -24,6 +24,7 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
@@ -257,14 +258,26 @@ def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndar
 
 def aoi_block(aoi_wkt: str | None, geobox) -> np.ndarray:
     """True for the pixels of ``geobox`` whose centre is inside the AOI polygon (WGS84 WKT);
-    all True without one. odc-geo rasterizes (rasterio's geometry_mask underneath)."""
+    all True without one. The same rule as rasterio's geometry_mask, through shapely's
+    ``contains_xy`` (GDAL's rasterizer warns spuriously from Dask's threads); cached per block,
+    since every day of a block asks again."""
     if not aoi_wkt:
         return np.ones(geobox.shape, dtype=bool)
-    from odc.geo.geom import Geometry
-    from odc.geo.xr import rasterize
-    from shapely import wkt
+    return _inside(aoi_wkt, str(geobox.crs), tuple(geobox.transform)[:6], tuple(geobox.shape)).copy()
 
-    return rasterize(Geometry(wkt.loads(aoi_wkt), "EPSG:4326"), geobox).values.astype(bool)
+
+@lru_cache(maxsize=64)
+def _inside(aoi_wkt: str, crs: str, transform: tuple[float, ...], shape: tuple[int, int]) -> np.ndarray:
+    import shapely
+    from odc.geo.geom import Geometry
+
+    area = Geometry(shapely.from_wkt(aoi_wkt), "EPSG:4326").to_crs(crs).geom
+    shapely.prepare(area)
+    a, b, c, d, e, f = transform
+    cols, rows = np.arange(shape[1]) + 0.5, np.arange(shape[0]) + 0.5
+    xs = c + a * cols[None, :] + b * rows[:, None]
+    ys = f + d * cols[None, :] + e * rows[:, None]
+    return shapely.contains_xy(area, xs, ys)
 
 
 def day_block(

@@ -29,6 +29,7 @@ SLOW_CALLS = (
     "_cwltool(",
     "subprocess.",
     "_export_peak_mb(",
+    "_monthly(",
     "_loopback_gateway(",
     "Server(",
 )

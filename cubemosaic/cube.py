@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 BASELINE_CHANGE = dt.date(2022, 1, 25)
 BOA_OFFSET_DN = 1000
 CUBE_FORMAT = 1
+#: Resamplings cubemosaic's own reader does where the grids line up (odc-stac does the rest, and
+#: every resampling where they do not).
+ALIGNED_RESAMPLING = ("nearest", "average")
 #: Solar days computed together (one dask.array.store): enough to keep every thread busy.
 DAYS_PER_BATCH = 16
 
@@ -263,9 +266,9 @@ def load_day(
 
         empty = da.zeros((1,) + tuple(geobox.shape), dtype=np.uint16, chunks=(1,) + shard)
         return {name: empty for name in bands}
-    sources = _aligned_sources(day, geobox, bands, scl_key) if resampling == "nearest" else None
+    sources = _aligned_sources(day, geobox, bands, scl_key) if resampling in ALIGNED_RESAMPLING else None
     if sources is not None:
-        return _aligned_day(sources, geobox, list(bands), mask, shard, access, aoi_wkt)
+        return _aligned_day(sources, geobox, list(bands), mask, shard, access, aoi_wkt, resampling)
     import odc.stac
     import rasterio
 
@@ -335,6 +338,7 @@ def _aligned_day(
     shard: tuple[int, int],
     access: Access,
     aoi_wkt: str | None,
+    resampling: str,
 ) -> dict[str, Any]:
     from dask.base import tokenize
 
@@ -342,9 +346,9 @@ def _aligned_day(
     from .read import day_block
 
     def task(ys: slice, xs: slice):
-        return day_block, (sources, geobox[ys, xs], mask, access, aoi_wkt)
+        return day_block, (sources, geobox[ys, xs], mask, access, aoi_wkt, resampling)
 
-    token = tokenize(sources, geobox, mask.classes, mask.dilation_m, aoi_wkt)
+    token = tokenize(sources, geobox, mask.classes, mask.dilation_m, aoi_wkt, resampling)
     day = lazy_blocks(task, tuple(geobox.shape), shard, len(names), f"day-block-{token}")
     return {name: day[i][None] for i, name in enumerate(names)}
 
@@ -414,7 +418,7 @@ def build_cube(
     sig = signature(days, geobox, bands, scl_key, mask, resampling, chunk_size, aoi_wkt)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
     todo = [i for i in range(len(days)) if i not in state.done]
-    if resampling == "nearest":
+    if resampling in ALIGNED_RESAMPLING:
         aligned = sum(_aligned_sources(days[i], geobox, bands, scl_key) is not None for i in todo)
         log.info("cube: %d of %d day(s) to write line up with the grid (read directly), the rest go through "
                  "odc-stac (warped)", aligned, len(todo))  # fmt: skip

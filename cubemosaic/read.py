@@ -280,10 +280,34 @@ def _inside(aoi_wkt: str, crs: str, transform: tuple[float, ...], shape: tuple[i
     return shapely.contains_xy(area, xs, ys)
 
 
+def _harmonise(band: np.ndarray, offset: int) -> np.ndarray:
+    """``band`` with the baseline offset removed, valid values kept >= 1, in place:
+    clip(band - offset, 1, 65535) in uint16 is max(band, offset + 1) - offset."""
+    if offset:
+        np.maximum(band, offset + 1, out=band)
+        band -= np.uint16(offset)
+    return band
+
+
 def day_block(
-    sources: Sequence[SceneSource], geobox, mask: CloudMask, access: Access, aoi_wkt: str | None = None
+    sources: Sequence[SceneSource],
+    geobox,
+    mask: CloudMask,
+    access: Access,
+    aoi_wkt: str | None = None,
+    resampling: str = "nearest",
 ) -> np.ndarray:
-    """(bands, y, x) uint16 of one solar day on ``geobox``: masked, harmonised, fused; 0 outside ``aoi_wkt``."""
+    """(bands, y, x) uint16 of one solar day on ``geobox``: masked, harmonised, fused; 0 outside ``aoi_wkt``.
+
+    ``resampling="average"``: each output pixel is the mean of the clear native pixels of each
+    band (mask at the band's resolution, offset removed first), computed in strips of output rows
+    so memory stays bounded whatever the shrink.
+    """
+    if resampling == "average":
+        out = np.zeros((len(sources[0].bands),) + tuple(geobox.shape), dtype=np.uint16)
+        for ys in _strips(sources, geobox):
+            out[:, ys] = _average_day(sources, geobox[ys, :], mask, access, aoi_wkt)
+        return out
     n = len(sources[0].bands)
     out = np.zeros((n,) + tuple(geobox.shape), dtype=np.uint16)
     empty = aoi_block(aoi_wkt, geobox)  # pixels still without a value (outside the AOI: never)
@@ -299,12 +323,71 @@ def day_block(
         for band in bands:
             take &= band != 0
         for i, band in enumerate(bands):
-            if scene.offset:
-                # clip(band - offset, 1, 65535) in uint16, in place: max(band, offset + 1) - offset.
-                np.maximum(band, scene.offset + 1, out=band)
-                band -= np.uint16(scene.offset)
-            np.copyto(out[i], band, where=take)
+            np.copyto(out[i], _harmonise(band, scene.offset), where=take)
         empty &= ~take
         if not empty.any():
             break
     return out
+
+
+#: Native pixels (per band) an averaging strip holds at once: ~8 MB of uint16, plus its sums.
+STRIP_PIXELS = 4_000_000
+
+
+def _strips(sources: Sequence[SceneSource], geobox) -> list[slice]:
+    """Rows of ``geobox`` in strips whose native pixels stay under :data:`STRIP_PIXELS`."""
+    k = max(max(_factor(g, geobox) or 1, 1) for s in sources for g in s.bands)
+    h, w = geobox.shape
+    rows = max(1, STRIP_PIXELS // (w * k * k))
+    return [slice(y, min(h, y + rows)) for y in range(0, h, rows)]
+
+
+def _average_day(sources: Sequence[SceneSource], geobox, mask: CloudMask, access: Access, aoi_wkt: str | None):
+    n = len(sources[0].bands)
+    out = np.zeros((n,) + tuple(geobox.shape), dtype=np.uint16)
+    empty = aoi_block(aoi_wkt, geobox)
+    for scene in sources:
+        if not empty.any():
+            break
+        values, clear = _average_scene(scene, geobox, mask, access)
+        take = empty & clear
+        for i in range(n):
+            np.copyto(out[i], values[i], where=take)
+        empty &= ~take
+    return out
+
+
+def _average_scene(scene: SceneSource, geobox, mask: CloudMask, access: Access) -> tuple[np.ndarray, np.ndarray]:
+    """((bands, y, x) mean of each output pixel's clear native pixels, rounded to whole DN; where every
+    band has at least one clear native pixel). Bands at or finer than the output (an upsampling, or
+    the same pixels) are read as by nearest. Written by hand: GDAL's and odc-loader's average
+    resampling cannot leave out the pixels a per-scene mask at native resolution excludes."""
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+
+    h, w = geobox.shape
+    out = geobox.transform
+    values = np.zeros((len(scene.bands), h, w), dtype=np.uint16)
+    clear_all = np.ones((h, w), dtype=bool)
+    masks: dict[int, np.ndarray] = {}
+    for i, grid in enumerate(scene.bands):
+        k = max(_factor(grid, geobox) or 1, 1)
+        native = geobox
+        if k > 1:  # the block on the band's own pixels
+            native = GeoBox((h * k, w * k), Affine(out.a / k, 0, out.c, 0, out.e / k, out.f), geobox.crs)
+        if k not in masks:
+            masks[k] = _masked(scene.scl, native, mask, access)
+        band = _read(grid, native, access)
+        clear = ~masks[k] & (band != 0)
+        dn = _harmonise(band, scene.offset)
+        if k == 1:
+            np.copyto(values[i], dn, where=clear)
+            clear_all &= clear
+            continue
+        sums = np.where(clear, dn, 0).astype(np.uint32).reshape(h, k, w, k).sum(axis=(1, 3))
+        counts = clear.reshape(h, k, w, k).sum(axis=(1, 3), dtype=np.uint32)
+        has = counts > 0
+        mean = (2 * sums + counts) // np.maximum(2 * counts, 1)  # rounded half up
+        values[i] = np.where(has, mean, 0).astype(np.uint16)
+        clear_all &= has
+    return values, clear_all

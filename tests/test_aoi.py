@@ -104,7 +104,7 @@ def test_a_triangle_aoi_is_nodata_outside_and_the_truth_inside(demo, truth, tmp_
     """The grid covers the triangle's bounds; pixels whose centre is outside it are nodata in the
     cube, the monthly store and the COGs (count 0), the others are the truth; the STAC items carry
     the triangle as their footprint. Both readers (grids that line up, and odc-stac's warping
-    load, taken here by average resampling) apply the same polygon."""
+    load, taken here by mode resampling) apply the same polygon."""
     import shapely
     from odc.geo.geom import Geometry
     from odc.geo.xr import rasterize
@@ -113,7 +113,7 @@ def test_a_triangle_aoi_is_nodata_outside_and_the_truth_inside(demo, truth, tmp_
 
     area = _write(tmp_path / "triangle.geojson", {"type": "Polygon", "coordinates": [TRIANGLE]})
     out = tmp_path / "out"
-    extra = ["resampling=average"] if reader == "odc-stac" else []
+    extra = ["resampling=mode"] if reader == "odc-stac" else []
     proc = cli(["catalog=demo", f"aoi={area}", f"output_dir={out}", *extra], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)

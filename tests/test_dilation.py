@@ -110,9 +110,9 @@ def test_dilation_recovers_the_haze_the_scl_misses(haze, demo, tmp_path):
 
 
 def test_both_readers_dilate_alike(haze, tmp_path):
-    """At 20 m the output pixels are the SCL's, so odc-stac's path (average resampling of the
+    """At 20 m the output pixels are the SCL's, so odc-stac's path (mode resampling of the
     bands, dilation on the output grid) and the aligned reader mask the same pixels."""
     aligned, _ = _monthly(haze, tmp_path, f"mask_dilation={RING_M:g}", "stage=all")
-    warped, _ = _monthly(haze, tmp_path, f"mask_dilation={RING_M:g}", "resampling=average")
+    warped, _ = _monthly(haze, tmp_path, f"mask_dilation={RING_M:g}", "resampling=mode")
     np.testing.assert_array_equal(aligned["count"].values, warped["count"].values)
     np.testing.assert_array_equal(aligned["red"].values, warped["red"].values)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import rasterio
+import odc.geo.xr  # noqa: F401  (the .odc accessor)
 import xarray as xr
 
 from conftest import BANDS, assert_monthly_matches_truth, assert_same_cogs
@@ -63,13 +64,14 @@ def test_cogs_match_truth_across_baseline_change(demo_run, truth):
 
 
 def test_the_odc_stac_path_matches_truth_too(demo, truth, tmp_path):
-    """Grids that do not line up (here: average resampling) go through odc-stac's warping load."""
+    """Grids that do not line up, and resamplings other than nearest and average (here: mode), go
+    through odc-stac's warping load."""
     from conftest import cli
 
     out = tmp_path / "out"
-    proc = cli(["catalog=demo", "resampling=average", "stage=cube", f"output_dir={out}"], cwd=tmp_path)
+    proc = cli(["catalog=demo", "resampling=mode", "stage=cube", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    proc = cli(["catalog=demo", "resampling=average", "stage=composite", f"output_dir={out}"], cwd=tmp_path)
+    proc = cli(["catalog=demo", "resampling=mode", "stage=composite", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
     assert_monthly_matches_truth(monthly, truth)
@@ -188,3 +190,84 @@ def test_a_20m_asset_is_read_at_10m_by_repeating_its_pixels(tmp_path):
     )
     np.testing.assert_array_equal(got, want)
     assert (got[:, -1] == 0).all() and got[0, 0] == native[3, 6]
+
+
+def _paste(data: np.ndarray, origin: tuple[float, float], res: float, grid, k: int) -> np.ndarray:
+    """``data`` (a file's pixels at ``res`` m, upper-left corner ``origin``) on ``grid``'s extent at the
+    grid's pixels / ``k``; 0 where the file has no pixel."""
+    h, w = grid.shape[0] * k, grid.shape[1] * k
+    step = abs(grid.transform.a) / k
+    rep = int(round(res / step))
+    data = np.repeat(np.repeat(data, rep, axis=0), rep, axis=1)
+    col = int(round((origin[0] - grid.transform.c) / step))
+    row = int(round((grid.transform.f - origin[1]) / step))
+    out = np.zeros((h, w), dtype=data.dtype)
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(h, row + data.shape[0]), min(w, col + data.shape[1])
+    if r1 > r0 and c1 > c0:
+        out[r0:r1, c0:c1] = data[r0 - row : r1 - row, c0 - col : c1 - col]
+    return out
+
+
+@pytest.mark.parametrize("resolution", [60, 100])
+def test_average_resampling_is_the_mean_of_each_pixels_clear_native_pixels(demo, tmp_path, resolution):
+    """``resampling=average`` on grids that line up: each scene's output pixel is the mean of the
+    clear 10 m pixels under it (its own SCL applied at 10 m, offset removed first), rounded; the
+    day's scenes are fused and the month's median taken as always. The oracle is computed here from
+    the archive's files with plain numpy."""
+    import datetime as dt
+    import json
+
+    from conftest import cli
+
+    out = tmp_path / "out"
+    for stage in ("cube", "composite"):
+        proc = cli(
+            ["catalog=demo", f"resolution={resolution}", "resampling=average", f"stage={stage}", f"output_dir={out}"],
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        if stage == "cube":
+            assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
+    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    grid = monthly.odc.geobox
+    k = resolution // 10
+    h, w = grid.shape
+    mask = (0, 1, 2, 3, 8, 9, 10)
+    keys = list(BANDS.values())
+    days: dict[dt.date, list[dict]] = {}
+    for item in sorted(json.loads(demo.items_path.read_text())["features"], key=lambda i: (i["properties"]["datetime"], i["id"])):
+        days.setdefault(dt.date.fromisoformat(item["properties"]["datetime"][:10]), []).append(item)
+    per_month: dict[str, list[np.ndarray]] = {}
+    for day, items in days.items():
+        fused = np.zeros((len(keys), h, w))
+        empty = np.ones((h, w), dtype=bool)
+        for item in items:
+            offset = 1000 if item["properties"]["s2:processing_baseline"] >= "04.00" else 0
+            with rasterio.open(item["assets"]["SCL"]["href"]) as ds:
+                scl = _paste(ds.read(1), (ds.transform.c, ds.transform.f), 20, grid, k)
+            values, clear_all = [], np.ones((h, w), dtype=bool)
+            for key in keys:
+                with rasterio.open(item["assets"][key]["href"]) as ds:
+                    band = _paste(ds.read(1), (ds.transform.c, ds.transform.f), 10, grid, k).astype(np.float64)
+                clear = ~np.isin(scl, mask) & (band != 0)
+                dn = np.where(clear, np.maximum(band - offset, 1), 0)
+                sums = dn.reshape(h, k, w, k).sum(axis=(1, 3))
+                counts = clear.reshape(h, k, w, k).sum(axis=(1, 3))
+                values.append(np.floor(sums / np.maximum(counts, 1) + 0.5))
+                clear_all &= counts > 0
+            take = empty & clear_all
+            fused[:, take] = np.stack(values)[:, take]
+            empty &= ~take
+        per_month.setdefault(day.isoformat()[:7], []).append(np.where(empty, np.nan, fused))
+    assert len(per_month) == monthly.sizes["time"]
+    for t, (month, stack) in enumerate(per_month.items()):
+        with np.errstate(all="ignore"), __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(np.stack(stack), axis=0)
+        for b, name in enumerate(BANDS):
+            got = monthly[name].values[t].astype(np.float64)
+            answer = ~np.isnan(expected[b])
+            assert answer.mean() > 0.5
+            assert (got[~answer] == 0).all(), (month, name)
+            assert np.abs(got[answer] - expected[b][answer]).max() <= 1, (month, name)

@@ -85,7 +85,10 @@ def correctness(monthly_path: Path, truth, raw_dn: bool) -> dict:
         # stackstac labels pixels by their top-left corner: compare pixel centres.
         ds = ds.assign_coords(x=ds.x + res / 2, y=ds.y - res / 2)
         note = "coordinates label pixel corners, not centres (half-pixel shift)"
-    t = truth.sel(x=ds.x.values, y=ds.y.values, method=None if res == 20 else "nearest")
+    # The truth pixel under each output pixel's centre; NaN (no answer) where the output grid runs
+    # past the archive (the grid is the AOI's box in UTM, which can reach past the archive's square).
+    nearest = {} if res == 20 else {"method": "nearest", "tolerance": 10.0}
+    t = truth.reindex(x=ds.x.values, y=ds.y.values, **nearest)
     if len(ds.time) != len(t.time):
         return {"within_1dn": 0.0, "nodata_wrong": -1, "months": int(len(ds.time)), "note": note}
     within, total, wrong = 0, 0, 0

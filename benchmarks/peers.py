@@ -86,7 +86,7 @@ def odc(items, out: Path, aoi, start, end) -> dict:
     import odc.stac
     import xarray as xr
 
-    from cubemosaic.cube import item_offset
+    from cubemosaic.s2 import item_offset
 
     ds = odc.stac.load(items, bands=BANDS + ["SCL"], crs="EPSG:32610", resolution=RES, bbox=aoi,
                        groupby="solar_day", chunks={"x": 2048, "y": 2048},

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -23,24 +22,18 @@ import pystac
 
 from . import store
 from .errors import ReadError, SigningError, WriteError, one_line
-from .read import Access
-from .s2 import CloudMask
+from .read import PLAIN, Access
+from .s2 import CloudMask, item_crs, item_offset, solar_day
 
 __all__ = [
     "SolarDay",
     "build_cube",
-    "dominant_crs",
     "group_by_solar_day",
-    "item_offset",
     "output_geobox",
-    "solar_day",
 ]
 
 log = logging.getLogger(__name__)
 
-#: Scenes from this day on (processing baseline 04.00) carry BOA_ADD_OFFSET = -1000 DN.
-BASELINE_CHANGE = dt.date(2022, 1, 25)
-BOA_OFFSET_DN = 1000
 CUBE_FORMAT = 1
 #: Resamplings cubemosaic's own reader does where the grids line up (odc-stac does the rest, and
 #: every resampling where they do not).
@@ -61,77 +54,12 @@ class SolarDay:
         return np.datetime64(self.day.isoformat(), "ns")
 
 
-def solar_day(item: pystac.Item) -> dt.date:
-    """Local solar date of an acquisition: UTC time shifted by the scene's longitude."""
-    when = item.datetime or item.common_metadata.start_datetime
-    if when is None:
-        raise ValueError(f"item {item.id} has no datetime")
-    lon = 0.0
-    if item.bbox:
-        lon = (item.bbox[0] + item.bbox[-2]) / 2
-    shifted = when.astimezone(dt.timezone.utc) + dt.timedelta(hours=lon / 15)
-    return shifted.date()
-
-
 def group_by_solar_day(items: Sequence[pystac.Item]) -> list[SolarDay]:
     """Scenes grouped into solar days, days in time order, scenes in catalog (time, id) order."""
     days: dict[dt.date, list[pystac.Item]] = {}
     for item in sorted(items, key=lambda it: (it.datetime, it.id)):
         days.setdefault(solar_day(item), []).append(item)
     return [SolarDay(d, tuple(v)) for d, v in sorted(days.items())]
-
-
-def item_offset(item: pystac.Item, asset_key: str | None = None) -> int:
-    """DN to subtract from ``item``'s reflectance bands to remove the BOA offset.
-
-    Decided per item, by the most explicit statement the catalog makes: the asset's
-    scale and offset (STAC 1.0 ``raster:bands``, as Earth Search's scale 0.0001 / offset
-    -0.1; STAC 1.1 ``raster:scale``/``raster:offset`` on the asset or in its ``bands``), then
-    ``earthsearch:boa_offset_applied``, then the processing baseline >= 04.00
-    (``s2:processing_baseline``, or ``processing:version`` as Copernicus Data Space states it), then
-    the acquisition date (from 2022-01-25).
-    """
-    if asset_key and asset_key in item.assets:
-        fields = item.assets[asset_key].extra_fields
-        stated = [(b.get("scale"), b.get("offset")) for b in fields.get("raster:bands") or []]
-        stated += [(b.get("raster:scale"), b.get("raster:offset")) for b in fields.get("bands") or []]
-        stated.append((fields.get("raster:scale"), fields.get("raster:offset")))
-        for scale, offset in stated:
-            if scale and offset is not None:
-                return int(round(-offset / scale))
-    props = item.properties
-    if "earthsearch:boa_offset_applied" in props:
-        return BOA_OFFSET_DN if props["earthsearch:boa_offset_applied"] else 0
-    baseline = props.get("s2:processing_baseline") or props.get("processing:version")  # CDSE: processing:version
-    if baseline:
-        try:
-            return BOA_OFFSET_DN if float(baseline) >= 4.0 else 0
-        except ValueError:
-            pass
-    when = item.datetime or item.common_metadata.start_datetime
-    return BOA_OFFSET_DN if when and when.date() >= BASELINE_CHANGE else 0
-
-
-def _item_crs(item: pystac.Item) -> str | None:
-    props = item.properties
-    if props.get("proj:code"):
-        return str(props["proj:code"])
-    if props.get("proj:epsg"):
-        return f"EPSG:{props['proj:epsg']}"
-    for asset in item.assets.values():
-        if asset.extra_fields.get("proj:code"):
-            return str(asset.extra_fields["proj:code"])
-        if asset.extra_fields.get("proj:epsg"):
-            return f"EPSG:{asset.extra_fields['proj:epsg']}"
-    return None
-
-
-def dominant_crs(items: Sequence[pystac.Item]) -> str:
-    """The CRS most scenes are in (ties: the first met); other scenes get reprojected."""
-    counts = Counter(c for c in (_item_crs(it) for it in items) if c)
-    if not counts:
-        raise ReadError("crs: the scenes state no projection (proj:epsg / proj:code); set crs=EPSG:XXXX")
-    return counts.most_common(1)[0][0]
 
 
 def output_geobox(aoi: tuple[float, float, float, float], crs: str, resolution: float):
@@ -321,7 +249,7 @@ def _aligned_sources(day: SolarDay, geobox, bands: Mapping[str, str], scl_key: s
     keys = list(bands.values())
     sources = []
     for item in day.items:
-        crs = _item_crs(item)
+        crs = item_crs(item)
         grids = [asset_grid(item, key, crs) for key in keys]
         scl = asset_grid(item, scl_key, crs)
         if not all(is_aligned(g, geobox) for g in [*grids, scl]):
@@ -397,7 +325,7 @@ def build_cube(
     resampling: str = "nearest",
     chunk_size: int = 1024,
     overwrite: bool = False,
-    access: Access = Access(),
+    access: Access = PLAIN,
     on_read_error: str = "fail",
     relay: Any = None,
     aoi_wkt: str | None = None,

@@ -31,13 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .s2 import BASELINE_CHANGE, BOA_OFFSET_DN
+
 __all__ = ["DemoArchive", "DemoSpec", "ensure_demo", "make_archive", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
 #: Bump when the generator changes so cached archives are rebuilt.
 GENERATOR_VERSION = 2
-BASELINE_CHANGE = dt.date(2022, 1, 25)
 BANDS = {  # asset key: (common name, centre wavelength um, description)
     "B02": ("blue", 0.49, "Band 2 - Blue"),
     "B03": ("green", 0.56, "Band 3 - Green"),
@@ -259,7 +260,7 @@ def _scene(spec: DemoSpec, rng, ground, water, veg, day: dt.date, cloud_month_pa
         nodata = xx + 0.6 * yy > 1.15
     scl[nodata] = 0
 
-    offset = 1000 if day >= BASELINE_CHANGE else 0
+    offset = BOA_OFFSET_DN if day >= BASELINE_CHANGE else 0
     season = rng.normal(0, 25)
     raw = {}
     for key, g in ground.items():

@@ -29,7 +29,7 @@ import numpy as np
 
 from .errors import OutputError
 from .quicklook import Quicklook, month_quicklook, overview_picture
-from .store import REFLECTANCE_SCALE
+from .s2 import REFLECTANCE_SCALE
 
 __all__ = ["export_months", "write_cog"]
 

@@ -156,7 +156,8 @@ def _store_folders(out: Outputs) -> list[tuple[str, str]]:
 def _plan(settings: Settings):
     """Search the catalog and fix the bands and the output grid."""
     from .catalog import SearchRequest, resolve_bands, search
-    from .cube import dominant_crs, output_geobox
+    from .cube import output_geobox
+    from .s2 import dominant_crs
 
     assert settings.catalog_url is not None
     assert settings.start_date and settings.end_date and settings.aoi, "validated by to_settings for stage=cube/all"

@@ -34,6 +34,7 @@ from .signing import Signer, read_signed
 
 __all__ = [
     "GDAL_READ_OPTIONS",
+    "PLAIN",
     "Access",
     "AssetGrid",
     "SceneSource",
@@ -55,6 +56,7 @@ GDAL_READ_OPTIONS = {
     "GDAL_HTTP_MULTIRANGE": "PARALLEL",
 }
 
+
 @dataclass(frozen=True)
 class Access:
     """How assets are reached, on whichever worker reads them: an href signer (Planetary Computer)
@@ -73,6 +75,10 @@ class Access:
 
         with rasterio.Env(**self.env()):
             return read_signed(href, self.sign, read)
+
+
+#: Unsigned reads with GDAL's and cubemosaic's default settings.
+PLAIN = Access()
 
 
 #: Reads in flight per process: I/O waits on the network, not on a core, so more threads than

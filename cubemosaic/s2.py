@@ -1,7 +1,8 @@
-"""Sentinel-2 L2A rules: the scene classification (SCL) mask and its dilation, and the native
-resolution of a band's asset.
+"""Sentinel-2 L2A rules: the scene classification (SCL) mask and its dilation, the processing
+baseline's reflectance offset, the solar day of an acquisition, the CRS of a scene, the native
+resolution of a band's asset, and the reflectance scale.
 
-The mask rule is written once here and used by both readers (:mod:`cubemosaic.read` for grids
+Every stage and the demo take these from here. The mask rule is written once here and used by both readers (:mod:`cubemosaic.read` for grids
 that line up, the odc-stac path in :mod:`cubemosaic.cube` for the rest) and by the provenance
 written into each month's STAC item. The dilation uses scipy's binary dilation with a disc;
 only choosing which classes grow and by how many SCL pixels is written here.
@@ -9,15 +10,40 @@ only choosing which classes grow and by how many SCL pixels is written here.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
+import pystac
 
-__all__ = ["DEFAULT_MASK_CLASSES", "DILATED_CLASSES", "SCL_CLASSES", "CloudMask", "asset_resolution"]
+from .errors import ReadError
+
+__all__ = [
+    "BASELINE_CHANGE",
+    "BOA_OFFSET_DN",
+    "DEFAULT_MASK_CLASSES",
+    "DILATED_CLASSES",
+    "REFLECTANCE_SCALE",
+    "SCL_CLASSES",
+    "CloudMask",
+    "asset_resolution",
+    "dominant_crs",
+    "item_crs",
+    "item_offset",
+    "solar_day",
+]
+
+#: Scenes from this day on (processing baseline 04.00) carry BOA_ADD_OFFSET = -1000 DN.
+BASELINE_CHANGE = dt.date(2022, 1, 25)
+BOA_OFFSET_DN = 1000
+#: Surface reflectance per DN (L2A's BOA_QUANTIFICATION_VALUE = 10000).
+REFLECTANCE_SCALE = 1e-4
 
 #: The SCL classes (Sentinel-2 L2A product specification).
 SCL_CLASSES: dict[int, str] = {
@@ -108,3 +134,68 @@ def asset_resolution(asset: Any, key: str) -> float | None:
             return float(band.get("raster:spatial_resolution") or band.get("spatial_resolution"))
     found = _KEY_RESOLUTION.search(key)
     return float(found.group(1)) if found else None
+
+
+def solar_day(item: pystac.Item) -> dt.date:
+    """Local solar date of an acquisition: UTC time shifted by the scene's longitude."""
+    when = item.datetime or item.common_metadata.start_datetime
+    if when is None:
+        raise ValueError(f"item {item.id} has no datetime")
+    lon = 0.0
+    if item.bbox:
+        lon = (item.bbox[0] + item.bbox[-2]) / 2
+    shifted = when.astimezone(dt.timezone.utc) + dt.timedelta(hours=lon / 15)
+    return shifted.date()
+
+
+def item_offset(item: pystac.Item, asset_key: str | None = None) -> int:
+    """DN to subtract from ``item``'s reflectance bands to remove the BOA offset.
+
+    Decided per item, by the most explicit statement the catalog makes: the asset's
+    scale and offset (STAC 1.0 ``raster:bands``, as Earth Search's scale 0.0001 / offset
+    -0.1; STAC 1.1 ``raster:scale``/``raster:offset`` on the asset or in its ``bands``), then
+    ``earthsearch:boa_offset_applied``, then the processing baseline >= 04.00
+    (``s2:processing_baseline``, or ``processing:version`` as Copernicus Data Space states it), then
+    the acquisition date (from 2022-01-25).
+    """
+    if asset_key and asset_key in item.assets:
+        fields = item.assets[asset_key].extra_fields
+        stated = [(b.get("scale"), b.get("offset")) for b in fields.get("raster:bands") or []]
+        stated += [(b.get("raster:scale"), b.get("raster:offset")) for b in fields.get("bands") or []]
+        stated.append((fields.get("raster:scale"), fields.get("raster:offset")))
+        for scale, offset in stated:
+            if scale and offset is not None:
+                return int(round(-offset / scale))
+    props = item.properties
+    if "earthsearch:boa_offset_applied" in props:
+        return BOA_OFFSET_DN if props["earthsearch:boa_offset_applied"] else 0
+    baseline = props.get("s2:processing_baseline") or props.get("processing:version")  # CDSE: processing:version
+    if baseline:
+        try:
+            return BOA_OFFSET_DN if float(baseline) >= 4.0 else 0
+        except ValueError:
+            pass
+    when = item.datetime or item.common_metadata.start_datetime
+    return BOA_OFFSET_DN if when and when.date() >= BASELINE_CHANGE else 0
+
+
+def item_crs(item: pystac.Item) -> str | None:
+    props = item.properties
+    if props.get("proj:code"):
+        return str(props["proj:code"])
+    if props.get("proj:epsg"):
+        return f"EPSG:{props['proj:epsg']}"
+    for asset in item.assets.values():
+        if asset.extra_fields.get("proj:code"):
+            return str(asset.extra_fields["proj:code"])
+        if asset.extra_fields.get("proj:epsg"):
+            return f"EPSG:{asset.extra_fields['proj:epsg']}"
+    return None
+
+
+def dominant_crs(items: Sequence[pystac.Item]) -> str:
+    """The CRS most scenes are in (ties: the first met); other scenes get reprojected."""
+    counts = Counter(c for c in (item_crs(it) for it in items) if c)
+    if not counts:
+        raise ReadError("crs: the scenes state no projection (proj:epsg / proj:code); set crs=EPSG:XXXX")
+    return counts.most_common(1)[0][0]

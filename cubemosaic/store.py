@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OutputError, WriteError, one_line
+from .s2 import REFLECTANCE_SCALE
 
 __all__ = ["StoreState", "batches", "create", "mark_done", "open_or_create", "write_steps", "zarr_encoding"]
 
 log = logging.getLogger(__name__)
 ATTR = "cubemosaic"
-REFLECTANCE_SCALE = 1e-4
 
 
 @contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import rasterio
 import xarray as xr
@@ -33,7 +32,9 @@ def test_a_box_stays_a_box():
         {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [TRIANGLE]}},
         {
             "type": "FeatureCollection",
-            "features": [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [TRIANGLE]}}],
+            "features": [
+                {"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [TRIANGLE]}}
+            ],
         },
         {"type": "MultiPolygon", "coordinates": [[TRIANGLE]]},
     ],
@@ -90,7 +91,9 @@ def test_bad_geometry_is_one_line_naming_aoi(tmp_path, case, problem):
 def test_a_bad_geometry_stops_the_cli_before_any_search(tmp_path):
     from conftest import cli
 
-    bowtie = _write(tmp_path / "bowtie.geojson", {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]})
+    bowtie = _write(
+        tmp_path / "bowtie.geojson", {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
+    )
     proc = cli(["catalog=demo", f"aoi={bowtie}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [

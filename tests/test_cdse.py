@@ -19,7 +19,7 @@ from pathlib import Path
 import pystac
 
 from cubemosaic.catalog import resolve_bands
-from cubemosaic.cube import item_offset
+from cubemosaic.s2 import item_offset
 
 DATA = Path(__file__).parent / "data"
 LAYOUT = DATA / "cdse-layout-S2B_MSIL2A_20240805T101559_N0511_R065_T32TPT.json"

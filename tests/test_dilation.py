@@ -38,7 +38,9 @@ def test_only_masked_classes_grow():
     assert not CloudMask(classes=(0, 8, 9), dilation_m=100).masked(scl, 20.0).any()
 
 
-@pytest.mark.parametrize("resolution, origin", [(10, (500130, 4999930)), (20, (500100, 4999940)), (60, (500120, 4999940))])
+@pytest.mark.parametrize(
+    "resolution, origin", [(10, (500130, 4999930)), (20, (500100, 4999940)), (60, (500120, 4999940))]
+)
 def test_the_aligned_reader_dilates_on_the_scl_pixels_whatever_the_output_grid(tmp_path, resolution, origin):
     """The block's SCL is read on its own 20 m pixels with a margin, dilated there, then put on the
     block: 10 m (starting mid SCL pixel) takes the pixel under each centre, 60 m is masked where any

@@ -85,7 +85,7 @@ def test_the_offset_the_item_states_wins_over_the_date():
 
     import pystac
 
-    from cubemosaic.cube import item_offset
+    from cubemosaic.s2 import item_offset
 
     def item(**asset_fields) -> pystac.Item:
         it = pystac.Item("x", None, None, dt.datetime(2021, 6, 1, tzinfo=dt.timezone.utc), {})

@@ -10,7 +10,8 @@ import pytest
 import xarray as xr
 
 from cubemosaic.composite import count_block, median_block, month_starts
-from cubemosaic.cube import group_by_solar_day, item_offset, solar_day
+from cubemosaic.cube import group_by_solar_day
+from cubemosaic.s2 import item_offset, solar_day
 
 
 def test_median_block_matches_flox_resample_median():

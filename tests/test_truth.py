@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import odc.geo.xr  # noqa: F401  (the .odc accessor)
 import pytest
 import rasterio
-import odc.geo.xr  # noqa: F401  (the .odc accessor)
 import xarray as xr
 
 from conftest import BANDS, assert_monthly_matches_truth, assert_same_cogs
@@ -236,7 +236,9 @@ def test_average_resampling_is_the_mean_of_each_pixels_clear_native_pixels(demo,
     mask = (0, 1, 2, 3, 8, 9, 10)
     keys = list(BANDS.values())
     days: dict[dt.date, list[dict]] = {}
-    for item in sorted(json.loads(demo.items_path.read_text())["features"], key=lambda i: (i["properties"]["datetime"], i["id"])):
+    for item in sorted(
+        json.loads(demo.items_path.read_text())["features"], key=lambda i: (i["properties"]["datetime"], i["id"])
+    ):
         days.setdefault(dt.date.fromisoformat(item["properties"]["datetime"][:10]), []).append(item)
     per_month: dict[str, list[np.ndarray]] = {}
     for day, items in days.items():

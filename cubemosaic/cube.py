@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -21,7 +21,7 @@ import numpy as np
 import pystac
 
 from . import store
-from .errors import ReadError, SigningError, WriteError, one_line
+from .errors import AssetReadError, ReadError, SigningError, WriteError, one_line
 from .read import PLAIN, Access
 from .s2 import CloudMask, item_crs, item_offset, solar_day
 
@@ -366,28 +366,35 @@ def build_cube(
     keys = [*bands.values(), scl_key]
     written = len(state.done)
     for batch in store.batches(todo, DAYS_PER_BATCH):
-        batch_days = [days[i] for i in batch]
+        batch_days = {i: days[i] for i in batch}
         skipped: list[dict[str, str]] = []
-        try:
-            store.write_steps(path, {i: lazy(days[i]) for i in batch}, relay)
-        except (SigningError, WriteError):
-            raise  # no token, no read: not one asset's fault; a failed write is not a failed read
-        except Exception as e:  # a failed read surfaces here, from whichever worker ran it
-            broken = _broken_assets(batch_days, geobox, keys, access)
-            if on_read_error != "skip" or not broken:
-                raise _read_error(e, broken, batch_days) from None
+        while True:  # each pass leaves out at least one more scene, or ends the loop
+            try:
+                store.write_steps(path, {i: lazy(day) for i, day in batch_days.items()}, relay)
+                break
+            except (SigningError, WriteError):
+                raise  # no token, no read: not one asset's fault; a failed write is not a failed read
+            except AssetReadError as e:  # cubemosaic's reader names the asset where the read failed
+                if on_read_error != "skip":
+                    raise
+                broken = [
+                    (d, it, e.band, e.problem) for d in batch_days.values() for it in d.items if it.id == e.item_id
+                ]
+                if not broken:
+                    raise
+            except Exception as e:  # odc-stac's warper does not say which file failed: each is tried
+                left = list(batch_days.values())
+                broken = _broken_assets(left, geobox, keys, access)
+                if on_read_error != "skip" or not broken:
+                    raise _read_error(e, broken, left) from None
             for day, item, key, problem in broken:
                 log.warning("cube: skipped asset %s of item %s (%s)", key, item.id, problem)
                 skipped.append({"day": day.day.isoformat(), "item": item.id, "band": key, "problem": problem})
             bad = {item.id for _, item, _, _ in broken}
-            kept = {i: replace(days[i], items=tuple(it for it in days[i].items if it.id not in bad)) for i in batch}
-            try:
-                store.write_steps(path, {i: lazy(day) for i, day in kept.items()}, relay)
-            except (SigningError, WriteError):
-                raise
-            except Exception as again:
-                broken = _broken_assets(batch_days, geobox, keys, access, skip=bad)
-                raise _read_error(again, broken, batch_days) from None
+            batch_days = {
+                i: replace(day, items=tuple(it for it in day.items if it.id not in bad))
+                for i, day in batch_days.items()
+            }
         written += len(batch)
         store.mark_done(path, batch, complete=written == len(days), skipped=skipped)
         for i in batch:
@@ -411,19 +418,16 @@ def _broken_assets(
     geobox,
     keys: Sequence[str],
     access: Access,
-    skip: Collection[str] = (),
 ) -> list[tuple[SolarDay, pystac.Item, str, str]]:
     """Every asset of ``days`` that cannot be read over ``geobox``, with its problem.
 
-    The error raised by a worker does not always name its file (GDAL's warper says only
-    "Chunk and warp failed"), so after a failure each asset is read again here, at the
-    output resolution.
+    For odc-stac's path only: its warper does not name the file that failed ("Chunk and warp
+    failed"), so after a failure there each asset is read again here, at the output resolution.
+    cubemosaic's own reader raises :class:`~cubemosaic.errors.AssetReadError` where it fails.
     """
     found = []
     for day in days:
         for item in day.items:
-            if item.id in skip:
-                continue
             for key in keys:
                 problem = _probe(item.assets[key].get_absolute_href() or item.assets[key].href, geobox, access)
                 if problem:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "AssetReadError",
     "CatalogError",
     "ClusterError",
     "ConfigError",
@@ -54,6 +55,18 @@ class NothingFoundError(CubeMosaicError):
 
 class ReadError(CubeMosaicError):
     """An asset could not be read (named by item id and band)."""
+
+
+class AssetReadError(ReadError):
+    """One asset of one scene could not be read: raised by the reader where the read failed, naming
+    the item and the band, so nothing has to find the culprit afterwards."""
+
+    def __init__(self, item_id: str, band: str, problem: str) -> None:
+        self.item_id, self.band, self.problem = item_id, band, problem
+        super().__init__(f"cannot read asset {band} of item {item_id}: {problem}")
+
+    def __reduce__(self):  # crosses process boundaries (Dask workers) with its fields
+        return (type(self), (self.item_id, self.band, self.problem))
 
 
 class OutputError(CubeMosaicError):

@@ -29,6 +29,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from .errors import AssetReadError, SigningError, one_line
 from .s2 import CloudMask
 from .signing import Signer, read_signed
 
@@ -89,12 +90,15 @@ _IO_POOL = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cubemosaic-read")
 
 @dataclass(frozen=True)
 class AssetGrid:
-    """Where an asset's pixels are: href, CRS and affine transform (a, b, c, d, e, f), shape."""
+    """Where an asset's pixels are: href, CRS and affine transform (a, b, c, d, e, f), shape; and
+    whose they are (item id and asset key), to name them when a read fails."""
 
     href: str
     crs: str
     transform: tuple[float, float, float, float, float, float]
     shape: tuple[int, int]
+    item_id: str = ""
+    key: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,12 @@ def asset_grid(item, key: str, crs: str | None) -> AssetGrid | None:
         return None
     href = asset.get_absolute_href() or asset.href
     return AssetGrid(
-        href, str(asset_crs or crs), tuple(float(v) for v in transform[:6]), (int(shape[0]), int(shape[1]))
+        href,
+        str(asset_crs or crs),
+        tuple(float(v) for v in transform[:6]),
+        (int(shape[0]), int(shape[1])),
+        item.id,
+        key,
     )
 
 
@@ -221,7 +230,12 @@ def _read(grid: AssetGrid, geobox, access: Access) -> np.ndarray:
             scaled = Window(window.col_off // f, window.row_off // f, window.width // f, window.height // f)
             src.read(1, window=scaled, out=target, resampling=Resampling.nearest)
 
-    access.read(grid.href, read)  # signed here, in the task, close to the read
+    try:
+        access.read(grid.href, read)  # signed here, in the task, close to the read
+    except (SigningError, MemoryError):
+        raise  # not this asset's fault
+    except Exception as err:  # rasterio and GDAL raise many types: this asset's problem, named here
+        raise AssetReadError(grid.item_id, grid.key, one_line(f"{type(err).__name__}: {err}")) from None
     if k < 0:
         up = target.repeat(m, axis=0).repeat(m, axis=1)
         dy, dx = (or0 - row0) - ar0 * m, (oc0 - col0) - ac0 * m

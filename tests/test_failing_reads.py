@@ -94,3 +94,38 @@ def test_a_truncated_file_over_http_is_named_or_skipped(demo, tmp_path):
     assert last.startswith(f"cubemosaic: error: cannot read asset B08 of item {victim['id']}"), last
     assert skipped.returncode == 0, skipped.stderr[-2000:]
     assert f"skipped asset B08 of item {victim['id']}" in skipped.stderr
+
+
+def _one_day(items_path, victim) -> list:
+    import pystac
+
+    features = json.loads(items_path.read_text())["features"]
+    return [
+        pystac.Item.from_dict(f) for f in features if f["properties"]["datetime"] == victim["properties"]["datetime"]
+    ]
+
+
+def test_the_reader_names_the_asset_it_failed_on_without_reading_anything_again(demo, tmp_path, monkeypatch):
+    """cubemosaic's reader raises AssetReadError (item id, band, problem) where the read fails; no
+    pass re-reads the batch's assets to find the culprit. With on_read_error=skip the scene is left
+    out and recorded, the day written without it."""
+    import cubemosaic.cube as cube
+    from cubemosaic import store
+    from cubemosaic.errors import AssetReadError
+    from cubemosaic.s2 import CloudMask
+
+    items_path, victim = truncated_asset_items(demo, tmp_path)
+    items = _one_day(items_path, victim)
+    monkeypatch.setattr(cube, "_broken_assets", lambda *a, **k: pytest.fail("the batch was probed"))
+    bands = {"red": "B04", "nir": "B08"}
+    geobox = cube.output_geobox(demo.bbox_lonlat(), "EPSG:32610", 20)
+    with pytest.raises(AssetReadError) as e:
+        cube.build_cube(items, str(tmp_path / "a.zarr"), geobox=geobox, bands=bands, scl_key="SCL", mask=CloudMask())
+    assert (e.value.item_id, e.value.band) == (victim["id"], "B08")
+    assert str(e.value).startswith(f"cannot read asset B08 of item {victim['id']}: ")
+    path = cube.build_cube(
+        items, str(tmp_path / "b.zarr"), geobox=geobox, bands=bands, scl_key="SCL", mask=CloudMask(),
+        on_read_error="skip",
+    )  # fmt: skip
+    attrs = store.read_attrs(path)
+    assert attrs["complete"] and [(s["item"], s["band"]) for s in attrs["skipped"]] == [(victim["id"], "B08")]

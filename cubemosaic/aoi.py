@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import shapely
+from shapely.geometry import shape
+from shapely.validation import explain_validity
+
 from .errors import ConfigError
 
 __all__ = ["Aoi", "parse_aoi"]
@@ -69,7 +73,6 @@ def _box(value: Any) -> tuple[float, float, float, float]:
 
 
 def _from_wkt(text: str):
-    import shapely
 
     try:
         return shapely.from_wkt(text)
@@ -78,8 +81,6 @@ def _from_wkt(text: str):
 
 
 def _from_geojson_file(path: Path):
-    import shapely
-    from shapely.geometry import shape
 
     try:
         doc = json.loads(path.read_text())
@@ -115,7 +116,6 @@ def _from_geojson_file(path: Path):
 
 
 def _polygon(geom, where: str) -> Aoi:
-    from shapely.validation import explain_validity
 
     if geom.geom_type not in ("Polygon", "MultiPolygon"):
         raise ConfigError("aoi", f"{where} is a {geom.geom_type}; only POLYGON and MULTIPOLYGON are areas")

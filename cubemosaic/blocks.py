@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import dask
+import dask.array as da
 import numpy as np
 
 __all__ = ["block_slices", "lazy_blocks"]
@@ -31,8 +33,6 @@ def lazy_blocks(
 
     ``name`` must identify the computation (it keys the tasks).
     """
-    import dask
-    import dask.array as da
 
     rows = []
     for tiles in block_slices(shape, shard):

@@ -19,6 +19,12 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pystac
+import requests
+import shapely
+from pystac_client import Client
+from pystac_client.conformance import ConformanceClasses
+from pystac_client.exceptions import APIError
+from shapely.geometry import shape
 
 from .errors import CatalogError, ConfigError, NothingFoundError
 from .s2 import asset_resolution
@@ -100,7 +106,6 @@ def _absolute(url: str) -> str:
 
 
 def _read_json(url: str) -> dict[str, Any]:
-    import requests
 
     try:
         if "://" not in url or url.startswith("file://"):
@@ -134,9 +139,6 @@ def _is_api(doc: dict[str, Any]) -> bool:
 
 
 def _search_api(url: str, request: SearchRequest) -> list[pystac.Item]:
-    from pystac_client import Client
-    from pystac_client.conformance import ConformanceClasses
-    from pystac_client.exceptions import APIError
 
     try:
         client = Client.open(url)
@@ -205,8 +207,6 @@ def _filter(
 
 def _shape(geometry: str | dict[str, Any]):
     """A shapely geometry from WKT or a GeoJSON mapping."""
-    import shapely
-    from shapely.geometry import shape
 
     return shapely.from_wkt(geometry) if isinstance(geometry, str) else shape(geometry)
 

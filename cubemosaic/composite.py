@@ -15,10 +15,16 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+import bottleneck as bn
+import dask.array as da
 import numpy as np
+import xarray as xr
+from dask.base import tokenize
 
 from . import store
+from .blocks import lazy_blocks
 from .errors import OutputError
+from .relay import relay_month_blocks
 
 __all__ = ["build_monthly", "median_block", "month_starts"]
 
@@ -87,7 +93,6 @@ def median_block(block: np.ndarray) -> np.ndarray:
 
 
 def _median_bottleneck(block: np.ndarray) -> np.ndarray:
-    import bottleneck as bn
 
     values = block.astype(np.float32)
     values[block == 0] = np.nan
@@ -120,8 +125,6 @@ def month_starts(times: np.ndarray) -> tuple[np.ndarray, list[int]]:
 
 
 def _template(cube, months: np.ndarray, counts: Sequence[int], bands: Sequence[str], shard: tuple[int, int]):
-    import dask.array as da
-    import xarray as xr
 
     ids, starts = [], np.cumsum([0, *counts])
     for a, b in zip(starts[:-1], starts[1:], strict=True):
@@ -177,9 +180,6 @@ def reduce_month(blocks: Sequence[np.ndarray]) -> np.ndarray:
 
 def _month(sources: Sequence[Any], t0: int, t1: int, names: Sequence[str], shard: tuple[int, int]) -> dict[str, Any]:
     """Lazy (1, y, x) uint16 arrays of one month: each band's median, and ``count``."""
-    from dask.base import tokenize
-
-    from .blocks import lazy_blocks
 
     def task(ys: slice, xs: slice):
         return month_block, (sources, t0, t1, ys, xs)
@@ -195,7 +195,6 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False, relay: 
     ``relay``: a ``distributed.Client`` whose workers cannot see the stores; this process then
     reads the cube and writes the months, the workers reduce (:mod:`cubemosaic.relay`).
     """
-    import xarray as xr
 
     attrs = store.read_attrs(cube_path)
     if not attrs.get("complete"):
@@ -222,8 +221,6 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False, relay: 
     written = len(state.done)
     for batch in store.batches(todo, MONTHS_PER_BATCH):
         if relay is not None:
-            from .relay import relay_month_blocks
-
             spans = {i: (int(starts[i]), int(starts[i + 1])) for i in batch}
             targets = store.writable_arrays(path)
             relay_month_blocks(relay, reduce_month, sources, targets, spans, [*bands, "count"], shard)

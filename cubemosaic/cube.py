@@ -17,13 +17,24 @@ from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
+import dask.array as da
 import numpy as np
+import odc.stac
 import pystac
+import rasterio
+import xarray as xr
+from dask.base import tokenize
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import box
+from odc.geo.xr import xr_zeros
+from rasterio.windows import from_bounds
 
 from . import store
+from .blocks import lazy_blocks
 from .errors import AssetReadError, ReadError, SigningError, WriteError, one_line
-from .read import PLAIN, Access
+from .read import PLAIN, Access, SceneSource, aoi_block, asset_grid, day_block, is_aligned
 from .s2 import CloudMask, item_crs, item_offset, solar_day
+from .signing import SigningRioDriver
 
 __all__ = [
     "SolarDay",
@@ -64,8 +75,6 @@ def group_by_solar_day(items: Sequence[pystac.Item]) -> list[SolarDay]:
 
 def output_geobox(aoi: tuple[float, float, float, float], crs: str, resolution: float):
     """The output grid: ``aoi`` (lon/lat) projected to ``crs``, pixel edges on multiples of ``resolution``."""
-    from odc.geo.geobox import GeoBox
-    from odc.geo.geom import box
 
     poly = box(*aoi, "EPSG:4326").to_crs(crs)
     return GeoBox.from_geopolygon(poly, resolution=resolution, crs=crs)
@@ -88,9 +97,6 @@ def chunk_layout(geobox, chunk_size: int) -> tuple[tuple[int, int], tuple[int, i
 
 def cube_template(geobox, days: Sequence[SolarDay], bands: Sequence[str], shard: tuple[int, int]):
     """An empty (lazy) cube with every coordinate: the store's layout, written before any data."""
-    import dask.array as da
-    import xarray as xr
-    from odc.geo.xr import xr_zeros
 
     grid = xr_zeros(geobox, dtype="float32", chunks=shard)
     shape = (len(days),) + geobox.shape
@@ -138,7 +144,6 @@ def cube_template(geobox, days: Sequence[SolarDay], bands: Sequence[str], shard:
 
 def _clear(loaded, keys: Sequence[str], masked, offset: int, inside) -> list:
     """uint16 DN per band, offset removed (>= 1) where clear, 0 where masked, no data or outside the AOI."""
-    import dask.array as da
 
     valid = inside & ~masked
     raw = [loaded[k].data[0] for k in keys]
@@ -155,7 +160,6 @@ def _warped_mask(load, geobox, scl_key: str, mask: CloudMask, shard: tuple[int, 
     """The SCL mask of one scene on the output grid, for odc-stac's path: the SCL is warped onto the
     output grid (widened by the dilation radius so clouds just outside the grid count) and dilated on
     the output pixels, blocks overlapping by the radius."""
-    import dask.array as da
 
     pixel = abs(geobox.resolution.x)
     r = mask.radius_px(pixel)
@@ -190,21 +194,13 @@ def load_day(
     fuses; anything else goes through odc-stac's load (which warps).
     """
     if not day.items:  # every scene of the day was skipped: no observation
-        import dask.array as da
-
         empty = da.zeros((1,) + tuple(geobox.shape), dtype=np.uint16, chunks=(1,) + shard)
         return {name: empty for name in bands}
     sources = _aligned_sources(day, geobox, bands, scl_key) if resampling in ALIGNED_RESAMPLING else None
     if sources is not None:
         return _aligned_day(sources, geobox, list(bands), mask, shard, access, aoi_wkt, resampling)
-    import odc.stac
-    import rasterio
-
-    from .blocks import lazy_blocks
-    from .signing import SigningRioDriver
 
     keys = list(bands.values())
-    from dask.base import tokenize
 
     def aoi_task(ys: slice, xs: slice):
         return _inside, (aoi_wkt, geobox[ys, xs])
@@ -237,14 +233,12 @@ def load_day(
 
 
 def _inside(aoi_wkt: str | None, geobox) -> np.ndarray:
-    from .read import aoi_block
 
     return aoi_block(aoi_wkt, geobox)[None]
 
 
 def _aligned_sources(day: SolarDay, geobox, bands: Mapping[str, str], scl_key: str) -> list | None:
     """The day's scenes as :class:`~cubemosaic.read.SceneSource`, if every asset lines up with the grid."""
-    from .read import SceneSource, asset_grid, is_aligned
 
     keys = list(bands.values())
     sources = []
@@ -268,10 +262,6 @@ def _aligned_day(
     aoi_wkt: str | None,
     resampling: str,
 ) -> dict[str, Any]:
-    from dask.base import tokenize
-
-    from .blocks import lazy_blocks
-    from .read import day_block
 
     def task(ys: slice, xs: slice):
         return day_block, (sources, geobox[ys, xs], mask, access, aoi_wkt, resampling)
@@ -282,7 +272,6 @@ def _aligned_day(
 
 
 def _first(a, b):
-    import dask.array as da
 
     return da.where(a != 0, a, b)
 
@@ -448,8 +437,6 @@ def _read_error(e: Exception, broken: Sequence[tuple], days: Sequence[SolarDay])
 
 def _probe(href: str, geobox, access: Access) -> str | None:
     """Read ``href`` over ``geobox`` at its resolution; the problem as one line, or None."""
-    import rasterio
-    from rasterio.windows import from_bounds
 
     def read(url: str) -> None:
         with rasterio.open(url) as src:  # as the readers do: with retries, signed

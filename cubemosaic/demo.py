@@ -21,17 +21,27 @@ out, and only a dilated mask (``mask_dilation``) can.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import rasterio
+import xarray as xr
+from affine import Affine
+from pyproj import Transformer
+from rasterio.io import MemoryFile
+from rasterio.shutil import copy as rio_copy
+from scipy.ndimage import distance_transform_edt
 
 from .s2 import BASELINE_CHANGE, BOA_OFFSET_DN
+from .s2 import DEFAULT_MASK_CLASSES as mask_classes
 
 __all__ = ["DemoArchive", "DemoSpec", "ensure_demo", "make_archive", "default_cache_dir"]
 
@@ -112,7 +122,6 @@ class DemoSpec:
     @property
     def key(self) -> str:
         """A short fingerprint naming this spec's cache folder."""
-        import hashlib
 
         fields = dict(self.__dict__)
         if not self.haze_ring_m:  # without haze the archive is what it was before haze existed
@@ -139,7 +148,6 @@ class DemoArchive:
 
     def truth(self):
         """The true monthly clear-sky median (``<band>`` variables, DN) and ``count`` as xarray."""
-        import xarray as xr
 
         return xr.open_zarr(self.truth_path, consolidated=False).load()
 
@@ -160,7 +168,6 @@ class DemoArchive:
         return hits / total
 
     def bbox_lonlat(self) -> tuple[float, float, float, float]:
-        from pyproj import Transformer
 
         x0, y1 = self.spec.origin
         x1, y0 = x0 + self.spec.size * 20, y1 - self.spec.size * 20
@@ -244,8 +251,6 @@ def _scene(spec: DemoSpec, rng, ground, water, veg, day: dt.date, cloud_month_pa
     cirrus = (_blobs(rng, n, 1, 10, 20) < 1) & ~cloud & ~shadow
     haze = np.zeros((n, n), dtype=np.float32)
     if spec.haze_ring_m > 0 and cloud.any():
-        from scipy.ndimage import distance_transform_edt
-
         metres = distance_transform_edt(~cloud).astype(np.float32) * 20
         ring = (metres > 0) & (metres <= spec.haze_ring_m) & ~shadow & ~cirrus
         haze = np.where(ring, spec.haze_dn * (1 - 0.5 * metres / spec.haze_ring_m), 0).astype(np.float32)
@@ -282,9 +287,6 @@ def _scene(spec: DemoSpec, rng, ground, water, veg, day: dt.date, cloud_month_pa
 
 
 def _write_cog(path: Path, data: np.ndarray, transform, epsg: int, blocksize: int, desc: str) -> None:
-    import rasterio
-    from rasterio.io import MemoryFile
-    from rasterio.shutil import copy as rio_copy
 
     profile = dict(
         driver="GTiff",
@@ -324,7 +326,6 @@ def _item(
     cloud_cover: float,
     offset: int,
 ) -> dict:
-    from pyproj import Transformer
 
     x0 = spec.origin[0] + col0 * 20
     x1 = spec.origin[0] + col1 * 20
@@ -391,8 +392,6 @@ def _item(
 
 
 def _generate(tmp: Path, final_root: Path, spec: DemoSpec) -> None:
-    import xarray as xr
-    from affine import Affine
 
     rng = np.random.default_rng(spec.seed)
     ground, water, veg = _ground(spec, rng)
@@ -422,7 +421,6 @@ def _generate(tmp: Path, final_root: Path, spec: DemoSpec) -> None:
             items.append(item)
 
     # The truth: per month, median of clear harmonised observations, and their count.
-    from .s2 import DEFAULT_MASK_CLASSES as mask_classes
 
     medians = {key: [] for key in BANDS}
     counts = []
@@ -433,8 +431,6 @@ def _generate(tmp: Path, final_root: Path, spec: DemoSpec) -> None:
             vals = np.stack([np.maximum(raw[key].astype(np.float64) - off, 1) for raw, _, off, _ in scenes])
             vals[~clear] = np.nan
             with np.errstate(all="ignore"):
-                import warnings
-
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
                     medians[key].append(np.nanmedian(vals, axis=0))

@@ -17,19 +17,35 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import pystac
+import rasterio
+import rasterio.shutil
+import shapely
+import xarray as xr
+from pystac.extensions.eo import Band, EOExtension
+from pystac.extensions.projection import ProjectionExtension
+from pystac.extensions.raster import DataType, RasterBand, RasterExtension
+from rasterio.enums import ColorInterp
+from rasterio.windows import Window
+from rio_cogeo.cogeo import cog_validate
 
+from . import __version__, store
+from .blocks import block_slices
 from .errors import OutputError
 from .quicklook import Quicklook, month_quicklook, overview_picture
-from .s2 import REFLECTANCE_SCALE
+from .s2 import REFLECTANCE_SCALE, CloudMask
 
 __all__ = ["export_months", "write_cog"]
 
@@ -68,12 +84,6 @@ def write_cog(
     green, blue first are tagged as such (colour interpretation), so viewers show true colour.
     rio-cogeo validates the result.
     """
-    import rasterio
-    import rasterio.shutil
-    from rasterio.windows import Window
-    from rio_cogeo.cogeo import cog_validate
-
-    from .blocks import block_slices
 
     count, height, width = shape
     tile = 512 if min(height, width) >= 2048 else 256
@@ -131,7 +141,6 @@ def write_cog(
 
 def _any_clear(count: Any, i: int, shard: tuple[int, int]) -> bool:
     """Whether month ``i`` of the count array has any clear observation (read a shard at a time)."""
-    from .blocks import block_slices
 
     return any(bool(count[i, ys, xs].any()) for row in block_slices(tuple(count.shape[1:]), shard) for ys, xs in row)
 
@@ -139,7 +148,6 @@ def _any_clear(count: Any, i: int, shard: tuple[int, int]) -> bool:
 def _colour_interpretation(names: Sequence[str]) -> list:
     """Red, green, blue for bands so named when they come first (what a GeoTIFF can say without a
     side file), grey for a single band, undefined for the others."""
-    from rasterio.enums import ColorInterp
 
     lowered = [n.lower() for n in names]
     if lowered[:3] == ["red", "green", "blue"]:
@@ -165,7 +173,6 @@ def _footprint(geobox, aoi_wkt: str | None) -> tuple[dict[str, Any], list[float]
     footprint = geobox.extent.to_crs("EPSG:4326")
     if not aoi_wkt:
         return footprint.json, list(footprint.boundingbox)
-    import shapely
 
     area = shapely.from_wkt(aoi_wkt).intersection(footprint.geom)
     return shapely.geometry.mapping(area), list(area.bounds)
@@ -173,7 +180,6 @@ def _footprint(geobox, aoi_wkt: str | None) -> tuple[dict[str, Any], list[float]
 
 def _lineage(made: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """(processing:lineage text, the cloud mask record) from the cube's signature."""
-    from .s2 import CloudMask
 
     mask = CloudMask(tuple(made.get("mask_classes") or ()), float(made.get("mask_dilation") or 0.0))
     grown = f", clouds, cirrus and cloud shadows grown by {mask.dilation_m:g} m" if mask.dilation_m else ""
@@ -195,12 +201,6 @@ def _item(
     n_days: int,
     made: Mapping[str, Any],
 ):
-    import pystac
-    from pystac.extensions.eo import Band, EOExtension
-    from pystac.extensions.projection import ProjectionExtension
-    from pystac.extensions.raster import DataType, RasterBand, RasterExtension
-
-    from . import __version__
 
     start, end = _month_range(month)
     geometry, bbox = _footprint(geobox, made.get("aoi_geometry"))
@@ -255,11 +255,6 @@ def _item(
 
 def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     """Write the COGs, counts, STAC items and ``catalog.json``; returns the mosaic paths."""
-    import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
-    import pystac
-    import xarray as xr
-
-    from . import store
 
     attrs = store.read_attrs(monthly_path)
     if not attrs.get("complete"):
@@ -322,8 +317,6 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         log.info("export: %s written [%d/%d]", folder / f"{name}.tif", i + 1, n)
         return i, folder / f"{name}.tif", True
 
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
         done = [r for r in pool.map(export_one, range(n)) if r is not None]
     written: list[Path] = []
@@ -383,7 +376,6 @@ def _made_from(attrs: Mapping[str, Any], scenes: str) -> str:
     """A fingerprint of what one month's COGs are made from: the request the monthly store holds
     (its signature, but for the period) and the month's scenes. A longer period changes neither
     for the months it does not touch, so their COGs are kept."""
-    import hashlib
 
     signature = dict(attrs.get("signature") or {})
     signature.pop("months", None)
@@ -394,7 +386,6 @@ def _made_from(attrs: Mapping[str, Any], scenes: str) -> str:
 
 def _written_from(path: Path, source: Mapping[str, str]) -> bool:
     """Whether the COG at ``path`` exists and was made from ``source`` (a rerun need not rewrite it)."""
-    import rasterio
 
     if not path.is_file():
         return False

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import rasterio
+from PIL import Image, ImageDraw
 
 __all__ = ["MAX_SIDE", "Quicklook", "month_quicklook", "overview_picture"]
 
@@ -65,8 +67,6 @@ def _stretch(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 def month_quicklook(mosaic: Path, count: Path, png: Path, *, max_side: int = MAX_SIDE) -> Quicklook:
     """Write ``png`` (RGBA, nodata transparent, long side <= ``max_side``) from the ``mosaic`` COG."""
-    import rasterio
-    from PIL import Image
 
     with rasterio.open(mosaic) as src:
         names = [d or f"band{i}" for i, d in enumerate(src.descriptions, start=1)]
@@ -89,7 +89,6 @@ def month_quicklook(mosaic: Path, count: Path, png: Path, *, max_side: int = MAX
 def overview_picture(quicklooks: Sequence[tuple[str, Quicklook]], png: Path) -> Path:
     """One picture of every month's quick-look side by side, captioned with its month and the
     share of the grid with at least one clear observation."""
-    from PIL import Image, ImageDraw
 
     caption = 34
     panels = []

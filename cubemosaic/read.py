@@ -28,6 +28,14 @@ from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
+import rasterio
+import shapely
+from affine import Affine
+from odc.geo import CRS
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from .errors import AssetReadError, SigningError, one_line
 from .s2 import CloudMask
@@ -72,7 +80,6 @@ class Access:
 
     def read(self, href: str, read: Callable[[str], T]) -> T:
         """``read(url)`` under these GDAL settings, ``href`` signed close to the read."""
-        import rasterio
 
         with rasterio.Env(**self.env()):
             return read_signed(href, self.sign, read)
@@ -136,7 +143,6 @@ def _factor(grid: AssetGrid, geobox) -> int | None:
     ``k`` > 0, each output pixel is k x k asset pixels (an integer shrink, read through GDAL's
     overviews); ``-m``, each asset pixel is m x m output pixels (the 20 m SCL on a 10 m grid,
     an integer upsampling: nearest is then exact, a repeat)."""
-    from odc.geo import CRS
 
     a, b, c, d, e, f = grid.transform
     out = geobox.transform
@@ -183,9 +189,6 @@ def is_aligned(grid: AssetGrid | None, geobox) -> bool:
 def _read(grid: AssetGrid, geobox, access: Access) -> np.ndarray:
     """The asset on ``geobox`` (nearest, via overviews when shrinking, a repeat when upsampling);
     0 where it has no pixel."""
-    import rasterio
-    from rasterio.enums import Resampling
-    from rasterio.windows import Window
 
     k = _factor(grid, geobox)
     assert k is not None
@@ -251,8 +254,6 @@ def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndar
     masked and dilated there, then put on the block: each output pixel takes the SCL pixel under
     its centre, or (output pixels coarser than the SCL's) is masked if any SCL pixel it covers is.
     """
-    from affine import Affine
-    from odc.geo.geobox import GeoBox
 
     if not mask.dilation_m:
         return mask.masked(_read(grid, geobox, access), grid.transform[0])
@@ -288,8 +289,6 @@ def aoi_block(aoi_wkt: str | None, geobox) -> np.ndarray:
 
 @lru_cache(maxsize=64)
 def _inside(aoi_wkt: str, crs: str, transform: tuple[float, ...], shape: tuple[int, int]) -> np.ndarray:
-    import shapely
-    from odc.geo.geom import Geometry
 
     area = Geometry(shapely.from_wkt(aoi_wkt), "EPSG:4326").to_crs(crs).geom
     shapely.prepare(area)
@@ -382,8 +381,6 @@ def _average_scene(scene: SceneSource, geobox, mask: CloudMask, access: Access) 
     band has at least one clear native pixel). Bands at or finer than the output (an upsampling, or
     the same pixels) are read as by nearest. Written by hand: GDAL's and odc-loader's average
     resampling cannot leave out the pixels a per-scene mask at native resolution excludes."""
-    from affine import Affine
-    from odc.geo.geobox import GeoBox
 
     h, w = geobox.shape
     out = geobox.transform

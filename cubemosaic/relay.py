@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import dask.array as da
 import numpy as np
+from distributed import as_completed
 
 from .blocks import block_slices
 
@@ -33,7 +35,6 @@ def _window(client: Any) -> int:
 
 def _stream(client: Any, jobs: Iterable[J], submit: Callable[[J], Any], done: Callable[[J, Any], None]) -> None:
     """Submit ``jobs`` with at most a window in flight; ``done(job, result)`` here, as each finishes."""
-    from distributed import as_completed
 
     pending = iter(jobs)
     running: dict[Any, J] = {}
@@ -62,7 +63,6 @@ def _blocks(shape: Sequence[int], shard: Sequence[int]) -> list[tuple[slice, sli
 
 def relay_steps(client: Any, group: Any, steps: Mapping[int, Mapping[str, Any]]) -> None:
     """Compute each step's lazy (1, y, x) arrays block by block on the workers; write them into ``group`` here."""
-    import dask.array as da
 
     jobs = []
     for index, arrays in steps.items():

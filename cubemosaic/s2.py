@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pystac
+from scipy.ndimage import binary_dilation
 
 from .errors import ReadError
 
@@ -103,8 +104,6 @@ class CloudMask:
         out = masked[classes]
         r = self.radius_px(pixel_size)
         if r:
-            from scipy.ndimage import binary_dilation
-
             yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
             disc = (yy * pixel_size) ** 2 + (xx * pixel_size) ** 2 <= self.dilation_m**2 + 1e-6
             out |= binary_dilation(grown[classes], structure=disc)

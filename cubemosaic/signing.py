@@ -19,10 +19,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar, runtime_checkable
+from urllib.parse import urlparse
 
+import planetary_computer
+import requests
 from odc.loader import RioDriver, RioReader
 from odc.loader.types import RasterSource
+from planetary_computer import sas
+from planetary_computer.settings import Settings
+from planetary_computer.utils import parse_blob_url
 
+from .catalog import redact
 from .errors import SigningError
 
 __all__ = ["PlanetaryComputerSigner", "Refreshable", "SigningRioDriver", "read_signed", "signer"]
@@ -52,13 +59,11 @@ class PlanetaryComputerSigner:
     @classmethod
     def from_environment(cls) -> PlanetaryComputerSigner:
         """The settings the planetary-computer package reads here (environment, settings file)."""
-        from planetary_computer.settings import Settings
 
         settings = Settings.get()
         return cls(sas_url=settings.sas_url, subscription_key=settings.subscription_key)
 
     def _configure(self) -> None:
-        from planetary_computer.settings import Settings
 
         settings = Settings.get()
         if self.sas_url and settings.sas_url != self.sas_url:
@@ -67,8 +72,6 @@ class PlanetaryComputerSigner:
             settings.subscription_key = self.subscription_key
 
     def __call__(self, href: str) -> str:
-        import planetary_computer
-        import requests
 
         self._configure()
         try:
@@ -78,11 +81,6 @@ class PlanetaryComputerSigner:
 
     def refresh(self, href: str) -> str:
         """Sign ``href`` with a new token (the cached one for its container is dropped)."""
-        from urllib.parse import urlparse
-
-        from planetary_computer import sas
-        from planetary_computer.settings import Settings
-        from planetary_computer.utils import parse_blob_url
 
         self._configure()
         parsed = urlparse(href)
@@ -94,7 +92,6 @@ class PlanetaryComputerSigner:
 
 def _token_problem(e) -> str:
     """One line on why the token service did not give a token (without keys or tokens)."""
-    from .catalog import redact
 
     response = getattr(e, "response", None)
     where = redact(response.url) if response is not None else "the SAS token service"

@@ -17,6 +17,8 @@ attributes so that plain ``xr.open_zarr`` decodes them to reflectance.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import logging
 import shutil
@@ -26,7 +28,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dask.array as da
+import fsspec
+import xarray as xr
+import zarr
+from zarr.codecs import BloscCodec
+from zarr.core.sync import sync
+
 from .errors import OutputError, WriteError, one_line
+from .relay import relay_steps
 from .s2 import REFLECTANCE_SCALE
 
 __all__ = ["StoreState", "batches", "create", "mark_done", "open_or_create", "write_steps", "zarr_encoding"]
@@ -45,7 +55,6 @@ def _quiet() -> Iterator[None]:
 
 def open_group(path: str, mode: str = "r"):
     """The zarr group at ``path`` (folder or fsspec URL), without zarr's consolidated-metadata notes."""
-    import zarr
 
     with _quiet():
         return zarr.open_group(path, mode=mode)
@@ -61,7 +70,6 @@ def zarr_encoding(
     2.5x faster than zstd level 1 (1.1 s against 2.6-3.2 s for 1.3 GB on 2 threads) for a
     store 7% larger. Both are standard Blosc codecs any Zarr reader decodes.
     """
-    from zarr.codecs import BloscCodec
 
     if compressor not in ("zstd", "lz4"):
         raise ValueError(f"compressor must be zstd or lz4, not {compressor!r}")
@@ -89,7 +97,6 @@ class StoreState:
 
 
 def _read_attrs(path: str) -> dict[str, Any] | None:
-    import zarr
 
     try:
         group = open_group(path, "r")
@@ -113,7 +120,6 @@ def _decode(value: Any) -> dict[str, Any]:
 
 def _fs(path: str):
     """(filesystem, path in it) for a local path or an fsspec URL (s3://, gs://, az:// ...)."""
-    import fsspec
 
     return fsspec.core.url_to_fs(path)
 
@@ -182,7 +188,6 @@ def _extend(path: str, template, attrs: Mapping[str, Any], signature: Mapping[st
     coordinates of the old steps are rewritten (a month that gained days has new item ids), and
     an old step is kept as done only if its coordinates did not change.
     """
-    import xarray as xr
 
     changed = differences(attrs.get("signature") or {}, signature)
     if not changed or not set(changed) <= EXTENDING_KEYS:
@@ -204,7 +209,6 @@ def _extend(path: str, template, attrs: Mapping[str, Any], signature: Mapping[st
             tail = template.isel(time=slice(n, None))
             tail = tail.drop_vars([v for v in tail.variables if "time" not in tail[v].dims])  # x, y: already there
             tail.to_zarr(path, append_dim="time", compute=False, consolidated=False)
-        import zarr
 
         group = open_group(path, "r+")
         record = dict(attrs)
@@ -235,7 +239,6 @@ def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping
     all; on object storage (no rename) the signature attribute, written with the metadata,
     is what marks it as ours.
     """
-    import zarr
 
     target = path
     if _is_local(path):
@@ -293,7 +296,6 @@ def check_visible(path: str, arrays: Mapping[str, Target], steps: Mapping[int, I
     process's disk (a pod without the job's volume) write into their own, and the step would
     read back as no data. This finds that at once, from a listing of one object per step.
     """
-    from zarr.core.sync import sync
 
     for index, names in steps.items():
         for name in names:
@@ -316,12 +318,9 @@ def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]], relay: Any = 
     blocks and this process writes them (:mod:`cubemosaic.relay`). A failed write raises
     :class:`WriteError`; so do steps the workers wrote where this process cannot see them.
     """
-    import dask.array as da
 
     arrays = writable_arrays(path)
     if relay is not None:
-        from .relay import relay_steps
-
         relay_steps(relay, arrays, steps)
         release_memory()
         return
@@ -339,8 +338,6 @@ def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]], relay: Any = 
 def release_memory() -> None:
     """Hand freed heap back to the OS after a batch (glibc keeps it otherwise), so the resident
     size of a long run stays that of one batch. A no-op where glibc is not the allocator."""
-    import ctypes
-    import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
@@ -353,7 +350,6 @@ def mark_done(
     path: str, indices: Iterable[int], *, complete: bool = False, skipped: Sequence[Mapping[str, str]] = ()
 ) -> None:
     """Record steps as written (after their data), the store as complete if so, and skipped inputs."""
-    import zarr
 
     with _quiet():
         group = open_group(path, "r+")

@@ -90,12 +90,19 @@ def _from_geojson_file(path: Path):
         raise ConfigError("aoi", f"{path} is not JSON (a GeoJSON file is expected)") from None
     if not isinstance(doc, dict) or "type" not in doc:
         raise ConfigError("aoi", f"{path} is not GeoJSON (no 'type')")
-    name = ((doc.get("crs") or {}).get("properties") or {}).get("name")
+    crs = doc.get("crs")
+    if isinstance(crs, dict):  # {"type": "name", "properties": {"name": ...}} (GeoJSON 2008)
+        properties = crs.get("properties")
+        crs = properties.get("name") if isinstance(properties, dict) else None
+    name = crs if isinstance(crs, str) else None
     if name and name not in _WGS84_NAMES:
         raise ConfigError("aoi", f"{path} states crs {name!r}; the AOI must be in WGS84 longitude/latitude (EPSG:4326)")
     kind = doc["type"]
     if kind == "FeatureCollection":
-        geometries = [f.get("geometry") for f in doc.get("features") or []]
+        features = doc.get("features") or []
+        if not isinstance(features, list) or not all(isinstance(f, dict) for f in features):
+            raise ConfigError("aoi", f"{path}: 'features' must be a list of GeoJSON Features")
+        geometries = [f.get("geometry") for f in features]
     elif kind == "Feature":
         geometries = [doc.get("geometry")]
     else:
@@ -104,6 +111,8 @@ def _from_geojson_file(path: Path):
     for geometry in geometries:
         if not geometry:
             continue
+        if not isinstance(geometry, dict):
+            raise ConfigError("aoi", f"{path}: a geometry must be a GeoJSON object, got {type(geometry).__name__}")
         if geometry.get("type") not in ("Polygon", "MultiPolygon"):
             raise ConfigError("aoi", f"{path} holds a {geometry.get('type')}; only Polygon and MultiPolygon are areas")
         try:

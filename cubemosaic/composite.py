@@ -216,10 +216,10 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False, relay: 
     group = store.open_group(cube_path, "r")
     sources = [group[name] for name in bands]
     starts = np.cumsum([0, *counts])
-    todo = [i for i in range(len(months)) if i not in state.done]
-    log.info("composite: %d month(s) from %d day(s); %d to compute", len(months), len(cube.time), len(todo))
-    written = len(state.done)
-    for batch in store.batches(todo, MONTHS_PER_BATCH):
+    log.info("composite: %d month(s) from %d day(s); %d to compute", len(months), len(cube.time),
+             len(months) - len(state.done))  # fmt: skip
+
+    def write(batch: list[int]) -> list[dict[str, str]]:
         if relay is not None:
             spans = {i: (int(starts[i]), int(starts[i + 1])) for i in batch}
             targets = store.writable_arrays(path)
@@ -228,13 +228,9 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False, relay: 
         else:
             steps = {i: _month(sources, int(starts[i]), int(starts[i + 1]), bands, shard) for i in batch}
             store.write_steps(path, steps)
-        written += len(batch)
-        store.mark_done(path, batch, complete=written == len(months))
-        for n, i in enumerate(batch):
-            log.info(
-                "composite: month %s written [%d/%d]", str(months[i])[:7], written - len(batch) + n + 1, len(months)
-            )
-    if not todo:
-        store.mark_done(path, [], complete=True)
-        log.info("composite: %s already complete", path)
+        return []
+
+    store.run_steps(
+        state, write, batch_size=MONTHS_PER_BATCH, label="composite", name=lambda i: f"month {str(months[i])[:7]}"
+    )
     return path

@@ -39,6 +39,8 @@ SIGNERS: tuple[str, ...] = ("none", "planetary_computer")
 RESAMPLING: tuple[str, ...] = ("nearest", "average", "bilinear", "cubic", "mode", "min", "max")
 #: The largest mask_dilation accepted (metres): beyond it a cloud masks most of a scene.
 MAX_DILATION_M = 2000.0
+#: The smallest non-zero mask_dilation (metres): one pixel of the 20 m SCL.
+MIN_DILATION_M = 20.0
 
 
 # --------------------------------------------------------------------------- schemas
@@ -254,6 +256,11 @@ def to_settings(cfg: Any) -> Settings:
         raise ConfigError("mask_classes", f"SCL classes are 0-11, got {list(mask)}")
     if not 0 <= cfg.mask_dilation <= MAX_DILATION_M:
         raise ConfigError("mask_dilation", f"must lie in 0-{MAX_DILATION_M:g} metres, got {cfg.mask_dilation}")
+    if 0 < cfg.mask_dilation < MIN_DILATION_M:
+        raise ConfigError(
+            "mask_dilation",
+            f"{cfg.mask_dilation:g} m is less than one SCL pixel ({MIN_DILATION_M:g} m): use 0 or at least {MIN_DILATION_M:g}",
+        )
     if cfg.resampling not in RESAMPLING:
         raise ConfigError("resampling", f"{cfg.resampling!r} is not one of {', '.join(RESAMPLING)}")
     if cfg.on_read_error not in ("fail", "skip"):

@@ -203,7 +203,7 @@ def load_day(
     keys = list(bands.values())
 
     def aoi_task(ys: slice, xs: slice):
-        return _inside, (aoi_wkt, geobox[ys, xs])
+        return _aoi_step, (aoi_wkt, geobox[ys, xs])
 
     name = f"aoi-{tokenize(aoi_wkt, geobox)}"
     inside = lazy_blocks(aoi_task, tuple(geobox.shape), shard, 1, name, dtype=bool)[0]
@@ -223,6 +223,8 @@ def load_day(
                     stac_cfg=_STAC_CFG,
                     driver=SigningRioDriver(access.sign) if access.sign else None,
                     fail_on_error=True,
+                    # JPEG2000's resolution levels are wavelet low-pass images, not samples.
+                    use_overviews=not any(_is_jpeg2000(item.assets[k]) for k in names),
                 )
 
         masked = _warped_mask(load, geobox, scl_key, mask, shard)
@@ -232,7 +234,11 @@ def load_day(
     return {name: arr[None] for name, arr in zip(bands, fused, strict=True)}
 
 
-def _inside(aoi_wkt: str | None, geobox) -> np.ndarray:
+def _is_jpeg2000(asset: pystac.Asset) -> bool:
+    return (asset.media_type or "").startswith("image/jp2") or asset.href.lower().endswith(".jp2")
+
+
+def _aoi_step(aoi_wkt: str | None, geobox) -> np.ndarray:
 
     return aoi_block(aoi_wkt, geobox)[None]
 
@@ -296,10 +302,11 @@ def signature(
         "bands": dict(bands),
         "scl": scl_key,
         "mask_classes": list(mask.classes),
-        "mask_dilation": mask.dilation_m,
-        "aoi_geometry": aoi_wkt,
         "resampling": resampling,
         "chunk_size": chunk_size,
+        # Only when set: a cube made before these options existed still resumes.
+        **({"mask_dilation": mask.dilation_m} if mask.dilation_m else {}),
+        **({"aoi_geometry": aoi_wkt} if aoi_wkt else {}),
     }
 
 
@@ -353,14 +360,15 @@ def build_cube(
         return load_day(day, geobox, bands, scl_key, mask, resampling, shard, access, aoi_wkt)
 
     keys = [*bands.values(), scl_key]
-    written = len(state.done)
-    for batch in store.batches(todo, DAYS_PER_BATCH):
+
+    def write(batch: list[int]) -> list[dict[str, str]]:
+        """The batch's days into the store; the assets left out (``on_read_error=skip``)."""
         batch_days = {i: days[i] for i in batch}
         skipped: list[dict[str, str]] = []
         while True:  # each pass leaves out at least one more scene, or ends the loop
             try:
                 store.write_steps(path, {i: lazy(day) for i, day in batch_days.items()}, relay)
-                break
+                return skipped
             except (SigningError, WriteError):
                 raise  # no token, no read: not one asset's fault; a failed write is not a failed read
             except AssetReadError as e:  # cubemosaic's reader names the asset where the read failed
@@ -380,25 +388,21 @@ def build_cube(
                 log.warning("cube: skipped asset %s of item %s (%s)", key, item.id, problem)
                 skipped.append({"day": day.day.isoformat(), "item": item.id, "band": key, "problem": problem})
             bad = {item.id for _, item, _, _ in broken}
+            if all(it.id in bad for d in batch_days.values() for it in d.items):
+                first = broken[0]
+                raise ReadError(
+                    f"every scene of {len(batch)} day(s) failed to read (on_read_error=skip leaves none); "
+                    f"first: cannot read asset {first[2]} of item {first[1].id}: {first[3]}"
+                )
             batch_days = {
                 i: replace(day, items=tuple(it for it in day.items if it.id not in bad))
                 for i, day in batch_days.items()
             }
-        written += len(batch)
-        store.mark_done(path, batch, complete=written == len(days), skipped=skipped)
-        for i in batch:
-            log.info(
-                "cube: day %d/%d written: %s (%d scene(s)) [%d/%d]",
-                i + 1,
-                len(days),
-                days[i].day,
-                len(days[i].items),
-                written - len(batch) + batch.index(i) + 1,
-                len(days),
-            )
-    if not todo:
-        store.mark_done(path, [], complete=True)
-        log.info("cube: %s already complete", path)
+
+    def name(i: int) -> str:
+        return f"day {i + 1}/{len(days)}: {days[i].day} ({len(days[i].items)} scene(s))"
+
+    store.run_steps(state, write, batch_size=DAYS_PER_BATCH, label="cube", name=name)
     return path
 
 

@@ -45,6 +45,7 @@ from . import __version__, store
 from .blocks import block_slices
 from .errors import OutputError
 from .quicklook import Quicklook, month_quicklook, overview_picture
+from .read import aoi_block
 from .s2 import REFLECTANCE_SCALE, CloudMask
 
 __all__ = ["export_months", "write_cog"]
@@ -327,6 +328,8 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         log.info("export: %s is up to date, nothing rewritten", output_dir / "catalog.json")
         return [path for _, path, _ in done]
     looks: list[tuple[str, Quicklook]] = []
+    aoi_wkt = ((attrs.get("signature") or {}).get("cube") or {}).get("aoi_geometry")
+    area = (lambda shape: aoi_block(aoi_wkt, geobox.zoom_to(shape))) if aoi_wkt else None
     for i, path, _ in done:  # catalog items in month order
         name = path.stem
         sources = str(monthly["item_ids"].values[i]).split()
@@ -344,7 +347,9 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         if month_skipped:
             item.properties["cubemosaic:skipped_assets"] = month_skipped
             log.warning("export: %s left out %d unreadable asset(s)", name, len(month_skipped))
-        look = month_quicklook(path, path.with_name(f"{name}-count.tif"), path.with_name(f"{name}-quicklook.png"))
+        look = month_quicklook(
+            path, path.with_name(f"{name}-count.tif"), path.with_name(f"{name}-quicklook.png"), area=area
+        )
         item.add_asset(
             "thumbnail",
             pystac.Asset(href=str(look.path), media_type=pystac.MediaType.PNG, title=look.title, roles=["thumbnail"]),

@@ -9,7 +9,7 @@ an overview level no larger than ``MAX_SIDE`` is read.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,8 +65,19 @@ def _stretch(rgb: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def month_quicklook(mosaic: Path, count: Path, png: Path, *, max_side: int = MAX_SIDE) -> Quicklook:
-    """Write ``png`` (RGBA, nodata transparent, long side <= ``max_side``) from the ``mosaic`` COG."""
+def month_quicklook(
+    mosaic: Path,
+    count: Path,
+    png: Path,
+    *,
+    max_side: int = MAX_SIDE,
+    area: Callable[[tuple[int, int]], np.ndarray] | None = None,
+) -> Quicklook:
+    """Write ``png`` (RGBA, nodata transparent, long side <= ``max_side``) from the ``mosaic`` COG.
+
+    ``area(shape)``: which pixels of the picture lie in the area asked for (a polygon AOI); the
+    clear share is of those. Without it, of the whole grid.
+    """
 
     with rasterio.open(mosaic) as src:
         names = [d or f"band{i}" for i, d in enumerate(src.descriptions, start=1)]
@@ -83,7 +94,9 @@ def month_quicklook(mosaic: Path, count: Path, png: Path, *, max_side: int = MAX
     # optimize=True 0.6 s, for files 15% and 20% smaller.
     Image.fromarray(np.dstack([*pixels, alpha]), mode="RGBA").save(png, compress_level=1)
     shown = tuple(dict.fromkeys(names[i - 1] for i in indexes))
-    return Quicklook(png, shown, title, float(clear.mean()))
+    inside = area(shape) if area is not None else np.ones(shape, dtype=bool)
+    share = float(clear[inside].mean()) if inside.any() else 0.0
+    return Quicklook(png, shown, title, share)
 
 
 def overview_picture(quicklooks: Sequence[tuple[str, Quicklook]], png: Path) -> Path:

@@ -38,7 +38,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .errors import AssetReadError, SigningError, one_line
-from .s2 import CloudMask
+from .s2 import CloudMask, stated_crs
 from .signing import Signer, read_signed
 
 __all__ = [
@@ -124,7 +124,7 @@ def asset_grid(item, key: str, crs: str | None) -> AssetGrid | None:
     fields = asset.extra_fields
     transform = fields.get("proj:transform") or item.properties.get("proj:transform")
     shape = fields.get("proj:shape") or item.properties.get("proj:shape")
-    asset_crs = fields.get("proj:code") or (f"EPSG:{fields['proj:epsg']}" if fields.get("proj:epsg") else None)
+    asset_crs = stated_crs(fields)
     if not (transform and shape and (asset_crs or crs)):
         return None
     href = asset.get_absolute_href() or asset.href
@@ -378,23 +378,26 @@ def _average_day(sources: Sequence[SceneSource], geobox, mask: CloudMask, access
 
 def _average_scene(scene: SceneSource, geobox, mask: CloudMask, access: Access) -> tuple[np.ndarray, np.ndarray]:
     """((bands, y, x) mean of each output pixel's clear native pixels, rounded to whole DN; where every
-    band has at least one clear native pixel). Bands at or finer than the output (an upsampling, or
-    the same pixels) are read as by nearest. Written by hand: GDAL's and odc-loader's average
-    resampling cannot leave out the pixels a per-scene mask at native resolution excludes."""
+    band has at least one clear native pixel). Bands whose pixels are the output's or coarser (the
+    same pixels, or an upsampling) are read as by nearest. Written by hand: GDAL's and odc-loader's
+    average resampling cannot leave out the pixels a per-scene mask at native resolution excludes."""
 
     h, w = geobox.shape
     out = geobox.transform
     values = np.zeros((len(scene.bands), h, w), dtype=np.uint16)
     clear_all = np.ones((h, w), dtype=bool)
-    masks: dict[int, np.ndarray] = {}
-    for i, grid in enumerate(scene.bands):
-        k = max(_factor(grid, geobox) or 1, 1)
-        native = geobox
-        if k > 1:  # the block on the band's own pixels
-            native = GeoBox((h * k, w * k), Affine(out.a / k, 0, out.c, 0, out.e / k, out.f), geobox.crs)
-        if k not in masks:
-            masks[k] = _masked(scene.scl, native, mask, access)
-        band = _read(grid, native, access)
+    shrinks = [max(_factor(grid, geobox) or 1, 1) for grid in scene.bands]
+    natives = {  # the block on each band's own pixels
+        k: geobox if k == 1 else GeoBox((h * k, w * k), Affine(out.a / k, 0, out.c, 0, out.e / k, out.f), geobox.crs)
+        for k in shrinks
+    }
+    # The scene's mask on each band resolution, then every band, on the I/O pool.
+    masks = dict(
+        zip(natives, _IO_POOL.map(lambda k: _masked(scene.scl, natives[k], mask, access), natives), strict=True)
+    )
+    pairs = list(zip(scene.bands, shrinks, strict=True))
+    bands = list(_IO_POOL.map(lambda gk: _read(gk[0], natives[gk[1]], access), pairs))
+    for i, (band, k) in enumerate(zip(bands, shrinks, strict=True)):
         clear = ~masks[k] & (band != 0)
         dn = _harmonise(band, scene.offset)
         if k == 1:

@@ -14,7 +14,7 @@ import datetime as dt
 import math
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -38,6 +38,7 @@ __all__ = [
     "item_crs",
     "item_offset",
     "solar_day",
+    "stated_crs",
 ]
 
 #: Scenes from this day on (processing baseline 04.00) carry BOA_ADD_OFFSET = -1000 DN.
@@ -105,7 +106,10 @@ class CloudMask:
         r = self.radius_px(pixel_size)
         if r:
             yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-            disc = (yy * pixel_size) ** 2 + (xx * pixel_size) ** 2 <= self.dilation_m**2 + 1e-6
+            # At least the pixel's neighbours where the pixels are coarser than the dilation
+            # (odc-stac's path dilates on output pixels, which can be 60 or 100 m).
+            reach = max(self.dilation_m, pixel_size)
+            disc = (yy * pixel_size) ** 2 + (xx * pixel_size) ** 2 <= reach**2 + 1e-6
             out |= binary_dilation(grown[classes], structure=disc)
         return out
 
@@ -178,17 +182,20 @@ def item_offset(item: pystac.Item, asset_key: str | None = None) -> int:
     return BOA_OFFSET_DN if when and when.date() >= BASELINE_CHANGE else 0
 
 
+def stated_crs(fields: Mapping[str, Any]) -> str | None:
+    """The CRS STAC projection fields state: ``proj:code`` (projection v2), else ``proj:epsg``."""
+    if fields.get("proj:code"):
+        return str(fields["proj:code"])
+    if fields.get("proj:epsg"):
+        return f"EPSG:{fields['proj:epsg']}"
+    return None
+
+
 def item_crs(item: pystac.Item) -> str | None:
-    props = item.properties
-    if props.get("proj:code"):
-        return str(props["proj:code"])
-    if props.get("proj:epsg"):
-        return f"EPSG:{props['proj:epsg']}"
-    for asset in item.assets.values():
-        if asset.extra_fields.get("proj:code"):
-            return str(asset.extra_fields["proj:code"])
-        if asset.extra_fields.get("proj:epsg"):
-            return f"EPSG:{asset.extra_fields['proj:epsg']}"
+    """A scene's CRS: stated on the item, else on its first asset that states one."""
+    for fields in (item.properties, *(a.extra_fields for a in item.assets.values())):
+        if crs := stated_crs(fields):
+            return crs
     return None
 
 

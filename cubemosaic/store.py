@@ -7,7 +7,11 @@ written the same way:
    (no data), tagged with a *signature* of the request that made it;
 2. :func:`write_steps` stores a batch of steps' uint16 DN arrays into their regions with
    one ``dask.array.store`` (each task writes whole shards, so writes never race);
-3. :func:`mark_done` records the steps as complete, after their data (completion record last).
+3. :func:`mark_done` records the steps as done, after their data (completion record last); the
+   store is complete when every step is.
+
+:func:`run_steps` is that loop, for both stages: every step the store still lacks, a batch at a
+time, written then recorded, with the inputs a batch skipped.
 
 Rerunning with the same signature resumes: :func:`open_or_create` returns the steps
 already done. A store made by a different request is never overwritten unless asked.
@@ -23,7 +27,7 @@ import json
 import logging
 import shutil
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,16 @@ from .errors import OutputError, WriteError, one_line
 from .relay import relay_steps
 from .s2 import REFLECTANCE_SCALE
 
-__all__ = ["StoreState", "batches", "create", "mark_done", "open_or_create", "write_steps", "zarr_encoding"]
+__all__ = [
+    "StoreState",
+    "batches",
+    "create",
+    "mark_done",
+    "open_or_create",
+    "run_steps",
+    "write_steps",
+    "zarr_encoding",
+]
 
 log = logging.getLogger(__name__)
 ATTR = "cubemosaic"
@@ -86,14 +99,15 @@ def zarr_encoding(
 
 
 class StoreState:
-    """An open store: its path, the signature it was made for, and the steps already done."""
+    """An open store: its path, how many steps it has, and the steps already done."""
 
-    def __init__(self, path: str, done: set[int]) -> None:
+    def __init__(self, path: str, done: set[int], steps: int = 0) -> None:
         self.path = path
         self.done = done
+        self.steps = steps
 
     def __repr__(self) -> str:
-        return f"StoreState({self.path!r}, done={sorted(self.done)})"
+        return f"StoreState({self.path!r}, {self.steps} steps, done={sorted(self.done)})"
 
 
 def _read_attrs(path: str) -> dict[str, Any] | None:
@@ -151,13 +165,13 @@ def open_or_create(
             done = set(attrs.get("done", []))
             if done:
                 log.info("%s: resuming %s, %d step(s) already written", label, name, len(done))
-            return StoreState(path, done)
+            return StoreState(path, done, template.sizes["time"])
         if attrs is not None and not overwrite:
             kept = _extend(path, template, attrs, sig)
             if kept is not None:
                 log.info("%s: extending %s to %d step(s) (a longer period); %d step(s) already written are kept",
                          label, name, template.sizes["time"], len(kept))  # fmt: skip
-                return StoreState(path, kept)
+                return StoreState(path, kept, template.sizes["time"])
         if not overwrite:
             if attrs is None:
                 what = "is not a cubemosaic store"
@@ -173,7 +187,7 @@ def open_or_create(
         create(path, template, encoding, sig)
     except OSError as e:
         raise WriteError(f"zarr_dir: cannot create {path}: {e.strerror or one_line(str(e))}") from None
-    return StoreState(path, set())
+    return StoreState(path, set(), template.sizes["time"])
 
 
 #: Signature keys a longer period changes (the cube's days; the monthly store's months and cube days).
@@ -212,7 +226,7 @@ def _extend(path: str, template, attrs: Mapping[str, Any], signature: Mapping[st
 
         group = open_group(path, "r+")
         record = dict(attrs)
-        record.update(signature=dict(signature), done=sorted(kept), complete=False)
+        record.update(signature=dict(signature), done=sorted(kept), steps=len(times), complete=False)
         new_attrs = {k: v for k, v in template.attrs.items() if k != ATTR}
         group.attrs.update({**new_attrs, ATTR: _encode(record)})
         zarr.consolidate_metadata(path)
@@ -248,7 +262,14 @@ def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping
     ds = template.copy()
     # xarray lists variables alphabetically on reading; keep the order they were asked in.
     variables = list(ds.data_vars)
-    ds.attrs[ATTR] = _encode({"signature": dict(signature), "variables": variables, "done": [], "complete": False})
+    record = {
+        "signature": dict(signature),
+        "variables": variables,
+        "steps": ds.sizes["time"],
+        "done": [],
+        "complete": False,
+    }
+    ds.attrs[ATTR] = _encode(record)
     encoding = dict(encoding)
     for name, coord in ds.coords.items():
         if coord.dims == ("time",) and name != "time" and name not in encoding:
@@ -346,20 +367,44 @@ def release_memory() -> None:
         pass
 
 
-def mark_done(
-    path: str, indices: Iterable[int], *, complete: bool = False, skipped: Sequence[Mapping[str, str]] = ()
-) -> None:
-    """Record steps as written (after their data), the store as complete if so, and skipped inputs."""
+def mark_done(path: str, indices: Iterable[int], *, skipped: Sequence[Mapping[str, str]] = ()) -> None:
+    """Record steps as written (after their data), and the inputs they skipped; the store is
+    ``complete`` when every one of its steps is done."""
 
     with _quiet():
         group = open_group(path, "r+")
         attrs = _decode(group.attrs[ATTR])
         attrs["done"] = sorted(set(attrs.get("done", [])) | {int(i) for i in indices})
-        attrs["complete"] = bool(complete or attrs.get("complete"))
+        steps = attrs.get("steps") or group[attrs["variables"][0]].shape[0]
+        attrs["complete"] = len(attrs["done"]) == steps
         if skipped:
             attrs["skipped"] = [*attrs.get("skipped", []), *map(dict, skipped)]
         group.attrs[ATTR] = _encode(attrs)
         zarr.consolidate_metadata(path)
+
+
+def run_steps(
+    state: StoreState,
+    write: Callable[[list[int]], Sequence[Mapping[str, str]]],
+    *,
+    batch_size: int,
+    label: str,
+    name: Callable[[int], str],
+) -> None:
+    """Write every step ``state``'s store still lacks, ``batch_size`` at a time: ``write(batch)``
+    stores the batch's steps and returns the inputs it left out; then the steps are recorded as
+    done (an interrupted run resumes after the last recorded batch). Logs each step by ``name``."""
+    todo = [i for i in range(state.steps) if i not in state.done]
+    done = len(state.done)
+    for batch in batches(todo, batch_size):
+        skipped = write(batch)
+        mark_done(state.path, batch, skipped=skipped)
+        for i in batch:
+            done += 1
+            log.info("%s: %s written [%d/%d]", label, name(i), done, state.steps)
+    if not todo:
+        mark_done(state.path, [])  # a store finished by an older version: its record made whole
+        log.info("%s: %s already complete", label, state.path)
 
 
 def batches(todo: Sequence[int], size: int) -> Iterator[list[int]]:

@@ -65,6 +65,9 @@ def test_wkt():
         ("crs", "must be in WGS84"),
         ("flat", "is empty (no area)"),
         ("wkt", "cannot read the WKT polygon"),
+        ("crs-string", "must be in WGS84"),
+        ("geometry-string", "a geometry must be a GeoJSON object"),
+        ("features-numbers", "'features' must be a list of GeoJSON Features"),
     ],
 )
 def test_bad_geometry_is_one_line_naming_aoi(tmp_path, case, problem):
@@ -81,6 +84,9 @@ def test_bad_geometry_is_one_line_naming_aoi(tmp_path, case, problem):
         "crs": poly(TRIANGLE, "crs", crs={"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32610"}}),
         "flat": _write(tmp_path / "flat.geojson", {"type": "Polygon", "coordinates": []}),
         "wkt": "POLYGON ((1 2, 3",
+        "crs-string": poly(TRIANGLE, "crs-string", crs="EPSG:32610"),
+        "geometry-string": _write(tmp_path / "g.geojson", {"type": "Feature", "properties": {}, "geometry": "x"}),
+        "features-numbers": _write(tmp_path / "f.geojson", {"type": "FeatureCollection", "features": [1]}),
     }[case]
     with pytest.raises(ConfigError) as e:
         parse_aoi(value)

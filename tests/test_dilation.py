@@ -32,6 +32,19 @@ def test_the_dilation_is_a_disc_of_its_radius_in_metres():
     assert CloudMask(dilation_m=30).radius_px(20) == 2 and CloudMask().radius_px(20) == 0
 
 
+def test_a_dilation_under_one_scl_pixel_is_refused_and_coarse_pixels_grow_by_one():
+    from cubemosaic.__main__ import compose
+    from cubemosaic.config import to_settings
+    from cubemosaic.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="less than one SCL pixel"):
+        to_settings(compose(["catalog=demo", "mask_dilation=10", "output_dir=/tmp/cubemosaic-test-unused"]))
+    scl = np.full((5, 5), 4, dtype=np.uint16)
+    scl[2, 2] = 9
+    grown = CloudMask(dilation_m=50).masked(scl, 60.0)  # odc-stac's path at 60 m: the neighbours
+    assert grown[1:4, 2].all() and grown[2, 1:4].all() and not grown[1, 1]
+
+
 def test_only_masked_classes_grow():
     scl = np.full((5, 5), 4, dtype=np.uint16)
     scl[2, 2] = 10  # thin cirrus, not masked here

@@ -96,36 +96,41 @@ def test_a_truncated_file_over_http_is_named_or_skipped(demo, tmp_path):
     assert f"skipped asset B08 of item {victim['id']}" in skipped.stderr
 
 
-def _one_day(items_path, victim) -> list:
+def _days(items_path, *datetimes: str) -> list:
     import pystac
 
     features = json.loads(items_path.read_text())["features"]
-    return [
-        pystac.Item.from_dict(f) for f in features if f["properties"]["datetime"] == victim["properties"]["datetime"]
-    ]
+    return [pystac.Item.from_dict(f) for f in features if f["properties"]["datetime"] in datetimes]
 
 
 def test_the_reader_names_the_asset_it_failed_on_without_reading_anything_again(demo, tmp_path, monkeypatch):
     """cubemosaic's reader raises AssetReadError (item id, band, problem) where the read fails; no
     pass re-reads the batch's assets to find the culprit. With on_read_error=skip the scene is left
-    out and recorded, the day written without it."""
+    out and recorded, the day written without it; when every scene fails, skipping would leave
+    nothing, and that is an error, not an empty mosaic."""
     import cubemosaic.cube as cube
     from cubemosaic import store
-    from cubemosaic.errors import AssetReadError
+    from cubemosaic.errors import AssetReadError, ReadError
     from cubemosaic.s2 import CloudMask
 
     items_path, victim = truncated_asset_items(demo, tmp_path)
-    items = _one_day(items_path, victim)
+    other = json.loads(items_path.read_text())["features"][0]["properties"]["datetime"]
+    items = _days(items_path, victim["properties"]["datetime"], other)
+    assert len(items) == 2
     monkeypatch.setattr(cube, "_broken_assets", lambda *a, **k: pytest.fail("the batch was probed"))
     bands = {"red": "B04", "nir": "B08"}
     geobox = cube.output_geobox(demo.bbox_lonlat(), "EPSG:32610", 20)
+
+    def build(name: str, scenes, **kw) -> str:
+        return cube.build_cube(
+            scenes, str(tmp_path / name), geobox=geobox, bands=bands, scl_key="SCL", mask=CloudMask(), **kw
+        )
+
     with pytest.raises(AssetReadError) as e:
-        cube.build_cube(items, str(tmp_path / "a.zarr"), geobox=geobox, bands=bands, scl_key="SCL", mask=CloudMask())
+        build("a.zarr", items)
     assert (e.value.item_id, e.value.band) == (victim["id"], "B08")
     assert str(e.value).startswith(f"cannot read asset B08 of item {victim['id']}: ")
-    path = cube.build_cube(
-        items, str(tmp_path / "b.zarr"), geobox=geobox, bands=bands, scl_key="SCL", mask=CloudMask(),
-        on_read_error="skip",
-    )  # fmt: skip
-    attrs = store.read_attrs(path)
+    attrs = store.read_attrs(build("b.zarr", items, on_read_error="skip"))
     assert attrs["complete"] and [(s["item"], s["band"]) for s in attrs["skipped"]] == [(victim["id"], "B08")]
+    with pytest.raises(ReadError, match="every scene of 1 day.s. failed to read"):
+        build("c.zarr", _days(items_path, victim["properties"]["datetime"]), on_read_error="skip")

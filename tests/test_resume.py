@@ -89,10 +89,13 @@ def test_a_second_run_into_the_same_output_refuses_and_a_killed_one_blocks_nothi
     """Platforms retry steps while an earlier pod still writes; people start a job twice."""
     out = tmp_path / "out"
     args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"output_dir={out}"]
-    first = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=dict(os.environ))
+    # One thread, and the second run started as soon as the first has found its scenes: the demo
+    # job takes ~3 s, and the second process needs ~1.5 s to reach the lock.
+    slow = ["cluster=local", "cluster.threads_per_worker=1"]
+    first = subprocess.Popen(args + slow, stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=dict(os.environ))
     assert first.stderr is not None
     for line in first.stderr:
-        if "cube: day 1/" in line:
+        if "search: " in line:
             break
     second = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
     rest = first.stderr.read()

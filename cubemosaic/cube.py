@@ -37,6 +37,7 @@ from .s2 import CloudMask, item_crs, item_offset, solar_day
 from .signing import SigningRioDriver
 
 __all__ = [
+    "CubeSpec",
     "SolarDay",
     "build_cube",
     "group_by_solar_day",
@@ -176,23 +177,48 @@ def _warped_mask(load, geobox, scl_key: str, mask: CloudMask, shard: tuple[int, 
 _STAC_CFG = {"*": {"assets": {"*": {"data_type": "uint16", "nodata": 0}}}}
 
 
-def load_day(
-    day: SolarDay,
-    geobox,
-    bands: Mapping[str, str],
-    scl_key: str,
-    mask: CloudMask,
-    resampling: str,
-    shard: tuple[int, int],
-    access: Access,
-    aoi_wkt: str | None = None,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class CubeSpec:
+    """What a cube is: its grid, its bands, its mask and how scenes are read onto the grid. The
+    same spec and the same scenes make the same cube (its signature is made from them)."""
+
+    #: The output grid (an odc-geo GeoBox).
+    geobox: Any
+    #: (output variable, asset key) pairs, in output order; a mapping is accepted.
+    bands: tuple[tuple[str, str], ...]
+    #: The SCL asset key.
+    scl_key: str
+    mask: CloudMask = CloudMask()
+    resampling: str = "nearest"
+    chunk_size: int = 1024
+    #: A polygon (WGS84 WKT) outside which every pixel is no data.
+    aoi_wkt: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.bands, Mapping):
+            object.__setattr__(self, "bands", tuple(self.bands.items()))
+
+    @property
+    def band_keys(self) -> dict[str, str]:
+        """Output variable -> asset key."""
+        return dict(self.bands)
+
+
+def load_day(day: SolarDay, spec: CubeSpec, shard: tuple[int, int], access: Access) -> dict[str, Any]:
     """Lazy (dask) uint16 arrays of shape (1, y, x) per band name for one solar day.
 
     Grids that line up with the output (and nearest resampling) are read by
     :func:`cubemosaic.read.day_block`, one task per block that reads, masks, harmonises and
     fuses; anything else goes through odc-stac's load (which warps).
     """
+    geobox, bands, scl_key, mask, resampling, aoi_wkt = (
+        spec.geobox,
+        spec.band_keys,
+        spec.scl_key,
+        spec.mask,
+        spec.resampling,
+        spec.aoi_wkt,
+    )
     if not day.items:  # every scene of the day was skipped: no observation
         empty = da.zeros((1,) + tuple(geobox.shape), dtype=np.uint16, chunks=(1,) + shard)
         return {name: empty for name in bands}
@@ -282,64 +308,48 @@ def _first(a, b):
     return da.where(a != 0, a, b)
 
 
-def signature(
-    days: Sequence[SolarDay],
-    geobox,
-    bands: Mapping[str, str],
-    scl_key: str,
-    mask: CloudMask,
-    resampling: str,
-    chunk_size: int,
-    aoi_wkt: str | None = None,
-) -> dict[str, Any]:
+def signature(days: Sequence[SolarDay], spec: CubeSpec) -> dict[str, Any]:
     """What makes a cube: rerunning with the same signature resumes it."""
     return {
         "format": CUBE_FORMAT,
         "days": [[d.day.isoformat(), [i.id for i in d.items]] for d in days],
-        "crs": str(geobox.crs),
-        "transform": list(geobox.transform)[:6],
-        "shape": list(geobox.shape),
-        "bands": dict(bands),
-        "scl": scl_key,
-        "mask_classes": list(mask.classes),
-        "resampling": resampling,
-        "chunk_size": chunk_size,
+        "crs": str(spec.geobox.crs),
+        "transform": list(spec.geobox.transform)[:6],
+        "shape": list(spec.geobox.shape),
+        "bands": spec.band_keys,
+        "scl": spec.scl_key,
+        "mask_classes": list(spec.mask.classes),
+        "resampling": spec.resampling,
+        "chunk_size": spec.chunk_size,
         # Only when set: a cube made before these options existed still resumes.
-        **({"mask_dilation": mask.dilation_m} if mask.dilation_m else {}),
-        **({"aoi_geometry": aoi_wkt} if aoi_wkt else {}),
+        **({"mask_dilation": spec.mask.dilation_m} if spec.mask.dilation_m else {}),
+        **({"aoi_geometry": spec.aoi_wkt} if spec.aoi_wkt else {}),
     }
 
 
 def build_cube(
     items: Sequence[pystac.Item],
     path: str,
+    spec: CubeSpec,
     *,
-    geobox,
-    bands: Mapping[str, str],
-    scl_key: str,
-    mask: CloudMask,
-    resampling: str = "nearest",
-    chunk_size: int = 1024,
     overwrite: bool = False,
     access: Access = PLAIN,
     on_read_error: str = "fail",
     relay: Any = None,
-    aoi_wkt: str | None = None,
 ) -> str:
-    """Write (or resume) the cube of ``items`` at ``path``; returns ``path``.
+    """Write (or resume) the cube of ``items`` made as ``spec`` says at ``path``; returns ``path``.
 
-    ``bands`` maps output variable names to asset keys; ``scl_key`` is the SCL asset. With
-    ``on_read_error="skip"`` a scene with an unreadable asset is left out of its day, and
+    With ``on_read_error="skip"`` a scene with an unreadable asset is left out of its day, and
     the skipped assets are logged and recorded in the store (then in the months' STAC items).
     ``relay``: a ``distributed.Client`` whose workers cannot see ``path``; they compute the
-    days and this process writes them (:mod:`cubemosaic.relay`). ``aoi_wkt``: a polygon (WGS84
-    WKT) outside which every pixel is left at no data.
+    days and this process writes them (:mod:`cubemosaic.relay`).
     """
+    geobox, bands, scl_key, resampling = spec.geobox, spec.band_keys, spec.scl_key, spec.resampling
     days = group_by_solar_day(items)
-    chunk, shard = chunk_layout(geobox, chunk_size)
+    chunk, shard = chunk_layout(geobox, spec.chunk_size)
     template = cube_template(geobox, days, list(bands), shard)
     encoding = {name: store.zarr_encoding((1,) + chunk, (1,) + shard, compressor="lz4") for name in bands}
-    sig = signature(days, geobox, bands, scl_key, mask, resampling, chunk_size, aoi_wkt)
+    sig = signature(days, spec)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
     todo = [i for i in range(len(days)) if i not in state.done]
     if resampling in ALIGNED_RESAMPLING:
@@ -357,7 +367,7 @@ def build_cube(
     )
 
     def lazy(day: SolarDay) -> dict[str, Any]:
-        return load_day(day, geobox, bands, scl_key, mask, resampling, shard, access, aoi_wkt)
+        return load_day(day, spec, shard, access)
 
     keys = [*bands.values(), scl_key]
 

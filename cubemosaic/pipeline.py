@@ -109,26 +109,29 @@ def _run(settings: Settings) -> Outputs:
         with dask_client(settings.cluster) as client:
             relay = choose_relay(client, _store_folders(out))
             if "cube" in stages:
-                from .cube import build_cube
+                from .cube import CubeSpec, build_cube
                 from .read import Access
                 from .s2 import CloudMask
                 from .signing import signer
 
+                spec = CubeSpec(
+                    geobox=geobox,
+                    bands=bands,
+                    scl_key=scl,
+                    mask=CloudMask(settings.mask_classes, settings.mask_dilation),
+                    resampling=settings.resampling,
+                    chunk_size=settings.chunk_size,
+                    aoi_wkt=settings.aoi_wkt,
+                )
                 with _timed("cube", client):
                     build_cube(
                         items,
                         out.cube,
-                        geobox=geobox,
-                        bands=bands,
-                        scl_key=scl,
-                        mask=CloudMask(settings.mask_classes, settings.mask_dilation),
-                        resampling=settings.resampling,
-                        chunk_size=settings.chunk_size,
+                        spec,
                         overwrite=settings.overwrite,
                         access=Access(signer(settings.sign), settings.gdal),
                         on_read_error=settings.on_read_error,
                         relay=relay,
-                        aoi_wkt=settings.aoi_wkt,
                     )
             if "composite" in stages:
                 from .composite import build_monthly

@@ -122,9 +122,7 @@ def test_the_reader_names_the_asset_it_failed_on_without_reading_anything_again(
     geobox = cube.output_geobox(demo.bbox_lonlat(), "EPSG:32610", 20)
 
     def build(name: str, scenes, **kw) -> str:
-        return cube.build_cube(
-            scenes, str(tmp_path / name), geobox=geobox, bands=bands, scl_key="SCL", mask=CloudMask(), **kw
-        )
+        return cube.build_cube(scenes, str(tmp_path / name), cube.CubeSpec(geobox, bands, "SCL", CloudMask()), **kw)
 
     with pytest.raises(AssetReadError) as e:
         build("a.zarr", items)

@@ -9,7 +9,7 @@ import pystac
 
 import cubemosaic.read as read
 from cubemosaic.composite import _month
-from cubemosaic.cube import group_by_solar_day, load_day, output_geobox
+from cubemosaic.cube import CubeSpec, group_by_solar_day, load_day, output_geobox
 from cubemosaic.read import Access
 from cubemosaic.s2 import CloudMask
 
@@ -23,7 +23,7 @@ def test_a_day_reads_nothing_until_computed(demo, monkeypatch):
     calls = []
     real = read._read
     monkeypatch.setattr(read, "_read", lambda *a: calls.append(a[0].href) or real(*a))
-    arrays = load_day(day, geobox, BANDS, "SCL", CloudMask(), "nearest", (128, 128), Access())
+    arrays = load_day(day, CubeSpec(geobox, BANDS, "SCL", CloudMask()), (128, 128), Access())
     assert calls == [], "building the graph must not read"
     assert arrays["red"].shape == (1,) + tuple(geobox.shape) and arrays["red"].dtype == np.uint16
     import dask

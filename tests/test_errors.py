@@ -48,17 +48,42 @@ def _one_line_error(proc, *needles: str) -> str:
     ],
 )
 def test_bad_input_is_refused_before_any_network_call(override, needles, tmp_path):
-    # A listening socket stands for the catalog: validation must not connect to it.
+    """In this process, as the command line validates: compose, refuse unknown keys, check values.
+    A listening socket stands for the catalog: validation must not connect to it."""
+    from cubemosaic.__main__ import _refuse_unknown_keys, compose
+    from cubemosaic.config import to_settings
+    from cubemosaic.errors import ConfigError
+
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
         server.setblocking(False)
         url = f"http://127.0.0.1:{server.getsockname()[1]}/stac"
-        proc = cli(["catalog=demo", f"catalog.url={url}", override, f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
-        _one_line_error(proc, *needles)
-        assert proc.returncode == 2
+        with pytest.raises(ConfigError) as e:
+            cfg = compose(["catalog=demo", f"catalog.url={url}", override, f"output_dir={tmp_path / 'out'}"])
+            _refuse_unknown_keys(cfg)
+            to_settings(cfg)
+        line = str(e.value)
+        assert "\n" not in line and e.value.exit_code == 2
+        for needle in needles:
+            assert needle in line, line
         with pytest.raises(BlockingIOError):
             server.accept()
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("resolution=-5", ["resolution", "positive"]),
+        ("+resolutoin=60", ["resolutoin", "unknown key"]),
+        ("catalog=nope", ["catalog", "no option 'nope'"]),
+    ],
+)
+def test_the_command_line_refuses_in_one_line_with_exit_2(override, needles, tmp_path):
+    """The same refusals through the real entry point: one line, exit 2, no traceback."""
+    proc = cli(["catalog=demo", override, f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+    _one_line_error(proc, *needles)
+    assert proc.returncode == 2
 
 
 def test_unknown_band_is_named(demo, tmp_path):

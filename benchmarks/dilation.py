@@ -19,6 +19,7 @@ from pathlib import Path
 import xarray as xr
 
 from cubemosaic.demo import DemoSpec, ensure_demo
+from cubemosaic.store import open_dn
 
 
 def run(items: Path, out: Path, dilation: float) -> xr.Dataset:
@@ -32,7 +33,7 @@ def run(items: Path, out: Path, dilation: float) -> xr.Dataset:
     subprocess.run(
         [sys.executable, "-m", "cubemosaic", f"output_dir={out}", "stage=composite"], check=True, capture_output=True
     )
-    return xr.open_zarr(out / "monthly.zarr", mask_and_scale=False).load()
+    return open_dn(out / "monthly.zarr").load()
 
 
 def main() -> None:

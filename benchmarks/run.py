@@ -78,7 +78,9 @@ def correctness(monthly_path: Path, truth, raw_dn: bool) -> dict:
     """Share of clear truth pixels within 1 DN, and pixels whose nodata-ness is wrong."""
     import xarray as xr
 
-    ds = xr.open_zarr(monthly_path, mask_and_scale=not raw_dn)
+    from cubemosaic import store
+
+    ds = store.open_dn(monthly_path) if raw_dn else xr.open_zarr(monthly_path)
     note = ""
     res = float(abs(ds.x[1] - ds.x[0]))
     if res == 20 and not (np.isin(ds.x.values, truth.x.values).all() and np.isin(ds.y.values, truth.y.values).all()):

@@ -135,6 +135,8 @@ def _setup_logging(debug: bool) -> None:
     if not debug:
         # odc-loader warps pixel arrays in memory, which rasterio reports as "not georeferenced".
         warnings.filterwarnings("ignore", message="Dataset has no geotransform")
+        # zarr's note that the stores' scale filter is a numcodecs codec (the README says so).
+        warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s cubemosaic: %(message)s", "%H:%M:%S"))
     root = logging.getLogger("cubemosaic")

@@ -29,7 +29,8 @@ from .relay import relay_month_blocks
 __all__ = ["build_monthly", "median_block", "month_starts"]
 
 log = logging.getLogger(__name__)
-MONTHLY_FORMAT = 1
+#: 2: reflectance as float32 through a scale filter over uint16 (1: uint16 with a CF scale_factor).
+MONTHLY_FORMAT = 2
 #: Months computed together (one dask.array.store).
 MONTHS_PER_BATCH = 4
 
@@ -213,8 +214,7 @@ def build_monthly(cube_path: str, path: str, *, overwrite: bool = False, relay: 
     sig = {"format": MONTHLY_FORMAT, "cube": attrs["signature"], "months": [str(m)[:7] for m in months]}
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="composite")
 
-    group = store.open_group(cube_path, "r")
-    sources = [group[name] for name in bands]
+    sources = list(store.dn_arrays(cube_path, bands).values())
     starts = np.cumsum([0, *counts])
     log.info("composite: %d month(s) from %d day(s); %d to compute", len(months), len(cube.time),
              len(months) - len(state.done))  # fmt: skip

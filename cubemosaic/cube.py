@@ -46,7 +46,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CUBE_FORMAT = 1
+#: 2: reflectance as float32 through a scale filter over uint16 (1: uint16 with a CF scale_factor).
+CUBE_FORMAT = 2
 #: Resamplings cubemosaic's own reader does where the grids line up (odc-stac does the rest, and
 #: every resampling where they do not).
 ALIGNED_RESAMPLING = ("nearest", "average")

@@ -272,8 +272,7 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     )
     n = len(monthly.time)
 
-    group = store.open_group(monthly_path, "r")
-    arrays = {name: group[name] for name in [*bands, "count"]}
+    arrays = store.dn_arrays(monthly_path, [*bands, "count"])
     first = arrays[bands[0]]
     shard = tuple((first.shards or first.chunks)[1:])
     shape = tuple(first.shape[1:])

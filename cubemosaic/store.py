@@ -15,8 +15,12 @@ time, written then recorded, with the inputs a batch skipped.
 
 Rerunning with the same signature resumes: :func:`open_or_create` returns the steps
 already done. A store made by a different request is never overwritten unless asked.
-Data variables are stored as raw uint16 DN with CF ``scale_factor``/``_FillValue``
-attributes so that plain ``xr.open_zarr`` decodes them to reflectance.
+Reflectance variables are float32 arrays whose chunks hold uint16 DN: a scale filter
+(numcodecs' ``FixedScaleOffset``, reflectance x 10000 rounded to uint16) sits before the
+compressor, so plain ``xr.open_zarr`` gives float32 reflectance (0 = no data, decoded to NaN
+through ``_FillValue``) while the files stay uint16. The pipeline itself reads and writes the
+stored DN through :func:`dn_array` (the same bytes without the filter), never converting.
+A CF ``scale_factor`` attribute cannot do this: xarray decodes a JSON scale factor to float64.
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ from typing import Any
 
 import dask.array as da
 import fsspec
+import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.codecs.numcodecs import FixedScaleOffset
+from zarr.core.array import AsyncArray
 from zarr.core.sync import sync
 
 from .errors import OutputError, WriteError, one_line
@@ -47,6 +54,9 @@ __all__ = [
     "StoreState",
     "batches",
     "create",
+    "dn_array",
+    "dn_arrays",
+    "open_dn",
     "mark_done",
     "open_or_create",
     "run_steps",
@@ -56,6 +66,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 ATTR = "cubemosaic"
+#: The name of the reflectance scale filter in a Zarr v3 array's codecs.
+SCALE_CODEC = "numcodecs.fixedscaleoffset"
+DN_PER_REFLECTANCE = round(1 / REFLECTANCE_SCALE)
+#: zarr's note on every numcodecs codec (other Zarr implementations may lack it); the stores say
+#: so in the README, the pipeline does not repeat it.
+CODEC_NOTE = "Numcodecs codecs are not in the Zarr version 3 specification"
 
 
 @contextmanager
@@ -63,6 +79,7 @@ def _quiet() -> Iterator[None]:
     """Silence zarr's notes on consolidated metadata (we write and read it on purpose)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        warnings.filterwarnings("ignore", message=CODEC_NOTE)
         yield
 
 
@@ -76,7 +93,8 @@ def open_group(path: str, mode: str = "r"):
 def zarr_encoding(
     chunks: tuple[int, ...], shards: tuple[int, ...], *, reflectance: bool = True, compressor: str = "zstd"
 ) -> dict[str, Any]:
-    """Encoding of one uint16 data variable: Blosc (bit-shuffled), inner chunks, shards; CF scaling if reflectance.
+    """Encoding of one data variable stored as uint16: Blosc (bit-shuffled), inner chunks, shards;
+    float32 reflectance through the scale filter if ``reflectance`` (else plain uint16, e.g. counts).
 
     ``compressor``: ``zstd`` for the monthly store, ``lz4`` for the cube, the large store the
     pipeline writes and reads back once: measured on the benchmark cube, lz4 encodes
@@ -90,12 +108,65 @@ def zarr_encoding(
         "dtype": "uint16",
         "chunks": chunks,
         "shards": shards,
-        # Level 1: for zstd, half the encode time of level 3 for 1-2% less compression (measured on the cube).
-        "compressors": [BloscCodec(cname=compressor, clevel=1, shuffle="bitshuffle")],
+        # Level 1: for zstd, half the encode time of level 3 for 1-2% less compression (measured on
+        # the cube). typesize 2: the compressor sees the uint16 DN, also behind the scale filter.
+        "compressors": [BloscCodec(cname=compressor, clevel=1, shuffle="bitshuffle", typesize=2)],
     }
     if reflectance:
-        enc.update({"scale_factor": REFLECTANCE_SCALE, "add_offset": 0.0, "_FillValue": 0})
+        with _quiet():
+            scale = FixedScaleOffset(offset=0, scale=DN_PER_REFLECTANCE, dtype="<f4", astype="<u2")
+        enc.update({"dtype": "float32", "filters": [scale], "_FillValue": np.float32(0)})
     return enc
+
+
+def _without_scale(codecs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for codec in codecs:
+        if codec["name"] == SCALE_CODEC:
+            continue
+        codec = dict(codec)
+        if codec["name"] == "sharding_indexed":
+            inner = dict(codec["configuration"])
+            inner["codecs"] = _without_scale(inner["codecs"])
+            codec["configuration"] = inner
+        out.append(codec)
+    return out
+
+
+def dn_array(array: zarr.Array) -> zarr.Array:
+    """The uint16 DN a reflectance array stores: the same chunks read (and written) without the
+    scale filter, so the pipeline moves the stored integers, not float32. Other arrays as they are.
+
+    Written here: zarr has no public way to read an array's stored integers past a filter; this
+    is the array's own metadata with the filter taken out and the data type of its output.
+    """
+
+    meta = array.metadata.to_dict()
+    if SCALE_CODEC not in json.dumps(meta["codecs"], default=str):
+        return array
+    meta.update(codecs=_without_scale(meta["codecs"]), data_type="uint16", fill_value=0)
+    return zarr.Array(AsyncArray(meta, array.store_path, array.config))
+
+
+def dn_arrays(path: str, names: Iterable[str] | None = None, *, mode: str = "r") -> dict[str, zarr.Array]:
+    """The store's arrays (or those in ``names``, in that order) as stored uint16 DN (:func:`dn_array`)."""
+    group = open_group(path, mode)
+    wanted = list(names) if names is not None else [name for name, _ in group.arrays()]
+    return {name: dn_array(group[name]) for name in wanted}
+
+
+def open_dn(path: str, **kwargs: Any) -> xr.Dataset:
+    """A store as xarray with its reflectance variables as the stored uint16 DN (0 = no data),
+    lazily; the other variables as ``xr.open_zarr(path, mask_and_scale=False)`` gives them.
+
+    For comparing with Sentinel-2 DN (the demo's truth, a COG's pixels) exactly.
+    """
+    with _quiet():
+        ds = xr.open_zarr(path, mask_and_scale=False, **kwargs)
+    for name, var in ds.data_vars.items():
+        if var.dtype == np.float32 and var.dims[-2:] == ("y", "x"):
+            ds[name] = (var * DN_PER_REFLECTANCE).round().astype(np.uint16)
+    return ds
 
 
 class StoreState:
@@ -303,10 +374,9 @@ def writable_arrays(path: str) -> dict[str, Target]:
     """The store's arrays by name, open for writing. Writing empty chunks skips zarr's per-chunk
     "all fill value?" scan (~7% of the cube stage), and makes every written shard an object
     :func:`check_visible` can look for."""
-    group = open_group(path, "r+")
     return {
         name: Target(array.with_config({"write_empty_chunks": True}), f"{path}/{name}")
-        for name, array in group.arrays()
+        for name, array in dn_arrays(path, mode="r+").items()
     }
 
 

@@ -150,7 +150,7 @@ def assert_same_cogs(expected: Path, got: Path) -> None:
 def assert_monthly_matches_truth(
     monthly, truth, *, count: bool = True, nearest: bool = False, min_clear: float = 0.5
 ) -> None:
-    """Every band of ``monthly`` (raw DN, ``mask_and_scale=False``) within 1 DN of the truth where the
+    """Every band of ``monthly`` (raw DN, ``cubemosaic.store.open_dn``) within 1 DN of the truth where the
     truth has a clear answer, nodata (0) where it has none, and (``count``) the same clear counts.
     ``nearest``: the truth pixel nearest each output pixel's centre (another resolution than 20 m);
     ``min_clear``: the share of pixels with a clear answer below which the comparison would prove little."""

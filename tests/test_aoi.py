@@ -10,6 +10,7 @@ import xarray as xr
 
 from cubemosaic.aoi import parse_aoi
 from cubemosaic.errors import ConfigError
+from cubemosaic.store import open_dn
 
 #: A triangle inside the demo's area (lon, lat).
 TRIANGLE = [[-122.32, 47.54], [-122.27, 47.545], [-122.30, 47.57], [-122.32, 47.54]]
@@ -125,10 +126,10 @@ def test_a_triangle_aoi_is_nodata_outside_and_the_truth_inside(demo, truth, tmp_
     extra = ["resampling=mode"] if reader == "odc-stac" else []
     proc = cli(["catalog=demo", f"aoi={area}", f"output_dir={out}", *extra], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    monthly = open_dn(out / "monthly.zarr")
     inside = rasterize(Geometry(shapely.Polygon(TRIANGLE), "EPSG:4326"), monthly.odc.geobox).values
     assert 0.3 < inside.mean() < 0.7
-    cube = xr.open_zarr(out / "cube.zarr", mask_and_scale=False)
+    cube = open_dn(out / "cube.zarr")
     assert (cube["red"].values[:, ~inside] == 0).all()
     for name in [*BANDS, "count"]:
         assert (monthly[name].values[:, ~inside] == 0).all(), name

@@ -12,6 +12,7 @@ import xarray as xr
 
 from cubemosaic.read import Access, AssetGrid, _masked, is_aligned
 from cubemosaic.s2 import CloudMask
+from cubemosaic.store import open_dn
 
 #: Haze ring of the test archive and the dilation that matches it (metres).
 RING_M = 200.0
@@ -103,7 +104,7 @@ def _monthly(archive, tmp_path, *args: str) -> xr.Dataset:
     out = tmp_path / "-".join(a.replace("=", "") for a in args)
     proc = cli(["catalog=demo", f"catalog.url={archive.items_path}", f"output_dir={out}", *args], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    return xr.open_zarr(out / "monthly.zarr", mask_and_scale=False).load(), out
+    return open_dn(out / "monthly.zarr").load(), out
 
 
 def test_dilation_recovers_the_haze_the_scl_misses(haze, demo, tmp_path):

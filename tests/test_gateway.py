@@ -259,4 +259,4 @@ def test_steps_the_workers_wrote_where_this_process_cannot_see_are_an_error(priv
         finally:
             client.close()
     assert "zarr_dir" in str(failed.value) and "step 0 of red" in str(failed.value)
-    assert int(xr.open_zarr(path, mask_and_scale=False).red[0].sum()) == 64 * 64
+    assert int(store.open_dn(path).red[0].sum()) == 64 * 64

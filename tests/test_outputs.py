@@ -127,6 +127,7 @@ def test_what_xarray_users_type_first_works_on_both_stores(demo_run, tmp_path):
     cube = xr.open_zarr(demo_run / "cube.zarr")
     monthly = xr.open_zarr(demo_run / "monthly.zarr")
     for ds in (cube, monthly):
+        assert {str(ds[b].dtype) for b in ("red", "green", "blue", "nir")} == {"float32"}, "float32 reflectance"
         assert set(ds.chunks["time"]) == {1}
         assert ds.red.chunksizes["time"] == ds.item_ids.chunksizes["time"]
         sliced = ds.isel(time=slice(0, 2), x=slice(0, 50), y=slice(0, 50))
@@ -135,5 +136,6 @@ def test_what_xarray_users_type_first_works_on_both_stores(demo_run, tmp_path):
         with xr.open_dataset(path, engine="scipy") as back:
             np.testing.assert_allclose(back.red.values, sliced.red.values, rtol=1e-6, equal_nan=True)
             assert "signature" in back.attrs["cubemosaic"], "provenance travels as a JSON string"
+    assert monthly["count"].dtype == np.uint16
     median = cube.red.resample(time="1MS").median().compute()
     np.testing.assert_allclose(median.values, monthly.red.values, atol=0.5e-4 + 1e-7, equal_nan=True)

@@ -81,7 +81,7 @@ def test_a_run_outlives_several_tokens(demo, demo_run, tmp_path, stated_lifetime
 
 def test_odc_stac_reads_sign_in_the_task_too(demo, truth, tmp_path):
     """Mode resampling goes through odc-stac's load; its reads sign (and re-sign) in the task."""
-    import xarray as xr
+    from cubemosaic.store import open_dn
 
     with (
         SasTokenStandIn(lifetime=1.0, stated_lifetime=3600) as sas,
@@ -92,7 +92,7 @@ def test_odc_stac_reads_sign_in_the_task_too(demo, truth, tmp_path):
         proc, out = _run(demo, tmp_path, sas, blobs, "resampling=mode", "stage=composite")
         assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(sas.issued) >= 3 and blobs.refused > 0
-    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    monthly = open_dn(out / "monthly.zarr")
     assert_monthly_matches_truth(monthly, truth, count=False)
 
 

@@ -9,6 +9,7 @@ import xarray as xr
 
 from cubemosaic import store
 from cubemosaic.errors import OutputError
+from cubemosaic.store import open_dn
 
 
 def _template(n: int) -> xr.Dataset:
@@ -55,7 +56,7 @@ def test_steps_are_recorded_after_their_data_and_a_rerun_resumes(tmp_path):
                     label="t", name=str)  # fmt: skip
     attrs = store.read_attrs(path)
     assert attrs["done"] == [0, 1, 2] and attrs["complete"]
-    red = xr.open_zarr(path, mask_and_scale=False)["red"].values
+    red = open_dn(path)["red"].values
     assert [int(red[i, 0, 0]) for i in range(3)] == [1, 2, 3]
 
 
@@ -77,3 +78,33 @@ def test_a_later_end_extends_the_store_keeping_the_steps_written(tmp_path):
     assert longer.steps == 3 and longer.done == {0, 1}
     assert not store.read_attrs(path)["complete"]
     assert xr.open_zarr(path).sizes["time"] == 3
+
+
+def test_reflectance_is_float32_to_xarray_and_uint16_on_disk_and_to_the_pipeline(tmp_path):
+    """Plain xr.open_zarr decodes float32 reflectance (0 -> NaN); the chunks hold uint16 DN (the
+    pipeline's view, the same chunks read as uint16 without the filter, gives every value
+    0..65535 back exactly, as does open_dn)."""
+    import zarr
+
+    path = str(tmp_path / "s.zarr")
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    template = xr.Dataset(
+        {"red": (("time", "y", "x"), da.zeros((1, 256, 256), dtype="uint16", chunks=(1, 256, 256)))},
+        coords={"time": [np.datetime64("2022-01-01", "ns")], "y": np.arange(256.0), "x": np.arange(256.0)},
+    )
+    encoding = {"red": store.zarr_encoding((1, 128, 128), (1, 256, 256))}
+    state = store.open_or_create(path, template, encoding, {"days": ["a"]}, overwrite=False, label="t")
+    step = {0: {"red": da.from_array(values[None], chunks=(1, 256, 256))}}
+    store.run_steps(state, lambda b: store.write_steps(path, step) or [], batch_size=1, label="t", name=str)
+
+    red = xr.open_zarr(path).red
+    assert red.dtype == np.float32
+    got = red.values[0]
+    assert np.isnan(got[0, 0]) and not np.isnan(got.ravel()[1:]).any()
+    np.testing.assert_array_equal(got.ravel()[1:], (values.ravel()[1:] * np.float64(1e-4)).astype(np.float32))
+    raw = store.dn_arrays(path, ["red"])["red"]
+    assert raw.dtype == np.uint16
+    np.testing.assert_array_equal(raw[0], values)
+    np.testing.assert_array_equal(store.open_dn(path).red.values[0], values)
+    public = zarr.open_group(path, mode="r")["red"]
+    assert public.dtype == np.float32 and raw.nbytes == public.nbytes // 2

@@ -8,6 +8,8 @@ import pytest
 import rasterio
 import xarray as xr
 
+from cubemosaic.store import open_dn
+
 from conftest import BANDS, assert_monthly_matches_truth, assert_same_cogs
 
 
@@ -38,7 +40,7 @@ def test_demo_has_what_real_archives_have(demo, truth):
 
 
 def test_monthly_median_matches_truth(demo_run, truth):
-    monthly = xr.open_zarr(demo_run / "monthly.zarr", mask_and_scale=False)
+    monthly = open_dn(demo_run / "monthly.zarr")
     assert monthly.sizes["time"] == 4 and (monthly.time.values == truth.time.values).all()
     assert_monthly_matches_truth(monthly, truth)
 
@@ -73,7 +75,7 @@ def test_the_odc_stac_path_matches_truth_too(demo, truth, tmp_path):
     assert proc.returncode == 0, proc.stderr
     proc = cli(["catalog=demo", "resampling=mode", "stage=composite", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    monthly = open_dn(out / "monthly.zarr")
     assert_monthly_matches_truth(monthly, truth)
 
 
@@ -129,7 +131,7 @@ def test_at_10_m_the_20_m_scl_is_upsampled_on_the_aligned_reader(demo, truth, tm
     proc = cli(["catalog=demo", "resolution=10", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
-    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    monthly = open_dn(out / "monthly.zarr")
     assert float(abs(monthly.x[1] - monthly.x[0])) == 10
     assert_monthly_matches_truth(monthly, truth, nearest=True)
 
@@ -148,7 +150,7 @@ def test_coarse_grids_take_each_value_from_inside_its_output_pixel(demo, truth, 
     assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
     proc = cli(["catalog=demo", f"resolution={resolution}", "stage=composite", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    monthly = open_dn(out / "monthly.zarr")
     assert float(abs(monthly.x[1] - monthly.x[0])) == resolution
     # The 20 m pixel nearest resampling takes: the one at the output pixel's centre (odd shrinks of 20 m).
     assert_monthly_matches_truth(monthly, truth, nearest=True)
@@ -229,7 +231,7 @@ def test_average_resampling_is_the_mean_of_each_pixels_clear_native_pixels(demo,
         assert proc.returncode == 0, proc.stderr
         if stage == "cube":
             assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
-    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    monthly = open_dn(out / "monthly.zarr")
     grid = monthly.odc.geobox
     k = resolution // 10
     h, w = grid.shape

@@ -20,6 +20,8 @@ import rasterio
 import xarray as xr
 from rasterio.warp import Resampling, calculate_default_transform, reproject
 
+from cubemosaic.store import open_dn
+
 from conftest import assert_monthly_matches_truth, cli
 
 OTHER_ZONE = 32611
@@ -83,7 +85,7 @@ def test_the_dominant_zone_is_the_output_crs_and_the_truth_holds(two_zone_items,
     proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "in EPSG:32610" in proc.stderr
-    monthly = xr.open_zarr(out / "monthly.zarr", mask_and_scale=False)
+    monthly = open_dn(out / "monthly.zarr")
     assert monthly.odc.crs == "EPSG:32610"
     assert_monthly_matches_truth(monthly, truth)
     with rasterio.open(out / "monthly-mosaic-2022-01" / "monthly-mosaic-2022-01.tif") as ds:

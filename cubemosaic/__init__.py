@@ -4,7 +4,7 @@ The stages are plain functions, callable from Python or a notebook::
 
     from cubemosaic import SearchRequest, search, resolve_bands, build_cube, build_monthly, export_months
 
-Heavy libraries (odc-stac, dask, rasterio) are imported only when a stage runs.
+Heavy libraries (odc-loader, dask, rasterio) are imported only when a stage runs.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""The cube stage: odc-stac load, SCL mask, baseline harmonisation, resumable Zarr write.
+"""The cube stage: solar days, the grid, and the resumable write of one masked, harmonised day a step.
 
-Each solar day is one time step of ``cube.zarr``. Every scene of the day is loaded by
-odc-stac onto the output grid, masked with its own SCL (so a cloud in one tile never
-hides a clear pixel of an overlapping tile), harmonised (the processing-baseline offset
-removed, valid values kept >= 1), and the day's scenes are fused (first clear value in
-scene order). The day is then stored as uint16 DN and recorded as done, so an
-interrupted run resumes where it stopped.
+Each solar day is one time step of ``cube.zarr``. Every scene of the day is read onto the
+output grid and masked with its own SCL (so a cloud in one tile never hides a clear pixel of
+an overlapping tile), harmonised (the processing-baseline offset removed, valid values kept
+>= 1), and the day's scenes are fused (first clear value in scene order): one task per block,
+by :func:`cubemosaic.read.day_block`. The day is then stored as uint16 DN and recorded as done,
+so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -14,27 +14,23 @@ import datetime as dt
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import Any
 
 import dask.array as da
 import numpy as np
-import odc.stac
 import pystac
-import rasterio
 import xarray as xr
 from dask.base import tokenize
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import box
 from odc.geo.xr import xr_zeros
-from rasterio.windows import from_bounds
 
 from . import store
 from .blocks import lazy_blocks
-from .errors import AssetReadError, ReadError, SigningError, WriteError, one_line
-from .read import PLAIN, Access, SceneSource, aoi_block, asset_grid, day_block, is_aligned
-from .s2 import CloudMask, item_crs, item_offset, solar_day
-from .signing import SigningRioDriver
+from .errors import AssetReadError, ReadError
+from .read import PLAIN, Access, SceneSource, day_block, is_aligned
+from .s2 import CloudMask
+from .scenes import Scene, parse_scene
 
 __all__ = [
     "CubeSpec",
@@ -48,8 +44,7 @@ log = logging.getLogger(__name__)
 
 #: 2: reflectance as float32 through a scale filter over uint16 (1: uint16 with a CF scale_factor).
 CUBE_FORMAT = 2
-#: Resamplings cubemosaic's own reader does where the grids line up (odc-stac does the rest, and
-#: every resampling where they do not).
+#: Resamplings read without warping where the grids line up (the others are always warped).
 ALIGNED_RESAMPLING = ("nearest", "average")
 #: Solar days computed together (one dask.array.store): enough to keep every thread busy.
 DAYS_PER_BATCH = 16
@@ -60,18 +55,20 @@ class SolarDay:
     """The scenes of one solar day: one time step of the cube."""
 
     day: dt.date
-    items: tuple[pystac.Item, ...]
+    items: tuple[Scene, ...]
 
     @property
     def time(self) -> np.datetime64:
         return np.datetime64(self.day.isoformat(), "ns")
 
 
-def group_by_solar_day(items: Sequence[pystac.Item]) -> list[SolarDay]:
-    """Scenes grouped into solar days, days in time order, scenes in catalog (time, id) order."""
-    days: dict[dt.date, list[pystac.Item]] = {}
-    for item in sorted(items, key=lambda it: (it.datetime, it.id)):
-        days.setdefault(solar_day(item), []).append(item)
+def group_by_solar_day(items: Sequence[pystac.Item | Scene]) -> list[SolarDay]:
+    """Scenes (STAC items, parsed here) grouped into solar days, days in time order, scenes in
+    catalog (time, id) order."""
+    scenes = [it if isinstance(it, Scene) else parse_scene(it) for it in items]
+    days: dict[dt.date, list[Scene]] = {}
+    for scene in sorted(scenes, key=lambda s: (s.datetime, s.id)):
+        days.setdefault(scene.day, []).append(scene)
     return [SolarDay(d, tuple(v)) for d, v in sorted(days.items())]
 
 
@@ -117,21 +114,10 @@ def cube_template(geobox, days: Sequence[SolarDay], bands: Sequence[str], shard:
         "x": grid.x,
         "spatial_ref": grid.spatial_ref,
         "item_ids": ("time", np.array([" ".join(i.id for i in d.items) for d in days], dtype=object)),
-        "platform": (
-            "time",
-            np.array(
-                [" ".join(sorted({str(i.properties.get("platform", "")) for i in d.items})) for d in days], dtype=object
-            ),
-        ),
+        "platform": ("time", np.array([" ".join(sorted({i.platform for i in d.items})) for d in days], dtype=object)),
         "processing_baseline": (
             "time",
-            np.array(
-                [
-                    " ".join(sorted({str(i.properties.get("s2:processing_baseline", "")) for i in d.items}))
-                    for d in days
-                ],
-                dtype=object,
-            ),
+            np.array([" ".join(sorted({i.baseline for i in d.items})) for d in days], dtype=object),
         ),
     }
     ds = xr.Dataset(data, coords=coords)
@@ -142,40 +128,6 @@ def cube_template(geobox, days: Sequence[SolarDay], bands: Sequence[str], shard:
         Conventions="CF-1.9",
     )
     return ds
-
-
-def _clear(loaded, keys: Sequence[str], masked, offset: int, inside) -> list:
-    """uint16 DN per band, offset removed (>= 1) where clear, 0 where masked, no data or outside the AOI."""
-
-    valid = inside & ~masked
-    raw = [loaded[k].data[0] for k in keys]
-    for band in raw:
-        valid &= band != 0
-    out = []
-    for band in raw:
-        dn = da.clip(band.astype("int32") - offset, 1, 65535)
-        out.append(da.where(valid, dn, 0).astype("uint16"))
-    return out
-
-
-def _warped_mask(load, geobox, scl_key: str, mask: CloudMask, shard: tuple[int, int]):
-    """The SCL mask of one scene on the output grid, for odc-stac's path: the SCL is warped onto the
-    output grid (widened by the dilation radius so clouds just outside the grid count) and dilated on
-    the output pixels, blocks overlapping by the radius."""
-
-    pixel = abs(geobox.resolution.x)
-    r = mask.radius_px(pixel)
-    scl = load([scl_key], geobox.pad(r) if r else geobox)[scl_key].data[0]
-    if not r:
-        return scl.map_blocks(partial(mask.masked, pixel_size=pixel), dtype=bool, meta=np.array((), dtype=bool))
-    masked = da.map_overlap(
-        partial(mask.masked, pixel_size=pixel), scl, depth=r, boundary=0, dtype=bool, meta=np.array((), dtype=bool)
-    )
-    return masked[r:-r, r:-r].rechunk(shard)
-
-
-#: Sentinel-2 L2A assets are uint16 with nodata 0, whatever the catalog states (or omits).
-_STAC_CFG = {"*": {"assets": {"*": {"data_type": "uint16", "nodata": 0}}}}
 
 
 @dataclass(frozen=True)
@@ -206,107 +158,33 @@ class CubeSpec:
 
 
 def load_day(day: SolarDay, spec: CubeSpec, shard: tuple[int, int], access: Access) -> dict[str, Any]:
-    """Lazy (dask) uint16 arrays of shape (1, y, x) per band name for one solar day.
-
-    Grids that line up with the output (and nearest resampling) are read by
-    :func:`cubemosaic.read.day_block`, one task per block that reads, masks, harmonises and
-    fuses; anything else goes through odc-stac's load (which warps).
-    """
-    geobox, bands, scl_key, mask, resampling, aoi_wkt = (
-        spec.geobox,
-        spec.band_keys,
-        spec.scl_key,
-        spec.mask,
-        spec.resampling,
-        spec.aoi_wkt,
-    )
+    """Lazy (dask) uint16 arrays of shape (1, y, x) per band name for one solar day: one task per
+    block (:func:`cubemosaic.read.day_block`) that reads, masks, harmonises and fuses the day's scenes."""
+    geobox = spec.geobox
     if not day.items:  # every scene of the day was skipped: no observation
         empty = da.zeros((1,) + tuple(geobox.shape), dtype=np.uint16, chunks=(1,) + shard)
-        return {name: empty for name in bands}
-    sources = _aligned_sources(day, geobox, bands, scl_key) if resampling in ALIGNED_RESAMPLING else None
-    if sources is not None:
-        return _aligned_day(sources, geobox, list(bands), mask, shard, access, aoi_wkt, resampling)
-
-    keys = list(bands.values())
-
-    def aoi_task(ys: slice, xs: slice):
-        return _aoi_step, (aoi_wkt, geobox[ys, xs])
-
-    name = f"aoi-{tokenize(aoi_wkt, geobox)}"
-    inside = lazy_blocks(aoi_task, tuple(geobox.shape), shard, 1, name, dtype=bool)[0]
-    fused: list | None = None
-    for item in day.items:
-
-        def load(names: list[str], grid, item=item):
-            with rasterio.Env(**access.env()):  # odc-stac captures the environment into its tasks
-                return odc.stac.load(
-                    [item],
-                    bands=names,
-                    geobox=grid,
-                    chunks={"y": shard[0], "x": shard[1]},
-                    resampling={"*": resampling, scl_key: "nearest"},
-                    groupby="id",
-                    dtype="uint16",
-                    stac_cfg=_STAC_CFG,
-                    driver=SigningRioDriver(access.sign) if access.sign else None,
-                    fail_on_error=True,
-                    # JPEG2000's resolution levels are wavelet low-pass images, not samples.
-                    use_overviews=not any(_is_jpeg2000(item.assets[k]) for k in names),
-                )
-
-        masked = _warped_mask(load, geobox, scl_key, mask, shard)
-        clear = _clear(load(keys, geobox), keys, masked, item_offset(item, keys[0]), inside)
-        fused = clear if fused is None else [_first(a, b) for a, b in zip(fused, clear, strict=True)]
-    assert fused is not None
-    return {name: arr[None] for name, arr in zip(bands, fused, strict=True)}
-
-
-def _is_jpeg2000(asset: pystac.Asset) -> bool:
-    return (asset.media_type or "").startswith("image/jp2") or asset.href.lower().endswith(".jp2")
-
-
-def _aoi_step(aoi_wkt: str | None, geobox) -> np.ndarray:
-
-    return aoi_block(aoi_wkt, geobox)[None]
-
-
-def _aligned_sources(day: SolarDay, geobox, bands: Mapping[str, str], scl_key: str) -> list | None:
-    """The day's scenes as :class:`~cubemosaic.read.SceneSource`, if every asset lines up with the grid."""
-
-    keys = list(bands.values())
-    sources = []
-    for item in day.items:
-        crs = item_crs(item)
-        grids = [asset_grid(item, key, crs) for key in keys]
-        scl = asset_grid(item, scl_key, crs)
-        if not all(is_aligned(g, geobox) for g in [*grids, scl]):
-            return None
-        sources.append(SceneSource(item.id, tuple(grids), scl, item_offset(item, keys[0])))  # type: ignore[arg-type]
-    return sources
-
-
-def _aligned_day(
-    sources,
-    geobox,
-    names: Sequence[str],
-    mask: CloudMask,
-    shard: tuple[int, int],
-    access: Access,
-    aoi_wkt: str | None,
-    resampling: str,
-) -> dict[str, Any]:
+        return {name: empty for name in spec.band_keys}
+    sources = _sources(day, spec)
+    names = list(spec.band_keys)
 
     def task(ys: slice, xs: slice):
-        return day_block, (sources, geobox[ys, xs], mask, access, aoi_wkt, resampling)
+        return day_block, (sources, geobox[ys, xs], spec.mask, access, spec.aoi_wkt, spec.resampling)
 
-    token = tokenize(sources, geobox, mask.classes, mask.dilation_m, aoi_wkt, resampling)
-    day = lazy_blocks(task, tuple(geobox.shape), shard, len(names), f"day-block-{token}")
-    return {name: day[i][None] for i, name in enumerate(names)}
+    token = tokenize(sources, geobox, spec.mask.classes, spec.mask.dilation_m, spec.aoi_wkt, spec.resampling)
+    arrays = lazy_blocks(task, tuple(geobox.shape), shard, len(names), f"day-block-{token}")
+    return {name: arrays[i][None] for i, name in enumerate(names)}
 
 
-def _first(a, b):
+def _sources(day: SolarDay, spec: CubeSpec) -> list[SceneSource]:
+    keys = list(spec.band_keys.values())
+    return [scene.source(keys, spec.scl_key) for scene in day.items]
 
-    return da.where(a != 0, a, b)
+
+def _lines_up(day: SolarDay, spec: CubeSpec) -> bool:
+    """Whether every asset of the day is read without warping."""
+    return spec.resampling in ALIGNED_RESAMPLING and all(
+        is_aligned(grid, spec.geobox) for source in _sources(day, spec) for grid in (*source.bands, source.scl)
+    )
 
 
 def signature(days: Sequence[SolarDay], spec: CubeSpec) -> dict[str, Any]:
@@ -345,7 +223,7 @@ def build_cube(
     ``relay``: a ``distributed.Client`` whose workers cannot see ``path``; they compute the
     days and this process writes them (:mod:`cubemosaic.relay`).
     """
-    geobox, bands, scl_key, resampling = spec.geobox, spec.band_keys, spec.scl_key, spec.resampling
+    geobox, bands = spec.geobox, spec.band_keys
     days = group_by_solar_day(items)
     chunk, shard = chunk_layout(geobox, spec.chunk_size)
     template = cube_template(geobox, days, list(bands), shard)
@@ -353,10 +231,9 @@ def build_cube(
     sig = signature(days, spec)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
     todo = [i for i in range(len(days)) if i not in state.done]
-    if resampling in ALIGNED_RESAMPLING:
-        aligned = sum(_aligned_sources(days[i], geobox, bands, scl_key) is not None for i in todo)
-        log.info("cube: %d of %d day(s) to write line up with the grid (read directly), the rest go through "
-                 "odc-stac (warped)", aligned, len(todo))  # fmt: skip
+    aligned = sum(_lines_up(days[i], spec) for i in todo)
+    log.info("cube: %d of %d day(s) to write line up with the grid (read directly), the rest are warped "
+             "(odc-loader's reader)", aligned, len(todo))  # fmt: skip
     log.info(
         "cube: %d solar day(s), %d scene(s), grid %s at %g m in %s; %d day(s) to write",
         len(days),
@@ -367,106 +244,37 @@ def build_cube(
         len(todo),
     )
 
-    def lazy(day: SolarDay) -> dict[str, Any]:
-        return load_day(day, spec, shard, access)
-
-    keys = [*bands.values(), scl_key]
-
     def write(batch: list[int]) -> list[dict[str, str]]:
-        """The batch's days into the store; the assets left out (``on_read_error=skip``)."""
+        """The batch's days into the store; the assets left out (``on_read_error=skip``).
+
+        The reader names the asset where a read fails (:class:`AssetReadError`); with
+        ``skip`` its scene is left out of its day and the batch written again, until it goes
+        through. Signing and write failures are not one asset's fault: they stop the run.
+        """
         batch_days = {i: days[i] for i in batch}
         skipped: list[dict[str, str]] = []
-        while True:  # each pass leaves out at least one more scene, or ends the loop
+        while True:  # each pass leaves out one more scene, or ends the loop
             try:
-                store.write_steps(path, {i: lazy(day) for i, day in batch_days.items()}, relay)
+                store.write_steps(path, {i: load_day(day, spec, shard, access) for i, day in batch_days.items()}, relay)
                 return skipped
-            except (SigningError, WriteError):
-                raise  # no token, no read: not one asset's fault; a failed write is not a failed read
-            except AssetReadError as e:  # cubemosaic's reader names the asset where the read failed
-                if on_read_error != "skip":
+            except AssetReadError as e:
+                day = next((d for d in batch_days.values() if any(s.id == e.item_id for s in d.items)), None)
+                if on_read_error != "skip" or day is None:
                     raise
-                broken = [
-                    (d, it, e.band, e.problem) for d in batch_days.values() for it in d.items if it.id == e.item_id
-                ]
-                if not broken:
-                    raise
-            except Exception as e:  # odc-stac's warper does not say which file failed: each is tried
-                left = list(batch_days.values())
-                broken = _broken_assets(left, geobox, keys, access)
-                if on_read_error != "skip" or not broken:
-                    raise _read_error(e, broken, left) from None
-            for day, item, key, problem in broken:
-                log.warning("cube: skipped asset %s of item %s (%s)", key, item.id, problem)
-                skipped.append({"day": day.day.isoformat(), "item": item.id, "band": key, "problem": problem})
-            bad = {item.id for _, item, _, _ in broken}
-            if all(it.id in bad for d in batch_days.values() for it in d.items):
-                first = broken[0]
-                raise ReadError(
-                    f"every scene of {len(batch)} day(s) failed to read (on_read_error=skip leaves none); "
-                    f"first: cannot read asset {first[2]} of item {first[1].id}: {first[3]}"
-                )
-            batch_days = {
-                i: replace(day, items=tuple(it for it in day.items if it.id not in bad))
-                for i, day in batch_days.items()
-            }
+                log.warning("cube: skipped asset %s of item %s (%s)", e.band, e.item_id, e.problem)
+                skipped.append({"day": day.day.isoformat(), "item": e.item_id, "band": e.band, "problem": e.problem})
+                batch_days = {
+                    i: replace(d, items=tuple(s for s in d.items if s.id != e.item_id)) for i, d in batch_days.items()
+                }
+                if not any(d.items for d in batch_days.values()):
+                    first = skipped[0]
+                    raise ReadError(
+                        f"every scene of {len(batch)} day(s) failed to read (on_read_error=skip leaves none); "
+                        f"first: cannot read asset {first['band']} of item {first['item']}: {first['problem']}"
+                    ) from None
 
     def name(i: int) -> str:
         return f"day {i + 1}/{len(days)}: {days[i].day} ({len(days[i].items)} scene(s))"
 
     store.run_steps(state, write, batch_size=DAYS_PER_BATCH, label="cube", name=name)
     return path
-
-
-def _broken_assets(
-    days: Sequence[SolarDay],
-    geobox,
-    keys: Sequence[str],
-    access: Access,
-) -> list[tuple[SolarDay, pystac.Item, str, str]]:
-    """Every asset of ``days`` that cannot be read over ``geobox``, with its problem.
-
-    For odc-stac's path only: its warper does not name the file that failed ("Chunk and warp
-    failed"), so after a failure there each asset is read again here, at the output resolution.
-    cubemosaic's own reader raises :class:`~cubemosaic.errors.AssetReadError` where it fails.
-    """
-    found = []
-    for day in days:
-        for item in day.items:
-            for key in keys:
-                problem = _probe(item.assets[key].get_absolute_href() or item.assets[key].href, geobox, access)
-                if problem:
-                    found.append((day, item, key, problem))
-    return found
-
-
-def _read_error(e: Exception, broken: Sequence[tuple], days: Sequence[SolarDay]) -> Exception:
-    """A :class:`ReadError` naming the first broken asset (item id and band), else the scenes."""
-    if isinstance(e, MemoryError):
-        return e
-    if broken:
-        _, item, key, problem = broken[0]
-        return ReadError(f"cannot read asset {key} of item {item.id}: {problem}")
-    ids = ", ".join(i.id for d in days for i in d.items)
-    return ReadError(f"cannot read the scenes {ids}: {one_line(str(e))}")
-
-
-def _probe(href: str, geobox, access: Access) -> str | None:
-    """Read ``href`` over ``geobox`` at its resolution; the problem as one line, or None."""
-
-    def read(url: str) -> None:
-        with rasterio.open(url) as src:  # as the readers do: with retries, signed
-            bounds = geobox.extent.to_crs(src.crs).boundingbox
-            window = from_bounds(*bounds, transform=src.transform).intersection(
-                rasterio.windows.Window(0, 0, src.width, src.height)
-            )
-            scale = abs(src.transform.a) / geobox.resolution.x
-            shape = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
-            src.read(1, window=window, out_shape=shape)
-
-    try:
-        access.read(href, read)
-    except rasterio.errors.WindowError:
-        return None  # the asset does not cover the area: not what failed
-    except Exception as e:  # rasterio and GDAL raise many types; any of them is the answer
-        return one_line(f"{type(e).__name__}: {e}")
-    return None

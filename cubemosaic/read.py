@@ -1,16 +1,22 @@
-"""Reading scenes onto the output grid, with mask and harmonisation fused into the read.
-
-Where an asset's pixel grid lines up with the output grid (same CRS, output pixel size an
-integer multiple of the asset's, pixel edges on each other), a scene is read with one
-decimated windowed read per asset (GDAL picks the overview), straight into the output
-block: no warping. odc-loader warps every downsampled read (its ``_do_read`` says "TODO:
-support read with integer shrink"), which costs about 3x the decode itself; this module is
-the hand-written part that avoids it. Anything else (another CRS, a rotated or misaligned
-grid, assets without projection metadata) is left to odc-stac.
+"""Reading scenes onto the output grid, with mask and harmonisation fused into the read: the one
+place a solar day's scenes become one masked, harmonised, fused block.
 
 One task reads every band and the SCL of every scene of a solar day for one output block,
 masks each scene with its own SCL, removes its offset and fuses the scenes (first clear
-value), so only the finished uint16 block leaves the task. Each scene's SCL is read on its own
+value), so only the finished uint16 block leaves the task. Each asset is read one of two ways:
+
+- where its pixel grid lines up with the output grid (same CRS, output pixel size an integer
+  multiple of the asset's or the reverse, pixel edges on each other) and the resampling is
+  nearest or average, with one decimated windowed read (an overview whose pixels nest in the
+  output pixels), straight into the block: no warping. odc-loader warps every downsampled read
+  (its ``_do_read`` says "TODO: support read with integer shrink"), which costs about 3x the
+  decode itself; this is the hand-written part that avoids it;
+- anything else (another CRS, a rotated or misaligned grid, an asset without projection
+  metadata, a resampling such as bilinear or mode) through odc-loader's rasterio reader
+  (``odc.loader.RioReader``, the one odc-stac's load uses), which warps onto the block.
+
+Either way the read is signed in the task and a failed read raises
+:class:`~cubemosaic.errors.AssetReadError` naming the item and band, where it fails. Each scene's SCL is read on its own
 pixels when the mask is dilated (:class:`~cubemosaic.s2.CloudMask`), and pixels outside a polygon
 AOI are never taken.
 
@@ -34,11 +40,12 @@ from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
+from odc.loader import RasterLoadParams, RasterSource, RioReader
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .errors import AssetReadError, SigningError, one_line
-from .s2 import CloudMask, stated_crs
+from .s2 import CloudMask
 from .signing import Signer, read_signed
 
 __all__ = [
@@ -48,7 +55,6 @@ __all__ = [
     "AssetGrid",
     "SceneSource",
     "aoi_block",
-    "asset_grid",
     "day_block",
     "is_aligned",
 ]
@@ -97,15 +103,18 @@ _IO_POOL = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cubemosaic-read")
 
 @dataclass(frozen=True)
 class AssetGrid:
-    """Where an asset's pixels are: href, CRS and affine transform (a, b, c, d, e, f), shape; and
-    whose they are (item id and asset key), to name them when a read fails."""
+    """Where an asset's pixels are: href, CRS and affine transform (a, b, c, d, e, f), shape (None
+    where the catalog does not state them: the asset is then read through odc-loader's warping
+    reader); whose they are (item id and asset key), to name them when a read fails; and whether
+    it is JPEG2000 (whose reduced resolution levels are wavelet low-pass images, not samples)."""
 
     href: str
-    crs: str
-    transform: tuple[float, float, float, float, float, float]
-    shape: tuple[int, int]
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float] | None
+    shape: tuple[int, int] | None
     item_id: str = ""
     key: str = ""
+    jpeg2000: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,32 +127,14 @@ class SceneSource:
     offset: int
 
 
-def asset_grid(item, key: str, crs: str | None) -> AssetGrid | None:
-    """The asset's grid from its STAC projection fields, or None when they are missing."""
-    asset = item.assets[key]
-    fields = asset.extra_fields
-    transform = fields.get("proj:transform") or item.properties.get("proj:transform")
-    shape = fields.get("proj:shape") or item.properties.get("proj:shape")
-    asset_crs = stated_crs(fields)
-    if not (transform and shape and (asset_crs or crs)):
-        return None
-    href = asset.get_absolute_href() or asset.href
-    return AssetGrid(
-        href,
-        str(asset_crs or crs),
-        tuple(float(v) for v in transform[:6]),
-        (int(shape[0]), int(shape[1])),
-        item.id,
-        key,
-    )
-
-
 def _factor(grid: AssetGrid, geobox) -> int | None:
     """How the asset's pixels map on the output grid's, or None when the grids do not line up:
     ``k`` > 0, each output pixel is k x k asset pixels (an integer shrink, read through GDAL's
     overviews); ``-m``, each asset pixel is m x m output pixels (the 20 m SCL on a 10 m grid,
     an integer upsampling: nearest is then exact, a repeat)."""
 
+    if grid.transform is None or grid.shape is None or grid.crs is None:
+        return None
     a, b, c, d, e, f = grid.transform
     out = geobox.transform
     if b or d or out.b or out.d or a <= 0 or e >= 0 or CRS(grid.crs) != geobox.crs:
@@ -186,12 +177,15 @@ def is_aligned(grid: AssetGrid | None, geobox) -> bool:
     return grid is not None and _factor(grid, geobox) is not None
 
 
-def _read(grid: AssetGrid, geobox, access: Access) -> np.ndarray:
-    """The asset on ``geobox`` (nearest, via overviews when shrinking, a repeat when upsampling);
-    0 where it has no pixel."""
+def _read(grid: AssetGrid, geobox, access: Access, resampling: str = "nearest") -> np.ndarray:
+    """The asset on ``geobox``, 0 where it has no pixel: where the grids line up and the resampling
+    is nearest, read directly (via nesting overviews when shrinking, a repeat when upsampling);
+    otherwise warped by odc-loader's reader."""
 
     k = _factor(grid, geobox)
-    assert k is not None
+    if k is None or resampling != "nearest":
+        return _warp(grid, geobox, access, resampling)
+    assert grid.transform is not None and grid.shape is not None
     h, w = geobox.shape
     out = np.zeros((h, w), dtype=np.uint16)
     a, _, c, _, e, f = grid.transform
@@ -233,12 +227,7 @@ def _read(grid: AssetGrid, geobox, access: Access) -> np.ndarray:
             scaled = Window(window.col_off // f, window.row_off // f, window.width // f, window.height // f)
             src.read(1, window=scaled, out=target, resampling=Resampling.nearest)
 
-    try:
-        access.read(grid.href, read)  # signed here, in the task, close to the read
-    except (SigningError, MemoryError):
-        raise  # not this asset's fault
-    except Exception as err:  # rasterio and GDAL raise many types: this asset's problem, named here
-        raise AssetReadError(grid.item_id, grid.key, one_line(f"{type(err).__name__}: {err}")) from None
+    _named(grid, access, read)
     if k < 0:
         up = target.repeat(m, axis=0).repeat(m, axis=1)
         dy, dx = (or0 - row0) - ar0 * m, (oc0 - col0) - ac0 * m
@@ -246,17 +235,53 @@ def _read(grid: AssetGrid, geobox, access: Access) -> np.ndarray:
     return out
 
 
+def _named(grid: AssetGrid, access: Access, read: Callable[[str], T]) -> T:
+    """``read(url)`` of the asset, signed in the task close to the read; a failure is
+    :class:`AssetReadError` naming the asset (item id and band)."""
+    try:
+        return access.read(grid.href, read)
+    except (SigningError, MemoryError):
+        raise  # not this asset's fault
+    except Exception as err:  # rasterio and GDAL raise many types: this asset's problem, named here
+        raise AssetReadError(grid.item_id, grid.key, one_line(f"{type(err).__name__}: {err}")) from None
+
+
+def _warp(grid: AssetGrid, geobox, access: Access, resampling: str) -> np.ndarray:
+    """The asset warped onto ``geobox`` by odc-loader's reader with ``resampling``; 0 (the
+    Sentinel-2 nodata, whatever the file states) where it has no pixel and never blended in."""
+    out = np.zeros(geobox.shape, dtype=np.uint16)
+    cfg = RasterLoadParams(
+        dtype="uint16",
+        fill_value=0,
+        src_nodata_override=0,
+        resampling=resampling,
+        use_overviews=not grid.jpeg2000,
+        fail_on_error=True,
+    )
+    # RioReader keeps no state of its own load (its context is unused): one per read.
+    _named(grid, access, lambda url: RioReader(RasterSource(url), None).read(cfg, geobox, dst=out))  # type: ignore[arg-type]
+    return out
+
+
 def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndarray:
     """The scene's SCL mask on ``geobox`` (True where masked).
 
-    Without dilation the SCL is read onto the block like a band. With one, it is read on its own
-    pixels, widened by the dilation radius so the block's edges see clouds just outside it,
-    masked and dilated there, then put on the block: each output pixel takes the SCL pixel under
-    its centre, or (output pixels coarser than the SCL's) is masked if any SCL pixel it covers is.
+    Without dilation the SCL is read onto the block like a band (nearest). With one, where the
+    grids line up it is read on its own pixels, widened by the dilation radius so the block's
+    edges see clouds just outside it, masked and dilated there, then put on the block: each output
+    pixel takes the SCL pixel under its centre, or (output pixels coarser than the SCL's) is
+    masked if any SCL pixel it covers is. Where they do not, it is warped onto the block widened
+    by the radius and dilated on the output pixels (by at least one).
     """
 
+    k = _factor(grid, geobox)
+    pixel = abs(geobox.resolution.x)
     if not mask.dilation_m:
-        return mask.masked(_read(grid, geobox, access), grid.transform[0])
+        return mask.masked(_read(grid, geobox, access), pixel)
+    if k is None:
+        r = mask.radius_px(pixel)
+        return mask.masked(_warp(grid, geobox.pad(r), access, "nearest"), pixel)[r:-r, r:-r]
+    assert grid.transform is not None
     a, _, c, _, e, f = grid.transform
     r = mask.radius_px(a)
     out = geobox.transform
@@ -268,8 +293,7 @@ def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndar
     c1, r1 = math.ceil(col1 - 1e-6) + r, math.ceil(row1 - 1e-6) + r
     native = GeoBox((r1 - r0, c1 - c0), Affine(a, 0, c + c0 * a, 0, e, f + r0 * e), geobox.crs)
     masked = mask.masked(_read(grid, native, access), a)
-    k = _factor(grid, geobox)
-    if k is not None and k > 1:  # a shrink: any masked SCL pixel masks the output pixel
+    if k > 1:  # a shrink: any masked SCL pixel masks the output pixel
         inner = masked[r : r + h * k, r : r + w * k]
         return inner.reshape(h, k, w, k).any(axis=(1, 3))
     cols = np.floor(col0 - c0 + (np.arange(w) + 0.5) * out.a / a).astype(int)
@@ -320,7 +344,9 @@ def day_block(
 
     ``resampling="average"``: each output pixel is the mean of the clear native pixels of each
     band (mask at the band's resolution, offset removed first), computed in strips of output rows
-    so memory stays bounded whatever the shrink.
+    so memory stays bounded whatever the shrink (a scene whose grids do not line up: GDAL's
+    average, warped). Any other resampling: each band read with it (nearest where the grids line
+    up: directly), the SCL always with nearest.
     """
     if resampling == "average":
         out = np.zeros((len(sources[0].bands),) + tuple(geobox.shape), dtype=np.uint16)
@@ -338,7 +364,7 @@ def day_block(
         take = empty & ~masked
         if not take.any():
             continue
-        bands = list(_IO_POOL.map(lambda g: _read(g, geobox, access), scene.bands))
+        bands = list(_IO_POOL.map(lambda g: _read(g, geobox, access, resampling), scene.bands))
         for band in bands:
             take &= band != 0
         for i, band in enumerate(bands):
@@ -368,7 +394,10 @@ def _average_day(sources: Sequence[SceneSource], geobox, mask: CloudMask, access
     for scene in sources:
         if not empty.any():
             break
-        values, clear = _average_scene(scene, geobox, mask, access)
+        if all(is_aligned(g, geobox) for g in (*scene.bands, scene.scl)):
+            values, clear = _average_scene(scene, geobox, mask, access)
+        else:
+            values, clear = _warped_scene(scene, geobox, mask, access, "average")
         take = empty & clear
         for i in range(n):
             np.copyto(out[i], values[i], where=take)
@@ -411,3 +440,15 @@ def _average_scene(scene: SceneSource, geobox, mask: CloudMask, access: Access) 
         values[i] = np.where(has, mean, 0).astype(np.uint16)
         clear_all &= has
     return values, clear_all
+
+
+def _warped_scene(
+    scene: SceneSource, geobox, mask: CloudMask, access: Access, resampling: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """((bands, y, x) harmonised values, where clear) of a scene warped onto ``geobox``."""
+    masked = _masked(scene.scl, geobox, mask, access)
+    bands = list(_IO_POOL.map(lambda g: _read(g, geobox, access, resampling), scene.bands))
+    clear = ~masked
+    for band in bands:
+        clear &= band != 0
+    return np.stack([_harmonise(band, scene.offset) for band in bands]), clear

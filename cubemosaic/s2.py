@@ -2,9 +2,9 @@
 baseline's reflectance offset, the solar day of an acquisition, the CRS of a scene, the native
 resolution of a band's asset, and the reflectance scale.
 
-Every stage and the demo take these from here. The mask rule is written once here and used by both readers (:mod:`cubemosaic.read` for grids
-that line up, the odc-stac path in :mod:`cubemosaic.cube` for the rest) and by the provenance
-written into each month's STAC item. The dilation uses scipy's binary dilation with a disc;
+Every stage and the demo take these from here. The mask rule is written once here and used by
+both of :mod:`cubemosaic.read`'s reads (grids that line up, and the warped read of the rest) and
+by the provenance written into each month's STAC item. The dilation uses scipy's binary dilation with a disc;
 only choosing which classes grow and by how many SCL pixels is written here.
 """
 
@@ -107,7 +107,7 @@ class CloudMask:
         if r:
             yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
             # At least the pixel's neighbours where the pixels are coarser than the dilation
-            # (odc-stac's path dilates on output pixels, which can be 60 or 100 m).
+            # (the warped read dilates on output pixels, which can be 60 or 100 m).
             reach = max(self.dilation_m, pixel_size)
             disc = (yy * pixel_size) ** 2 + (xx * pixel_size) ** 2 <= reach**2 + 1e-6
             out |= binary_dilation(grown[classes], structure=disc)

@@ -3,28 +3,26 @@
 Planetary Computer assets are private blobs read with SAS tokens that expire. Tokens put in
 the task graph at search time are stale by the time a long run's last task reads, so the
 signer travels with the tasks and is called right before each open, on whichever worker
-runs the read: :func:`read_signed` for cubemosaic's own reader, :class:`SigningRioDriver`
-for odc-stac's. When a read still fails (a server answering 403 for a token revoked, or
+runs the read (:func:`read_signed`, around both of :mod:`cubemosaic.read`'s ways of reading).
+When a read still fails (a server answering 403 for a token revoked, or
 expired before the time it stated), the cached token is dropped, the href signed again and
 the read tried once more.
 
 The planetary-computer package does the signing and caches tokens per storage container;
 what is written here is only that retry with a fresh token (the package has none), carrying
-its settings (``PC_SDK_SAS_URL``, ``PC_SDK_SUBSCRIPTION_KEY``) from the client to the workers,
-and a signing driver for odc-loader (whose ``patch_url`` runs when the graph is built).
+and its settings (``PC_SDK_SAS_URL``, ``PC_SDK_SUBSCRIPTION_KEY``) from the client to the
+workers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlparse
 
 import planetary_computer
 import requests
-from odc.loader import RioDriver, RioReader
-from odc.loader.types import RasterSource
 from planetary_computer import sas
 from planetary_computer.settings import Settings
 from planetary_computer.utils import parse_blob_url
@@ -32,7 +30,7 @@ from planetary_computer.utils import parse_blob_url
 from .catalog import redact
 from .errors import SigningError
 
-__all__ = ["PlanetaryComputerSigner", "Refreshable", "SigningRioDriver", "read_signed", "signer"]
+__all__ = ["PlanetaryComputerSigner", "Refreshable", "read_signed", "signer"]
 
 T = TypeVar("T")
 Signer = Callable[[str], str]
@@ -127,27 +125,3 @@ def read_signed(href: str, sign: Signer | None, read: Callable[[str], T]) -> T:
         if not isinstance(sign, Refreshable):
             raise
     return read(sign.refresh(href))
-
-
-class SigningRioDriver(RioDriver):
-    """odc-loader's rasterio driver, signing each href in the task that reads it (odc-stac's
-    ``patch_url`` signs when the graph is built, which a long run outlives)."""
-
-    def __init__(self, sign: Signer) -> None:
-        super().__init__()
-        self._sign = sign
-
-    def open(self, src: RasterSource, ctx: Any) -> _SigningReader:
-        return _SigningReader(src, ctx, self._sign)
-
-
-class _SigningReader(RioReader):
-    def __init__(self, src: RasterSource, ctx: Any, sign: Signer) -> None:
-        super().__init__(src, ctx)
-        self._sign = sign
-
-    def read(self, cfg, dst_geobox, *, dst=None, selection=None):
-        def attempt(url: str):
-            return RioReader(self._src.patch(uri=url), self._ctx).read(cfg, dst_geobox, dst=dst, selection=selection)
-
-        return read_signed(self._src.uri, self._sign, attempt)

@@ -109,11 +109,11 @@ def test_a_bad_geometry_stops_the_cli_before_any_search(tmp_path):
     assert "search" not in proc.stderr
 
 
-@pytest.mark.parametrize("reader", ["aligned", "odc-stac"])
+@pytest.mark.parametrize("reader", ["aligned", "warped"])
 def test_a_triangle_aoi_is_nodata_outside_and_the_truth_inside(demo, truth, tmp_path, reader):
     """The grid covers the triangle's bounds; pixels whose centre is outside it are nodata in the
     cube, the monthly store and the COGs (count 0), the others are the truth; the STAC items carry
-    the triangle as their footprint. Both readers (grids that line up, and odc-stac's warping
+    the triangle as their footprint. Both readers (grids that line up, and odc-loader's warping
     load, taken here by mode resampling) apply the same polygon."""
     import shapely
     from odc.geo.geom import Geometry
@@ -123,7 +123,7 @@ def test_a_triangle_aoi_is_nodata_outside_and_the_truth_inside(demo, truth, tmp_
 
     area = _write(tmp_path / "triangle.geojson", {"type": "Polygon", "coordinates": [TRIANGLE]})
     out = tmp_path / "out"
-    extra = ["resampling=mode"] if reader == "odc-stac" else []
+    extra = ["resampling=mode"] if reader == "warped" else []
     proc = cli(["catalog=demo", f"aoi={area}", f"output_dir={out}", *extra], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     monthly = open_dn(out / "monthly.zarr")

@@ -42,7 +42,7 @@ def test_a_dilation_under_one_scl_pixel_is_refused_and_coarse_pixels_grow_by_one
         to_settings(compose(["catalog=demo", "mask_dilation=10", "output_dir=/tmp/cubemosaic-test-unused"]))
     scl = np.full((5, 5), 4, dtype=np.uint16)
     scl[2, 2] = 9
-    grown = CloudMask(dilation_m=50).masked(scl, 60.0)  # odc-stac's path at 60 m: the neighbours
+    grown = CloudMask(dilation_m=50).masked(scl, 60.0)  # the warped read at 60 m: the neighbours
     assert grown[1:4, 2].all() and grown[2, 1:4].all() and not grown[1, 1]
 
 
@@ -126,7 +126,7 @@ def test_dilation_recovers_the_haze_the_scl_misses(haze, demo, tmp_path):
 
 
 def test_both_readers_dilate_alike(haze, tmp_path):
-    """At 20 m the output pixels are the SCL's, so odc-stac's path (mode resampling of the
+    """At 20 m the output pixels are the SCL's, so the warped read (mode resampling of the
     bands, dilation on the output grid) and the aligned reader mask the same pixels."""
     aligned, _ = _monthly(haze, tmp_path, f"mask_dilation={RING_M:g}", "stage=all")
     warped, _ = _monthly(haze, tmp_path, f"mask_dilation={RING_M:g}", "resampling=mode")

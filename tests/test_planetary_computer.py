@@ -79,8 +79,8 @@ def test_a_run_outlives_several_tokens(demo, demo_run, tmp_path, stated_lifetime
     assert_same_cogs(demo_run, out)
 
 
-def test_odc_stac_reads_sign_in_the_task_too(demo, truth, tmp_path):
-    """Mode resampling goes through odc-stac's load; its reads sign (and re-sign) in the task."""
+def test_warped_reads_sign_in_the_task_too(demo, truth, tmp_path):
+    """Mode resampling goes through odc-loader's warping reader; its reads sign (and re-sign) in the task."""
     from cubemosaic.store import open_dn
 
     with (
@@ -117,15 +117,15 @@ def test_the_signer_takes_the_client_settings_to_the_workers(tmp_path):
     import subprocess
     import sys
 
-    from cubemosaic.signing import PlanetaryComputerSigner, SigningRioDriver
+    from cubemosaic.signing import PlanetaryComputerSigner
 
     href = f"https://{ACCOUNT}.blob.core.windows.net/{CONTAINER}/a/B04.tif"
     with SasTokenStandIn(lifetime=60, key="secret-key") as sas:
         sign = PlanetaryComputerSigner(sas_url=sas.url, subscription_key="secret-key")
         assert "secret-key" not in repr(sign)
-        payload = tmp_path / "driver.pickle"
-        payload.write_bytes(pickle.dumps(SigningRioDriver(sign)))
-        script = "import pickle, sys; print(pickle.load(open(sys.argv[1], 'rb'))._sign(sys.argv[2]))"
+        payload = tmp_path / "signer.pickle"
+        payload.write_bytes(pickle.dumps(sign))
+        script = "import pickle, sys; print(pickle.load(open(sys.argv[1], 'rb'))(sys.argv[2]))"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PC_SDK_")}
         env["HOME"] = str(tmp_path)  # no ~/.planetarycomputer/settings.env either
         proc = subprocess.run(

@@ -65,9 +65,9 @@ def test_cogs_match_truth_across_baseline_change(demo_run, truth):
     assert (t["count"].values[3] == 0).sum() > 100
 
 
-def test_the_odc_stac_path_matches_truth_too(demo, truth, tmp_path):
+def test_the_warped_path_matches_truth_too(demo, truth, tmp_path):
     """Grids that do not line up, and resamplings other than nearest and average (here: mode), go
-    through odc-stac's warping load."""
+    through odc-loader's warping reader."""
     from conftest import cli
 
     out = tmp_path / "out"
@@ -83,7 +83,8 @@ def test_grid_alignment_decides_the_reader():
     import pystac
     from odc.geo.geobox import GeoBox
 
-    from cubemosaic.read import asset_grid, is_aligned
+    from cubemosaic.read import is_aligned
+    from cubemosaic.scenes import asset_grid
 
     item = pystac.Item("x", None, None, __import__("datetime").datetime(2022, 1, 1), {"proj:epsg": 32610})
     item.add_asset(
@@ -123,7 +124,7 @@ def test_a_distributed_local_cluster_gives_the_same_cogs(demo_run, tmp_path, clu
 
 def test_at_10_m_the_20_m_scl_is_upsampled_on_the_aligned_reader(demo, truth, tmp_path):
     """10 m output: the bands are native, the 20 m SCL is repeated 2 x 2 (nearest upsampling by an
-    integer is exact), so no day goes through odc-stac's warping reader; each 10 m pixel equals the
+    integer is exact), so no day goes through odc-loader's warping reader; each 10 m pixel equals the
     truth of the 20 m pixel it lies in (the demo's 10 m bands repeat their 20 m ground)."""
     from conftest import cli
 

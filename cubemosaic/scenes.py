@@ -1,0 +1,83 @@
+"""STAC items parsed once into scenes: what the readers, the cube's signature and its provenance use.
+
+After the search (and the band resolution) in :mod:`cubemosaic.catalog`, this is the one module
+that reads an item's raw STAC fields: its id and time, its CRS, platform and processing
+baseline, and for each asset where its pixels are (:class:`~cubemosaic.read.AssetGrid`) and the
+offset its reflectance carries. The Sentinel-2 rules it applies (solar day, CRS, offset) are
+:mod:`cubemosaic.s2`'s.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pystac
+
+from .read import AssetGrid, SceneSource
+from .s2 import item_crs, item_offset, solar_day, stated_crs
+
+__all__ = ["Scene", "asset_grid", "parse_scene"]
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One Sentinel-2 L2A scene (a STAC item), parsed."""
+
+    id: str
+    datetime: dt.datetime
+    #: The local solar day of the acquisition (the cube's time step).
+    day: dt.date
+    crs: str | None
+    platform: str
+    #: The processing baseline as the catalog states it ("" when it does not).
+    baseline: str
+    #: Asset key -> where its pixels are.
+    assets: Mapping[str, AssetGrid]
+    #: Asset key -> DN to subtract to remove the baseline offset.
+    offsets: Mapping[str, int]
+
+    def source(self, keys: Sequence[str], scl_key: str) -> SceneSource:
+        """What the scene gives a day's read: the bands ``keys`` (in output order) and the SCL."""
+        return SceneSource(self.id, tuple(self.assets[k] for k in keys), self.assets[scl_key], self.offsets[keys[0]])
+
+
+def parse_scene(item: pystac.Item) -> Scene:
+    """``item`` as a :class:`Scene`."""
+    crs = item_crs(item)
+    props = item.properties
+    return Scene(
+        id=item.id,
+        datetime=item.datetime or item.common_metadata.start_datetime,  # type: ignore[arg-type]
+        day=solar_day(item),
+        crs=crs,
+        platform=str(props.get("platform", "")),
+        baseline=str(props.get("s2:processing_baseline", "")),
+        assets={key: asset_grid(item, key, crs) for key in item.assets},
+        offsets={key: item_offset(item, key) for key in item.assets},
+    )
+
+
+def asset_grid(item: pystac.Item, key: str, crs: str | None) -> AssetGrid:
+    """The asset's grid from its STAC projection fields (transform, shape, CRS; the item's ``crs``
+    where the asset states none); without them, only its href (the reader then warps)."""
+    asset = item.assets[key]
+    fields = asset.extra_fields
+    transform = fields.get("proj:transform") or item.properties.get("proj:transform")
+    shape = fields.get("proj:shape") or item.properties.get("proj:shape")
+    asset_crs = stated_crs(fields) or crs
+    known = bool(transform and shape and asset_crs)
+    return AssetGrid(
+        asset.get_absolute_href() or asset.href,
+        str(asset_crs) if asset_crs else None,
+        tuple(float(v) for v in transform[:6]) if known else None,  # type: ignore[arg-type]
+        (int(shape[0]), int(shape[1])) if known else None,
+        item.id,
+        key,
+        _is_jpeg2000(asset),
+    )
+
+
+def _is_jpeg2000(asset: pystac.Asset) -> bool:
+    return (asset.media_type or "").startswith("image/jp2") or asset.href.lower().endswith(".jp2")

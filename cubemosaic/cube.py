@@ -207,7 +207,7 @@ def signature(days: Sequence[SolarDay], spec: CubeSpec) -> dict[str, Any]:
 
 
 def build_cube(
-    items: Sequence[pystac.Item],
+    items: Sequence[pystac.Item | Scene],
     path: str,
     spec: CubeSpec,
     *,
@@ -216,7 +216,8 @@ def build_cube(
     on_read_error: str = "fail",
     relay: Any = None,
 ) -> str:
-    """Write (or resume) the cube of ``items`` made as ``spec`` says at ``path``; returns ``path``.
+    """Write (or resume) the cube of ``items`` (STAC items or scenes parsed from them) made as
+    ``spec`` says at ``path``; returns ``path``.
 
     With ``on_read_error="skip"`` a scene with an unreadable asset is left out of its day, and
     the skipped assets are logged and recorded in the store (then in the months' STAC items).

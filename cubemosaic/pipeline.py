@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .config import Settings
 from .errors import WriteError
@@ -104,7 +105,7 @@ def _run(settings: Settings) -> Outputs:
     if "cube" in stages:
         with _timed("search"):
             settings = resolve_demo(settings)
-            items, bands, scl, geobox = _plan(settings)
+            plan = _plan(settings)
     if "cube" in stages or "composite" in stages:
         with dask_client(settings.cluster) as client:
             relay = choose_relay(client, _store_folders(out))
@@ -115,9 +116,9 @@ def _run(settings: Settings) -> Outputs:
                 from .signing import signer
 
                 spec = CubeSpec(
-                    geobox=geobox,
-                    bands=bands,
-                    scl_key=scl,
+                    geobox=plan.geobox,
+                    bands=plan.bands,
+                    scl_key=plan.scl,
                     mask=CloudMask(settings.mask_classes, settings.mask_dilation),
                     resampling=settings.resampling,
                     chunk_size=settings.chunk_size,
@@ -125,7 +126,7 @@ def _run(settings: Settings) -> Outputs:
                 )
                 with _timed("cube", client):
                     build_cube(
-                        items,
+                        plan.scenes,
                         out.cube,
                         spec,
                         overwrite=settings.overwrite,
@@ -156,11 +157,22 @@ def _store_folders(out: Outputs) -> list[tuple[str, str]]:
     return folders
 
 
-def _plan(settings: Settings):
+@dataclass(frozen=True)
+class Plan:
+    """What the search fixed: the scenes (parsed once), the bands and the SCL as asset keys, the grid."""
+
+    scenes: tuple[Any, ...]
+    bands: dict[str, str]
+    scl: str
+    geobox: Any
+
+
+def _plan(settings: Settings) -> Plan:
     """Search the catalog and fix the bands and the output grid."""
     from .catalog import SearchRequest, resolve_bands, search
     from .cube import output_geobox
     from .s2 import dominant_crs
+    from .scenes import parse_scene
 
     assert settings.catalog_url is not None
     assert settings.start_date and settings.end_date and settings.aoi, "validated by to_settings for stage=cube/all"
@@ -175,6 +187,6 @@ def _plan(settings: Settings):
     )
     items = search(settings.catalog_url, request)
     bands, scl = resolve_bands(items, settings.bands)
-    crs = settings.crs or dominant_crs(items)
-    geobox = output_geobox(settings.aoi, crs, settings.resolution)
-    return items, bands, scl, geobox
+    scenes = tuple(parse_scene(item) for item in items)
+    crs = settings.crs or dominant_crs(s.crs for s in scenes)
+    return Plan(scenes, dict(bands), scl, output_geobox(settings.aoi, crs, settings.resolution))

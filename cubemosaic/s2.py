@@ -14,7 +14,7 @@ import datetime as dt
 import math
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -199,9 +199,10 @@ def item_crs(item: pystac.Item) -> str | None:
     return None
 
 
-def dominant_crs(items: Sequence[pystac.Item]) -> str:
-    """The CRS most scenes are in (ties: the first met); other scenes get reprojected."""
-    counts = Counter(c for c in (item_crs(it) for it in items) if c)
+def dominant_crs(crss: Iterable[str | None]) -> str:
+    """The CRS most scenes are in (``crss``: each scene's, None where it states none; ties: the
+    first met); other scenes get reprojected."""
+    counts = Counter(c for c in crss if c)
     if not counts:
         raise ReadError("crs: the scenes state no projection (proj:epsg / proj:code); set crs=EPSG:XXXX")
     return counts.most_common(1)[0][0]

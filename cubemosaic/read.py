@@ -131,7 +131,13 @@ def _factor(grid: AssetGrid, geobox) -> int | None:
     """How the asset's pixels map on the output grid's, or None when the grids do not line up:
     ``k`` > 0, each output pixel is k x k asset pixels (an integer shrink, read through GDAL's
     overviews); ``-m``, each asset pixel is m x m output pixels (the 20 m SCL on a 10 m grid,
-    an integer upsampling: nearest is then exact, a repeat)."""
+    an integer upsampling: nearest is then exact, a repeat).
+
+    Written by hand: odc-geo's ``compute_reproject_roi`` answers ``paste_ok`` only where the output
+    grid falls on the asset's grid shrunk as a whole (a 10 m band onto a 20 m grid that starts one
+    10 m pixel further: not paste_ok, though every 20 m pixel is exactly 2 x 2 band pixels, read
+    from a window starting there) and never for an upsampling (the 20 m SCL onto a 10 m grid).
+    """
 
     if grid.transform is None or grid.shape is None or grid.crs is None:
         return None

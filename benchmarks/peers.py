@@ -5,7 +5,8 @@
     python benchmarks/peers.py odc      ITEMS_JSON OUT_DIR AOI START END
 
 - floor: decode every needed input pixel once at the target resolution (rasterio, overview
-  reads, a thread per core) and nothing else: the physical floor of the job.
+  reads, a thread per core; over HTTP 16 reads in flight, with the GDAL settings for remote
+  reads) and nothing else: the physical floor of the job.
 - original: the eoap cloudless-mosaic recipe, step for step: stackstac stack, x > 0,
   persist, group by year-month, median, compute (no SCL mask, no offset harmonisation).
 - odc: what an expert writes with odc-stac: load grouped by solar day, SCL mask, offset
@@ -47,9 +48,14 @@ def floor(items, out: Path, aoi, start, end) -> dict:
     area = box(*aoi, "EPSG:4326")
     jobs = [(item.assets[key].href, area) for item in items for key in BANDS + ["SCL"]]
 
+    # GDAL's settings for remote reads that any careful reader sets (no directory listing on open,
+    # consecutive ranges merged, multi-range requests in parallel): cubemosaic's own, so that over
+    # HTTP the floor is the latency bound of THREADS reads in flight, not GDAL's defaults.
+    from cubemosaic.read import GDAL_READ_OPTIONS
+
     def read(job):
         href, area = job
-        with rasterio.open(href) as ds:
+        with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href) as ds:
             bounds = area.to_crs(ds.crs).boundingbox
             window = from_bounds(*bounds, transform=ds.transform).round_offsets().round_lengths()
             scale = ds.res[0] / RES

@@ -15,10 +15,10 @@ value), so only the finished uint16 block leaves the task. Each asset is read on
   metadata, a resampling such as bilinear or mode) through odc-loader's rasterio reader
   (``odc.loader.RioReader``, the one odc-stac's load uses), which warps onto the block.
 
-Either way the read is signed in the task and a failed read raises
-:class:`~cubemosaic.errors.AssetReadError` naming the item and band, where it fails. Each scene's SCL is read on its own
-pixels when the mask is dilated (:class:`~cubemosaic.s2.CloudMask`), and pixels outside a polygon
-AOI are never taken.
+Either way the read is signed in the task, and a failed read raises
+:class:`~cubemosaic.errors.AssetReadError` naming the item and band, where it fails. Each
+scene's SCL is read on its own pixels when the mask is dilated (:class:`~cubemosaic.s2.CloudMask`),
+and pixels outside a polygon AOI are never taken.
 
 JPEG2000 assets (Copernicus Data Space) are always decoded at full resolution: their
 "overviews" are wavelet low-pass images, not samples of the band.

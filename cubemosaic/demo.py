@@ -152,8 +152,8 @@ class DemoArchive:
         return xr.open_zarr(self.truth_path, consolidated=False).load()
 
     def agreement(self, monthly) -> float:
-        """The share of pixel values of ``monthly`` (a monthly store opened with ``mask_and_scale=False``,
-        on the truth's 20 m grid) within :data:`NOISE_DN` of the truth, where the truth has a clear
+        """The share of pixel values of ``monthly`` (a monthly store's DN, as
+        :func:`cubemosaic.store.open_dn` opens it, on the truth's 20 m grid) within :data:`NOISE_DN` of the truth, where the truth has a clear
         answer; a no-data pixel there is a miss."""
         truth = self.truth().sel(x=monthly.x.values, y=monthly.y.values)
         hits = total = 0

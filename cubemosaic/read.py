@@ -256,6 +256,8 @@ def _warp(grid: AssetGrid, geobox, access: Access, resampling: str) -> np.ndarra
     """The asset warped onto ``geobox`` by odc-loader's reader with ``resampling``; 0 (the
     Sentinel-2 nodata, whatever the file states) where it has no pixel and never blended in."""
     out = np.zeros(geobox.shape, dtype=np.uint16)
+    if not _overlaps(grid, geobox):
+        return out  # not opened: a scene far from the block (another UTM zone's tile, say)
     cfg = RasterLoadParams(
         dtype="uint16",
         fill_value=0,
@@ -267,6 +269,14 @@ def _warp(grid: AssetGrid, geobox, access: Access, resampling: str) -> np.ndarra
     # RioReader keeps no state of its own load (its context is unused): one per read.
     _named(grid, access, lambda url: RioReader(RasterSource(url), None).read(cfg, geobox, dst=out))  # type: ignore[arg-type]
     return out
+
+
+def _overlaps(grid: AssetGrid, geobox) -> bool:
+    """Whether the asset's pixels reach ``geobox`` (True when the catalog does not say where they are)."""
+    if grid.transform is None or grid.shape is None or grid.crs is None:
+        return True
+    footprint = GeoBox(grid.shape, Affine(*grid.transform), grid.crs).extent
+    return footprint.intersects(geobox.extent.to_crs(footprint.crs))
 
 
 def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndarray:
@@ -282,7 +292,7 @@ def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndar
 
     k = _factor(grid, geobox)
     pixel = abs(geobox.resolution.x)
-    if not mask.dilation_m:
+    if mask.dilation_m <= 0:
         return mask.masked(_read(grid, geobox, access), pixel)
     if k is None:
         r = mask.radius_px(pixel)

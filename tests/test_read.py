@@ -126,3 +126,17 @@ def test_a_failed_read_names_the_item_and_band_where_it_fails(day, tmp_path, war
         day_block([a, b], _grid(20), CloudMask(), PLAIN)
     assert (failed.value.item_id, failed.value.band) == ("b", "b-B04")
     assert "cannot read asset b-B04 of item b" in str(failed.value)
+
+
+def test_a_scene_that_does_not_reach_the_block_is_not_opened(day, tmp_path):
+    """A tile of the next UTM zone, 500 km away, stated in its own CRS: never opened (its files
+    do not even exist), so it costs no request and cannot fail the block."""
+    far = AssetGrid(str(tmp_path / "gone-B04.tif"), "EPSG:32611", (10, 0, X0, 0, -10, Y0), (N, N), "far", "B04")
+    far_scl = AssetGrid(str(tmp_path / "gone-SCL.tif"), "EPSG:32611", (20, 0, X0, 0, -20, Y0), (N // 2, N // 2),
+                        "far", "SCL")  # fmt: skip
+    sources = [*day(), SceneSource("far", (far,), far_scl, 0)]
+    np.testing.assert_array_equal(day_block(sources, _grid(20), CloudMask(), PLAIN)[0], _expected(20))
+    # The same files where nothing says where they are: opened, and the failure named.
+    unknown = [AssetGrid(g.href, None, None, None, "far", g.key) for g in (far, far_scl)]
+    with pytest.raises(AssetReadError, match="asset SCL of item far"):
+        day_block([SceneSource("far", (unknown[0],), unknown[1], 0)], _grid(20), CloudMask(), PLAIN)

@@ -377,14 +377,12 @@ def day_block(
     # Every scene's mask at once, then each needed scene's bands at once, on the I/O pool.
     maskeds = list(_IO_POOL.map(lambda s: _masked(s.scl, geobox, mask, access), sources))
     for scene, masked in zip(sources, maskeds, strict=True):
-        take = empty & ~masked
-        if not take.any():
-            continue
-        bands = list(_IO_POOL.map(lambda g: _read(g, geobox, access, resampling), scene.bands))
-        for band in bands:
-            take &= band != 0
+        if not (empty & ~masked).any():
+            continue  # nothing this scene could fill: its bands are not read
+        bands, clear = _scene_bands(scene, geobox, access, resampling, masked)
+        take = empty & clear
         for i, band in enumerate(bands):
-            np.copyto(out[i], _harmonise(band, scene.offset), where=take)
+            np.copyto(out[i], band, where=take)
         empty &= ~take
         if not empty.any():
             break
@@ -413,7 +411,8 @@ def _average_day(sources: Sequence[SceneSource], geobox, mask: CloudMask, access
         if all(is_aligned(g, geobox) for g in (*scene.bands, scene.scl)):
             values, clear = _average_scene(scene, geobox, mask, access)
         else:
-            values, clear = _warped_scene(scene, geobox, mask, access, "average")
+            masked = _masked(scene.scl, geobox, mask, access)
+            values, clear = _scene_bands(scene, geobox, access, "average", masked)
         take = empty & clear
         for i in range(n):
             np.copyto(out[i], values[i], where=take)
@@ -458,13 +457,14 @@ def _average_scene(scene: SceneSource, geobox, mask: CloudMask, access: Access) 
     return values, clear_all
 
 
-def _warped_scene(
-    scene: SceneSource, geobox, mask: CloudMask, access: Access, resampling: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """((bands, y, x) harmonised values, where clear) of a scene warped onto ``geobox``."""
-    masked = _masked(scene.scl, geobox, mask, access)
+def _scene_bands(
+    scene: SceneSource, geobox, access: Access, resampling: str, masked: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The scene's bands on ``geobox`` read with ``resampling`` (on the I/O pool) and harmonised,
+    and where the scene is clear: not ``masked`` and every band has data. The one place the
+    mask / offset rule meets the pixels, for both the nearest fuse and a warped average."""
     bands = list(_IO_POOL.map(lambda g: _read(g, geobox, access, resampling), scene.bands))
     clear = ~masked
     for band in bands:
         clear &= band != 0
-    return np.stack([_harmonise(band, scene.offset) for band in bands]), clear
+    return [_harmonise(band, scene.offset) for band in bands], clear

@@ -1,8 +1,8 @@
 """The composite stage: monthly median and valid-observation count, block by block.
 
 The median is not tree-reducible, so the cube is read with time chunks aligned to months
-(one chunk = one month of one spatial shard) and each block is reduced in one pass with
-bottleneck's ``nanmedian``. Nothing is pulled to the client; each month is written to
+(one chunk = one month of one spatial shard) and each block is reduced in one pass
+(:func:`median_block`). Nothing is pulled to the client; each month is written to
 ``monthly.zarr`` as soon as it is computed and recorded as done, so memory does not grow
 with the length of the time range and an interrupted run resumes by month.
 """
@@ -63,34 +63,60 @@ def median_block(block: np.ndarray) -> np.ndarray:
 
     Written by hand for speed: on month-long time axes (t <= 24) a sorting network of
     whole-array ``minimum``/``maximum`` ops on uint16 beats bottleneck's ``nanmedian`` on
-    float32 (measured here: ~2x at 5 scenes, ~3x at 12, for 1690 x 1618 blocks). No data (0)
-    sorts last; the median is picked per pixel from its own number of valid values.
-    Longer axes fall back to bottleneck. Both agree exactly (tests/test_stages.py).
+    float32 (measured here: ~2x at 5 scenes, ~3x at 12, for 1690 x 1618 blocks, with
+    whole-block arrays). No data (0) sorts last; the median is picked per pixel from its own
+    number of valid values. The block is reduced a strip of rows at a time so that the network's
+    arrays stay in the CPU's cache, and the middle values are averaged in uint16: 1.9-2.1x
+    faster than whole-block arrays on 1954 x 1980 blocks (66 against 125 ms at 4 scenes, 165
+    against 344 ms at 12). Longer axes fall back to bottleneck. Both agree exactly
+    (tests/test_stages.py).
     """
     t = block.shape[0]
-    out_shape = (1,) + block.shape[1:]
+    out = np.zeros((1,) + block.shape[1:], dtype=np.uint16)
     if t == 0:
-        return np.zeros(out_shape, dtype=np.uint16)
+        return out
     if t > NETWORK_MAX:
         return _median_bottleneck(block)
+    rows = max(1, STRIP_VALUES // max(1, block.shape[2] * t))
+    for y in range(0, block.shape[1], rows):
+        _network_median(block[:, y : y + rows], out[0, y : y + rows])
+    return out
+
+
+#: Values (time x pixels) in one strip of :func:`median_block`: a few hundred kB per array.
+STRIP_VALUES = 1 << 18
+
+
+def _network_median(block: np.ndarray, out: np.ndarray) -> None:
+    """The median of ``block`` (t, y, x) into ``out`` (y, x): see :func:`median_block`."""
+    t = block.shape[0]
     # Shift by one: no data (0) wraps to 65535 and sorts last; valid DN 1..65535 become 0..65534.
-    shifted = block - np.uint16(1)
-    values = list(shifted)
+    values = [layer - np.uint16(1) for layer in block]
     for a, b in sorting_network(t):
         lo = np.minimum(values[a], values[b])
         np.maximum(values[a], values[b], out=values[b])
         values[a] = lo
+    # The middle one or two of the n sorted valid values: positions (n - 1) // 2 and n // 2.
     n = valid_count(block)
-    lo_i, hi_i = (np.maximum(n, 1) - 1) // 2, n // 2  # the middle one or two of n sorted values
     lo, hi = values[0].copy(), values[0].copy()
-    for k in range(1, t):
-        np.copyto(lo, values[k], where=lo_i >= k)
-        np.copyto(hi, values[k], where=hi_i >= k)
-    total = lo.astype(np.uint32) + hi + 2
-    half = total // 2
-    med = half + (total & 1) * (half & 1)  # x.5 rounds to the even neighbour, as np.rint does
-    med[n == 0] = 0
-    return med.astype(np.uint16)[None]
+    for k in range(1, (t - 1) // 2 + 1):
+        np.copyto(lo, values[k], where=n >= 2 * k + 1)
+    for k in range(1, t // 2 + 1):
+        np.copyto(hi, values[k], where=n >= 2 * k)
+    # Back to DN (no data wraps to 0 again, so a pixel without data gives 0), then their mean in
+    # uint16 without overflow, x.5 rounded to the even neighbour as np.rint does.
+    lo += np.uint16(1)
+    hi += np.uint16(1)
+    mean = lo >> 1
+    mean += hi >> 1
+    both_odd = lo & hi
+    both_odd &= 1
+    mean += both_odd
+    lo ^= hi  # odd sum: a .5 to round
+    lo &= mean  # ... up when the floor is odd
+    lo &= 1
+    mean += lo
+    out[...] = mean
 
 
 def _median_bottleneck(block: np.ndarray) -> np.ndarray:

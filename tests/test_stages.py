@@ -95,7 +95,10 @@ def test_sorting_network_median_equals_bottleneck(t):
     from cubemosaic.composite import _median_bottleneck
 
     rng = np.random.default_rng(t)
-    block = rng.integers(1, 65535, (t, 40, 50), endpoint=True).astype(np.uint16)
+    # Tall enough to be reduced in several strips of rows (composite.STRIP_VALUES) when t > 2.
+    block = rng.integers(1, 65535, (t, 3000, 50), endpoint=True).astype(np.uint16)
     block[rng.random(block.shape) < 0.4] = 0
     block[:, :3, :3] = 0
+    block[:, -1, :2] = 65535  # the largest DN: sums that overflow uint16
     np.testing.assert_array_equal(median_block(block), _median_bottleneck(block))
+

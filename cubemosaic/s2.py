@@ -81,9 +81,11 @@ class CloudMask:
 
     @cached_property
     def _lookup(self) -> tuple[np.ndarray, np.ndarray]:
-        masked = np.zeros(256, dtype=bool)  # SCL class -> masked, a lookup instead of np.isin
+        # SCL value -> masked, a lookup instead of np.isin; over every uint16 value (64 kB), so
+        # the SCL as read indexes it directly (clipping to 255 first took longer than the lookup).
+        masked = np.zeros(1 << 16, dtype=bool)
         masked[np.asarray(self.classes, dtype=np.uint8)] = True
-        grown = np.zeros(256, dtype=bool)
+        grown = np.zeros(1 << 16, dtype=bool)
         grown[[c for c in DILATED_CLASSES if c in self.classes]] = True
         return masked, grown
 
@@ -101,8 +103,8 @@ class CloudMask:
         exact edges reads :meth:`radius_px` more pixels on each side.
         """
         masked, grown = self._lookup
-        classes = np.minimum(scl, 255)
-        out = masked[classes]
+        classes = scl if scl.dtype in (np.uint8, np.uint16) else np.clip(scl, 0, 255).astype(np.uint16)
+        out = np.take(masked, classes)
         r = self.radius_px(pixel_size)
         if r:
             yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -110,7 +112,7 @@ class CloudMask:
             # (the warped read dilates on output pixels, which can be 60 or 100 m).
             reach = max(self.dilation_m, pixel_size)
             disc = (yy * pixel_size) ** 2 + (xx * pixel_size) ** 2 <= reach**2 + 1e-6
-            out |= binary_dilation(grown[classes], structure=disc)
+            out |= binary_dilation(np.take(grown, classes), structure=disc)
         return out
 
     def provenance(self) -> dict[str, Any]:

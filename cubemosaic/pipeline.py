@@ -97,7 +97,7 @@ def run(settings: Settings) -> Outputs:
 
 
 def _run(settings: Settings) -> Outputs:
-    from .cluster import dask_client
+    from .cluster import dask_client, waiting_on_network
     from .reach import choose_relay
 
     out = outputs(settings)
@@ -124,7 +124,12 @@ def _run(settings: Settings) -> Outputs:
                     chunk_size=settings.chunk_size,
                     aoi_wkt=settings.aoi_wkt,
                 )
-                with _timed("cube", client):
+                remote = any(
+                    "://" in grid.href and not grid.href.startswith("file://")
+                    for scene in plan.scenes
+                    for grid in scene.assets.values()
+                )
+                with _timed("cube", client), waiting_on_network(settings.cluster, client, remote):
                     build_cube(
                         plan.scenes,
                         out.cube,

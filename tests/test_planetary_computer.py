@@ -70,6 +70,7 @@ def test_a_run_outlives_several_tokens(demo, demo_run, tmp_path, stated_lifetime
         proc, out = _run(demo, tmp_path, sas, blobs)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert blobs.hosts == {f"{ACCOUNT}.blob.core.windows.net"}, "every read went to blob storage, through the proxy"
+    assert "thread(s) for the cube's remote reads" in proc.stderr, "remote reads get more Dask threads"
     assert sas.containers == {(ACCOUNT, CONTAINER)} and sas.keys_seen == {"pc-key"}
     assert len(sas.issued) >= 3, f"the run outlived {len(sas.issued)} token(s) only"
     if stated_lifetime == 3600:

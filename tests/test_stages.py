@@ -102,3 +102,22 @@ def test_sorting_network_median_equals_bottleneck(t):
     block[:, -1, :2] = 65535  # the largest DN: sums that overflow uint16
     np.testing.assert_array_equal(median_block(block), _median_bottleneck(block))
 
+
+def test_remote_reads_get_more_threads_unless_the_user_set_them():
+    import os
+
+    import dask
+
+    from cubemosaic.cluster import REMOTE_THREADS_PER_CORE, ClusterSpec, waiting_on_network
+
+    cores = os.cpu_count() or 1
+    with dask.config.set(num_workers=cores):
+        with waiting_on_network(ClusterSpec(), None, remote=True):
+            assert dask.config.get("num_workers") == REMOTE_THREADS_PER_CORE * cores
+        assert dask.config.get("num_workers") == cores, "only for the stage"
+        with waiting_on_network(ClusterSpec(), None, remote=False):
+            assert dask.config.get("num_workers") == cores
+        with waiting_on_network(ClusterSpec(threads_per_worker=1), None, remote=True):
+            assert dask.config.get("num_workers") == cores, "the user's setting wins"
+        with waiting_on_network(ClusterSpec(), object(), remote=True):
+            assert dask.config.get("num_workers") == cores, "a cluster's workers are sized by the cluster"

@@ -28,6 +28,7 @@ from shapely.geometry import shape
 
 from .errors import CatalogError, ConfigError, NothingFoundError
 from .s2 import asset_resolution
+from .urls import is_local
 
 __all__ = [
     "SearchRequest",
@@ -108,7 +109,7 @@ def _absolute(url: str) -> str:
 def _read_json(url: str) -> dict[str, Any]:
 
     try:
-        if "://" not in url or url.startswith("file://"):
+        if is_local(url):
             text = Path(url.removeprefix("file://")).expanduser().read_text()
         else:
             resp = requests.get(url, timeout=30)

@@ -14,6 +14,7 @@ from typing import Any
 from .config import Settings
 from .errors import WriteError
 from .lock import run_lock, store_lease
+from .urls import is_local
 
 __all__ = ["Outputs", "outputs", "resolve_demo", "run"]
 
@@ -85,7 +86,7 @@ def run(settings: Settings) -> Outputs:
     """
     with ExitStack() as held:
         held.enter_context(run_lock(settings.output_dir))
-        if "://" in settings.zarr_dir and not settings.zarr_dir.startswith("file://"):
+        if not is_local(settings.zarr_dir):
             held.enter_context(store_lease(settings.zarr_dir))
         try:
             return _run(settings)
@@ -124,11 +125,7 @@ def _run(settings: Settings) -> Outputs:
                     chunk_size=settings.chunk_size,
                     aoi_wkt=settings.aoi_wkt,
                 )
-                remote = any(
-                    "://" in grid.href and not grid.href.startswith("file://")
-                    for scene in plan.scenes
-                    for grid in scene.assets.values()
-                )
+                remote = not all(is_local(grid.href) for scene in plan.scenes for grid in scene.assets.values())
                 with _timed("cube", client), waiting_on_network(settings.cluster, client, remote):
                     build_cube(
                         plan.scenes,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ClusterError, one_line
+from .urls import is_local
 
 __all__ = ["choose_relay"]
 
@@ -68,7 +69,7 @@ def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> o
     if client is None:
         return None
     for parameter, folder in folders:
-        if "://" in folder and not folder.startswith("file://"):
+        if not is_local(folder):
             continue  # object storage: reached over the network, not through a shared disk
         base = Path(folder.removeprefix("file://"))
         marker = base / f".cubemosaic-reach-{uuid.uuid4().hex}"

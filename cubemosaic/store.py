@@ -49,6 +49,7 @@ from zarr.core.sync import sync
 from .errors import OutputError, WriteError, one_line
 from .relay import relay_steps
 from .s2 import REFLECTANCE_SCALE
+from .urls import is_local
 
 __all__ = [
     "StoreState",
@@ -221,10 +222,6 @@ def _fs(path: str):
     return fsspec.core.url_to_fs(path)
 
 
-def _is_local(path: str) -> bool:
-    return "://" not in path or path.startswith("file://")
-
-
 def open_or_create(
     path: str,
     template,
@@ -338,7 +335,7 @@ def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping
     """
 
     target = path
-    if _is_local(path):
+    if is_local(path):
         target = path + ".partial"
         if Path(target).exists():
             shutil.rmtree(target)

@@ -32,7 +32,7 @@ import logging
 import shutil
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -162,7 +162,7 @@ def dn_arrays(path: str, names: Iterable[str] | None = None, *, mode: str = "r")
 
 def _dn_arrays(path: str, names: Iterable[str] | None, mode: str, *, fast: bool) -> dict[str, zarr.Array]:
     # An array keeps the codec pipeline of the configuration it was opened in.
-    with zarr.config.set({"codec_pipeline.path": FAST_PIPELINE}) if fast else _quiet():
+    with zarr.config.set({"codec_pipeline.path": FAST_PIPELINE}) if fast else nullcontext():
         group = open_group(path, mode)
         wanted = list(names) if names is not None else [name for name, _ in group.arrays()]
         return {name: dn_array(group[name]) for name in wanted}

@@ -127,15 +127,27 @@ class AssetServer(_Server):
 class SasTokenStandIn(_Server):
     """The Planetary Computer's SAS endpoint (``GET <url>/<account>/<container>``) on loopback.
 
-    Tokens work for ``lifetime`` seconds; the answer states ``stated_lifetime`` (by default
-    the same). A ``key`` makes it require that ``Ocp-Apim-Subscription-Key`` (401 otherwise).
+    Tokens work for ``lifetime`` seconds and, with ``uses``, for that many requests only: a
+    count the stand-in keeps, so a test of expiring tokens does not depend on how fast the
+    run or the machine is. The answer states ``stated_lifetime`` (by default ``lifetime``);
+    the planetary-computer package renews a token whose stated expiry is less than 60 s away,
+    so a stated lifetime under 60 s makes it fetch a new token on every signing, whatever the
+    clock. A ``key`` makes it require that ``Ocp-Apim-Subscription-Key`` (401 otherwise).
     """
 
-    def __init__(self, lifetime: float, stated_lifetime: float | None = None, key: str | None = None) -> None:
+    def __init__(
+        self,
+        lifetime: float = 3600.0,
+        stated_lifetime: float | None = None,
+        key: str | None = None,
+        uses: int | None = None,
+    ) -> None:
         self.lifetime = lifetime
         self.stated_lifetime = lifetime if stated_lifetime is None else stated_lifetime
         self.key = key
+        self.uses = uses
         self.issued: dict[str, float] = {}  # signature -> time it stops working
+        self.used: dict[str, int] = {}  # signature -> requests it authorized
         self.containers: set[tuple[str, str]] = set()
         self.keys_seen: set[str | None] = set()
         self._lock = threading.Lock()
@@ -172,6 +184,7 @@ class SasTokenStandIn(_Server):
         expiry = stated.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         with self._lock:
             self.issued[sig] = now + self.lifetime
+            self.used[sig] = 0
             self.containers.add((account, container))
         token = (
             f"st={start:%Y-%m-%dT%H:%M:%SZ}&se={stated:%Y-%m-%dT%H:%M:%SZ}&sp=rl&sv=2024-05-04&sr=c"
@@ -180,8 +193,13 @@ class SasTokenStandIn(_Server):
         return {"msft:expiry": expiry, "token": token}
 
     def valid(self, query: str) -> bool:
-        """Whether ``query`` carries a token issued here that still works."""
+        """Whether ``query`` carries a token issued here that still works (and counts the use)."""
         sig = (parse_qs(query).get("sig") or [""])[0]
         with self._lock:
             until = self.issued.get(sig)
-        return until is not None and time.time() < until
+            if until is None or time.time() >= until:
+                return False
+            if self.uses is not None and self.used[sig] >= self.uses:
+                return False
+            self.used[sig] += 1
+            return True

@@ -10,7 +10,9 @@ Cases (archives generated once into ``benchmarks/cache/``, see archive.py):
 - ``http20``: the same, every asset read over HTTP from a server on 127.0.0.1 that waits 40 ms
   before each response (the floor then keeps 16 reads in flight);
 - ``year100``: the same at 100 m (the seed's example resolution);
-- ``memory24``: 24 months at 20 m, cubemosaic alone: its peak against ``year20``'s (flat in months).
+- ``memory24``: 24 months at 20 m, cubemosaic alone: its peak against ``year20``'s (flat in months);
+- ``stats20``: ``year20``'s cube once, then the composite stage once per statistic (median, p25,
+  medoid, geomedian), each against the median's (``composites.py``).
 
 Contenders: the floor (every needed pixel decoded once, nothing else), cubemosaic (the CLI),
 odc-stac direct (what an expert writes), and on ``year20`` the original recipe (stackstac).
@@ -146,7 +148,7 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-CASES = ("tile10", "year20", "http20", "year100", "memory24")
+CASES = ("tile10", "year20", "http20", "year100", "memory24", "stats20")
 
 
 def _served(archive, work: Path):
@@ -208,6 +210,13 @@ def main() -> int:
         long = bench_archive(24)
         rows[("memory24", "cubemosaic")] = run_cubemosaic(long, long.items_path, work / "memory24", long.truth(), 20)
 
+    stat_checks: list[str] = []
+    if "stats20" in args.case:
+        import composites as stats_case  # benchmarks/composites.py
+
+        rows.update(stats_case.composite_rows(year, work, run_cubemosaic))
+        stat_checks = stats_case.checks(rows) + stats_case.geomedian_peers(year)
+
     text = table(rows)
     checks = []
     for case in ("tile10", "year20", "http20", "year100"):
@@ -223,6 +232,7 @@ def main() -> int:
     if ("memory24", "cubemosaic") in rows and ("year20", "cubemosaic") in rows:
         ratio = rows[("memory24", "cubemosaic")]["peak_mb"] / rows[("year20", "cubemosaic")]["peak_mb"]
         checks.append(f"peak memory 24 / 12 months = {ratio:.2f} (target <= 1.2)")
+    checks += stat_checks
     report = text + "\n\n" + "\n".join(f"- {c}" for c in checks) + "\n"
     print(report)
     RESULTS.mkdir(exist_ok=True)

@@ -80,6 +80,13 @@ class Config:
     #: Metres by which clouds, cirrus and cloud shadows are grown in each scene's mask (0: none).
     mask_dilation: float = 0.0
     resampling: str = "nearest"
+    #: The composites: ``median``, ``p<NN>`` (e.g. ``p25``), ``medoid``, ``geomedian``, or a list of
+    #: them (``[median,p25]``); the first is the month's mosaic.
+    statistic: Any = "median"
+    #: numpy's ``percentile`` method for the ``p<NN>`` statistics.
+    percentile_method: str = "linear"
+    #: Per-pixel provenance layers beside the count: ``first_day``, ``last_day``, ``iqr``.
+    provenance: list[str] = field(default_factory=list)
     #: A read that still fails after retries: ``fail`` (stop, naming the asset) or ``skip``
     #: (leave the scene out, list it in the log and the month's STAC item).
     on_read_error: str = "fail"
@@ -139,6 +146,11 @@ class Settings:
     mask_classes: tuple[int, ...]
     mask_dilation: float
     resampling: str
+    #: The statistics, in order (the first is the mosaic), and the percentile method.
+    statistics: tuple[str, ...]
+    percentile_method: str
+    #: Provenance layers beside the count.
+    provenance: tuple[str, ...]
     on_read_error: str
     chunk_size: int
     output_dir: Path
@@ -205,6 +217,27 @@ def _cube_url(value: str | None, zarr_dir: str, stage: str) -> str:
     return value.rstrip("/")
 
 
+def _names(value: Any) -> tuple[str, ...]:
+    """A name or a list of names as typed (``p25``, ``[median,p25]``)."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.strip("[]").split(",") if v.strip())
+    return tuple(str(v).strip() for v in value)
+
+
+def _composites(cfg: Any, bands: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``statistic`` and ``provenance`` checked (names, method, clashes with band names)."""
+    from .statistics import composite  # numpy only: the start-up path stays light
+
+    statistics = tuple(s.lower() for s in _names(cfg.statistic))
+    provenance = tuple(p.lower() for p in _names(cfg.provenance))
+    composite(bands, statistics, provenance, str(cfg.percentile_method))  # raises ConfigError
+    if "geomedian" in statistics and len(bands) < 2:
+        raise ConfigError("statistic", "geomedian needs at least two bands (it is a median across the bands)")
+    return statistics, provenance
+
+
 def _cluster_spec(cluster: Any) -> ClusterSpec:
     """The ``cluster`` node as a :class:`ClusterSpec` (a composed DictConfig, or one already)."""
     if isinstance(cluster, ClusterSpec):
@@ -263,6 +296,7 @@ def to_settings(cfg: Any) -> Settings:
         )
     if cfg.resampling not in RESAMPLING:
         raise ConfigError("resampling", f"{cfg.resampling!r} is not one of {', '.join(RESAMPLING)}")
+    statistics, provenance = _composites(cfg, bands)
     if cfg.on_read_error not in ("fail", "skip"):
         raise ConfigError("on_read_error", f"{cfg.on_read_error!r} is not one of fail, skip")
     if cfg.chunk_size < 64 or cfg.chunk_size > 8192:
@@ -306,6 +340,9 @@ def to_settings(cfg: Any) -> Settings:
         mask_classes=mask,
         mask_dilation=float(cfg.mask_dilation),
         resampling=cfg.resampling,
+        statistics=statistics,
+        percentile_method=str(cfg.percentile_method),
+        provenance=provenance,
         on_read_error=cfg.on_read_error,
         chunk_size=int(cfg.chunk_size),
         output_dir=output_dir,

@@ -1,16 +1,19 @@
-"""The export stage: one COG per month, its valid-observation count, and a STAC catalog.
+"""The export stage: one COG per month and layer, and a STAC catalog.
 
 For each month of ``monthly.zarr`` with any clear pixel, writes under ``output_dir``::
 
-    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.tif        one band per requested band
+    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.tif        the first statistic, one band per requested band
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM-count.tif  clear observations per pixel
+    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM-<layer>.tif each other layer (p25, medoid, medoid-day, ...)
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM-quicklook.png  true-colour quick-look (item thumbnail)
-    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.json       its STAC item
+    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.json       its STAC item, an asset per COG
     overview.png                                             every month's quick-look side by side
 
-and ``catalog.json``, a self-contained STAC catalog with relative hrefs. Each COG is
-streamed from the store a shard at a time into a tiled GeoTIFF, made a COG by GDAL's COG driver,
-validated with rio-cogeo, then renamed into place: memory does not grow with the grid.
+and ``catalog.json``, a self-contained STAC catalog with relative hrefs. What the layers are (their
+variables, dtype, nodata, scale, titles) is read from the monthly store, which the composite stage
+wrote from :mod:`cubemosaic.statistics`. Each COG is streamed from the store a shard at a time
+into a tiled GeoTIFF, made a COG by GDAL's COG driver, validated with rio-cogeo, then renamed
+into place: memory does not grow with the grid.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +50,10 @@ from .blocks import block_slices
 from .errors import OutputError
 from .quicklook import Quicklook, month_quicklook, overview_picture
 from .read import aoi_block
-from .s2 import REFLECTANCE_SCALE, CloudMask
+from .s2 import CloudMask
+from .statistics import REFLECTANCE, Composite, Layer
 
-__all__ = ["export_months", "write_cog"]
+__all__ = ["Month", "build_item", "export_months", "store_layers", "write_cog"]
 
 log = logging.getLogger(__name__)
 PREFIX = "monthly-mosaic"
@@ -68,7 +73,7 @@ def write_cog(
     crs: Any,
     transform: Any,
     descriptions: Sequence[str],
-    nodata: int | None,
+    nodata: float | None,
     overview_resampling: str,
     scale: float = 1.0,
     tags: Mapping[str, str] | None = None,
@@ -95,7 +100,7 @@ def write_cog(
     cog_options = dict(
         compress="ZSTD",
         level=1,
-        predictor=2,
+        predictor=3 if np.dtype(dtype).kind == "f" else 2,  # floating-point or horizontal differencing
         blocksize=tile,
         overview_resampling=overview_resampling.upper(),
         overview_count=levels,
@@ -179,44 +184,76 @@ def _footprint(geobox, aoi_wkt: str | None) -> tuple[dict[str, Any], list[float]
     return shapely.geometry.mapping(area), list(area.bounds)
 
 
-def _lineage(made: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(processing:lineage text, the cloud mask record) from the cube's signature."""
+def _lineage(made: Mapping[str, Any], summary: str) -> tuple[str, dict[str, Any]]:
+    """(processing:lineage text, the cloud mask record) from the cube's signature and what the
+    month's mosaic is (its statistic's summary)."""
 
     mask = CloudMask(tuple(made.get("mask_classes") or ()), float(made.get("mask_dilation") or 0.0))
     grown = f", clouds, cirrus and cloud shadows grown by {mask.dilation_m:g} m" if mask.dilation_m else ""
     text = (
         f"Sentinel-2 L2A scenes masked with the SCL (classes {', '.join(map(str, mask.classes))} masked{grown}), "
-        "processing-baseline offset removed, same-day scenes fused, then the per-pixel median of the "
-        "clear observations of the month"
+        f"processing-baseline offset removed, same-day scenes fused, then {summary}"
     )
     return text, mask.provenance()
 
 
-def _item(
-    name: str,
-    month: np.datetime64,
-    geobox,
-    bands: Sequence[str],
-    sources: Sequence[str],
-    folder: Path,
-    n_days: int,
-    made: Mapping[str, Any],
-):
+@dataclass(frozen=True)
+class Month:
+    """One month of the monthly store, as the export writes it."""
 
-    start, end = _month_range(month)
+    index: int
+    #: YYYY-MM.
+    tag: str
+    time: np.datetime64
+    #: The source STAC items of its scenes.
+    sources: tuple[str, ...]
+    n_days: int
+
+    @property
+    def name(self) -> str:
+        return f"{PREFIX}-{self.tag}"
+
+    def path(self, output_dir: Path, layer: Layer) -> Path:
+        return output_dir / self.name / f"{self.name}{layer.suffix}.tif"
+
+
+def _raster_band(layer: Layer) -> RasterBand:
+    kind = layer.kind
+    fields: dict[str, Any] = {"data_type": DataType(kind.dtype)}
+    if kind.nodata is not None:
+        fields["nodata"] = "nan" if np.isnan(kind.nodata) else kind.nodata
+    if kind.scale != 1.0:
+        fields.update(scale=kind.scale, offset=0.0)
+    if kind.unit:
+        fields["unit"] = kind.unit
+    return RasterBand.create(**fields)
+
+
+def build_item(
+    month: Month,
+    layers: Sequence[Layer],
+    folder: Path,
+    geobox,
+    made: Mapping[str, Any],
+    summary: str,
+) -> pystac.Item:
+    """The month's STAC item: its footprint, period, projection, lineage and an asset per layer
+    (a COG, with ``raster:bands`` and, for reflectance, ``eo:bands``)."""
+
+    start, end = _month_range(month.time)
     geometry, bbox = _footprint(geobox, made.get("aoi_geometry"))
-    lineage, cloud_mask = _lineage(made)
+    lineage, cloud_mask = _lineage(made, summary)
     item = pystac.Item(
-        id=name,
+        id=month.name,
         geometry=geometry,
         bbox=bbox,
         datetime=None,
         start_datetime=start,
         end_datetime=end,
         properties={
-            "title": f"Sentinel-2 L2A cloud-free median mosaic, {str(month)[:7]}",
-            "cubemosaic:source_items": list(sources),
-            "cubemosaic:n_days": n_days,
+            "title": f"Sentinel-2 L2A cloud-free mosaic, {month.tag}",
+            "cubemosaic:source_items": list(month.sources),
+            "cubemosaic:n_days": month.n_days,
             "cubemosaic:cloud_mask": cloud_mask,
             "constellation": "sentinel-2",
             "processing:lineage": lineage,
@@ -224,20 +261,19 @@ def _item(
         },
     )
     item.stac_extensions.append(PROCESSING_EXTENSION)
-    mosaic = pystac.Asset(
-        href=str(folder / f"{name}.tif"),
-        media_type=pystac.MediaType.COG,
-        title="Monthly median surface reflectance x 10000",
-        roles=["data"],
-    )
-    count = pystac.Asset(
-        href=str(folder / f"{name}-count.tif"),
-        media_type=pystac.MediaType.COG,
-        title="Clear observations in the month",
-        roles=["data", "count"],
-    )
-    item.add_asset("mosaic", mosaic)
-    item.add_asset("count", count)
+    for layer in layers:
+        asset = pystac.Asset(
+            href=str(folder / f"{month.name}{layer.suffix}.tif"),
+            media_type=pystac.MediaType.COG,
+            title=layer.title,
+            roles=list(layer.roles),
+        )
+        item.add_asset(layer.key, asset)
+        RasterExtension.ext(asset, add_if_missing=True).bands = [_raster_band(layer) for _ in layer.variables]
+        if layer.kind is REFLECTANCE:
+            EOExtension.ext(asset, add_if_missing=True).bands = [
+                Band.create(name=b, common_name=b) for b in layer.bands
+            ]
     proj = ProjectionExtension.ext(item, add_if_missing=True)
     if geobox.crs.epsg:
         proj.code = f"EPSG:{geobox.crs.epsg}"
@@ -246,108 +282,169 @@ def _item(
     proj.shape = list(geobox.shape)
     proj.transform = list(geobox.transform)[:6]
     proj.bbox = list(geobox.extent.boundingbox)
-    EOExtension.ext(mosaic, add_if_missing=True).bands = [Band.create(name=b, common_name=b) for b in bands]
-    RasterExtension.ext(mosaic, add_if_missing=True).bands = [
-        RasterBand.create(nodata=0, data_type=DataType.UINT16, scale=REFLECTANCE_SCALE, offset=0.0) for _ in bands
-    ]
-    RasterExtension.ext(count, add_if_missing=True).bands = [RasterBand.create(data_type=DataType.UINT16)]
     return item
 
 
+def store_layers(monthly: xr.Dataset, variables: Sequence[str]) -> tuple[tuple[Layer, ...], str]:
+    """The layers a monthly store holds and what its mosaic is (its composite record; a store
+    written before there were statistics holds the median of each band and the count)."""
+    record = json.loads(monthly.attrs.get("composite") or "null")
+    if record:
+        return tuple(Layer.from_record(r) for r in record["layers"]), record["lineage"]
+    bands = tuple(v for v in variables if v != "count")
+    default = Composite(bands)
+    return default.layers(), default.statistics[0].summary()
+
+
+def _write_month(
+    month: Month,
+    layers: Sequence[Layer],
+    arrays: Mapping[str, Any],
+    output_dir: Path,
+    source: Mapping[str, str],
+    common,
+) -> bool:
+    """Write the month's COGs, one per layer, that are missing or were made from something else;
+    remove its COGs of layers no longer asked for. Returns whether any was written."""
+    i = month.index
+    wanted = {month.path(output_dir, layer) for layer in layers}
+    stale = [
+        p
+        for p in (output_dir / month.name).glob(f"{month.name}-*.tif")
+        if p not in wanted and _written_from(p, {})  # one of ours: it carries the source tag
+    ]
+    written = False
+    for layer in layers:
+        path = month.path(output_dir, layer)
+        if _written_from(path, source):
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_cog(
+            path,
+            lambda ys, xs, layer=layer: np.stack([arrays[v][i, ys, xs] for v in layer.variables]),
+            shape=(len(layer.variables), *common["shape"]),
+            block=common["block"],
+            dtype=layer.kind.dtype,
+            crs=common["crs"],
+            transform=common["transform"],
+            descriptions=layer.bands,
+            nodata=layer.kind.nodata,
+            overview_resampling=layer.kind.overview,
+            scale=layer.kind.scale,
+            tags=source,
+        )
+        written = True
+    for path in stale:
+        path.unlink(missing_ok=True)
+        log.info("export: removed %s, a layer the request no longer asks for", path)
+    return written
+
+
+def _catalog_complete(output_dir: Path, months: Sequence[Month], layers: Sequence[Layer]) -> bool:
+    """Whether the catalog in ``output_dir`` lists exactly these months and every file it needs is
+    there (items, COGs, quick-looks, the overview): else the rerun rewrites it."""
+    if _listed_folders(output_dir) != {output_dir / m.name for m in months}:
+        return False
+    needed = [output_dir / "catalog.json", output_dir / "overview.png"]
+    for m in months:
+        folder = output_dir / m.name
+        needed += [folder / f"{m.name}.json", folder / f"{m.name}-quicklook.png"]
+        needed += [m.path(output_dir, layer) for layer in layers]
+    return all(p.is_file() for p in needed)
+
+
 def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
-    """Write the COGs, counts, STAC items and ``catalog.json``; returns the mosaic paths."""
+    """Write every month's COGs (one per layer), STAC items, quick-looks and ``catalog.json``;
+    returns the mosaic paths."""
 
     attrs = store.read_attrs(monthly_path)
     if not attrs.get("complete"):
         raise OutputError(f"output_dir: {monthly_path} is not complete; run stage=composite first")
     # Coordinates and attributes only; the pixels are read shard by shard from zarr.
     monthly = xr.open_zarr(monthly_path, mask_and_scale=False, consolidated=True, chunks=None)
-    bands = [name for name in attrs["variables"] if name != "count"]
+    layers, summary = store_layers(monthly, attrs["variables"])
+    mosaic, count = layers[0], next(layer for layer in layers if layer.key == "count")
     geobox = monthly.odc.geobox
-    skipped = json.loads(monthly.attrs.get("skipped_assets", "[]"))
-    catalog = pystac.Catalog(
-        id="cubemosaic",
-        description="Sentinel-2 L2A monthly cloud-free median mosaics made by cubemosaic",
-        title="cubemosaic monthly mosaics",
-    )
     n = len(monthly.time)
-
-    arrays = store.dn_arrays(monthly_path, [*bands, "count"])
-    first = arrays[bands[0]]
+    months = [
+        Month(
+            i,
+            str(monthly.time.values[i])[:7],
+            monthly.time.values[i],
+            tuple(str(monthly["item_ids"].values[i]).split()),
+            int(monthly["n_days"].values[i]),
+        )
+        for i in range(n)
+    ]
+    arrays = store.dn_arrays(monthly_path, [v for layer in layers for v in layer.variables])
+    first = arrays[mosaic.variables[0]]
     shard = tuple((first.shards or first.chunks)[1:])
-    shape = tuple(first.shape[1:])
-    common = dict(block=shard, dtype="uint16", crs=geobox.crs.to_wkt(), transform=geobox.transform)
+    common = dict(block=shard, shape=tuple(first.shape[1:]), crs=geobox.crs.to_wkt(), transform=geobox.transform)
 
-    def export_one(i: int) -> tuple[int, Path, bool] | None:
-        """One month's COG and count COG (a thread each: GDAL's compression releases the GIL),
-        read from the store one shard at a time: (month, mosaic path, whether written now)."""
-        tag = str(monthly.time.values[i])[:7]
-        if not _any_clear(arrays["count"], i, shard):
-            log.info("export: %s has no clear pixel, skipped [%d/%d]", tag, i + 1, n)
+    def export_one(month: Month) -> tuple[Month, bool] | None:
+        """One month's COGs (a thread each month: GDAL's compression releases the GIL), read from
+        the store one shard at a time: (month, whether any was written now)."""
+        where = f"[{month.index + 1}/{n}]"
+        if not _any_clear(arrays[count.variables[0]], month.index, shard):
+            log.info("export: %s has no clear pixel, skipped %s", month.tag, where)
             return None
-        name = f"{PREFIX}-{tag}"
-        folder = output_dir / name
-        source = {SOURCE_TAG: f"{_made_from(attrs, str(monthly['item_ids'].values[i]))} {tag}"}
-        mosaic, counts = folder / f"{name}.tif", folder / f"{name}-count.tif"
-        if _written_from(mosaic, source) and _written_from(counts, source):
-            log.info("export: %s is up to date [%d/%d]", mosaic, i + 1, n)
-            return i, mosaic, False
-        folder.mkdir(parents=True, exist_ok=True)
-        write_cog(
-            folder / f"{name}.tif",
-            lambda ys, xs: np.stack([arrays[b][i, ys, xs] for b in bands]),
-            shape=(len(bands), *shape),
-            descriptions=bands,
-            nodata=0,
-            overview_resampling="average",
-            scale=REFLECTANCE_SCALE,
-            tags=source,
-            **common,
-        )
-        write_cog(
-            folder / f"{name}-count.tif",
-            lambda ys, xs: arrays["count"][i, ys, xs][None],
-            shape=(1, *shape),
-            descriptions=["count"],
-            nodata=None,
-            overview_resampling="nearest",
-            tags=source,
-            **common,
-        )
-        log.info("export: %s written [%d/%d]", folder / f"{name}.tif", i + 1, n)
-        return i, folder / f"{name}.tif", True
+        source = {SOURCE_TAG: f"{_made_from(attrs, ' '.join(month.sources))} {month.tag}"}
+        written = _write_month(month, layers, arrays, output_dir, source, common)
+        log.info("export: %s %s %s", month.path(output_dir, mosaic), "written" if written else "is up to date", where)
+        return month, written
 
     with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
-        done = [r for r in pool.map(export_one, range(n)) if r is not None]
-    written: list[Path] = []
+        done = [r for r in pool.map(export_one, months) if r is not None]
     if not done:
         raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
+    kept = [m for m, _ in done]
+    paths = [m.path(output_dir, mosaic) for m in kept]
     earlier = _listed_folders(output_dir)
-    if not any(new for _, _, new in done) and earlier == {path.parent for _, path, _ in done}:
+    if not any(new for _, new in done) and _catalog_complete(output_dir, kept, layers):
         log.info("export: %s is up to date, nothing rewritten", output_dir / "catalog.json")
-        return [path for _, path, _ in done]
-    looks: list[tuple[str, Quicklook]] = []
-    aoi_wkt = ((attrs.get("signature") or {}).get("cube") or {}).get("aoi_geometry")
+        return paths
+    made = (attrs.get("signature") or {}).get("cube") or {}
+    _assemble_catalog(
+        output_dir, kept, layers, geobox, made, summary, json.loads(monthly.attrs.get("skipped_assets", "[]"))
+    )
+    for folder in sorted(earlier - {output_dir / m.name for m in kept}):  # an earlier request's months
+        shutil.rmtree(folder)
+        log.info("export: removed %s, a month of the earlier request", folder)
+    log.info("export: %s lists %d monthly mosaic(s)", output_dir / "catalog.json", len(kept))
+    return paths
+
+
+def _assemble_catalog(
+    output_dir: Path,
+    months: Sequence[Month],
+    layers: Sequence[Layer],
+    geobox,
+    made: Mapping[str, Any],
+    summary: str,
+    skipped: Sequence[Mapping[str, str]],
+) -> None:
+    """The items (with their quick-looks), the overview picture and ``catalog.json``."""
+    catalog = pystac.Catalog(
+        id="cubemosaic",
+        description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic",
+        title="cubemosaic monthly mosaics",
+    )
+    aoi_wkt = made.get("aoi_geometry")
     area = (lambda shape: aoi_block(aoi_wkt, geobox.zoom_to(shape))) if aoi_wkt else None
-    for i, path, _ in done:  # catalog items in month order
-        name = path.stem
-        sources = str(monthly["item_ids"].values[i]).split()
-        item = _item(
-            name,
-            monthly.time.values[i],
-            geobox,
-            bands,
-            sources,
-            path.parent,
-            int(monthly["n_days"].values[i]),
-            (attrs.get("signature") or {}).get("cube") or {},
-        )
-        month_skipped = [s for s in skipped if s["day"].startswith(name.removeprefix(f"{PREFIX}-"))]
+    mosaic, count = layers[0], next(layer for layer in layers if layer.key == "count")
+    looks: list[tuple[str, Quicklook]] = []
+    for month in months:  # catalog items in month order
+        folder = output_dir / month.name
+        item = build_item(month, layers, folder, geobox, made, summary)
+        month_skipped = [s for s in skipped if s["day"].startswith(month.tag)]
         if month_skipped:
             item.properties["cubemosaic:skipped_assets"] = month_skipped
-            log.warning("export: %s left out %d unreadable asset(s)", name, len(month_skipped))
+            log.warning("export: %s left out %d unreadable asset(s)", month.name, len(month_skipped))
         look = month_quicklook(
-            path, path.with_name(f"{name}-count.tif"), path.with_name(f"{name}-quicklook.png"), area=area
+            month.path(output_dir, mosaic),
+            month.path(output_dir, count),
+            folder / f"{month.name}-quicklook.png",
+            area=area,
         )
         item.add_asset(
             "thumbnail",
@@ -355,9 +452,8 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         )
         item.properties["cubemosaic:quicklook_bands"] = list(look.bands)
         item.properties["cubemosaic:clear_share"] = round(look.clear_share, 4)
-        looks.append((name.removeprefix(f"{PREFIX}-"), look))
+        looks.append((month.tag, look))
         catalog.add_item(item)
-        written.append(path)
     overview = overview_picture(looks, output_dir / "overview.png")
     log.info("export: %s shows every month side by side", overview)
     # A trailing slash: pystac takes a last name with a dot in it ("run.v2") for a file and
@@ -365,11 +461,6 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     catalog.normalize_hrefs(f"{output_dir.absolute()}/")
     catalog.make_all_asset_hrefs_relative()
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
-    for folder in sorted(earlier - {p.parent for p in written}):  # an earlier request's months (overwrite=true)
-        shutil.rmtree(folder)
-        log.info("export: removed %s, a month of the earlier request", folder)
-    log.info("export: %s lists %d monthly mosaic(s)", output_dir / "catalog.json", len(written))
-    return written
 
 
 #: GeoTIFF metadata tag naming the monthly store (its request) and month a COG was made from.
@@ -389,7 +480,8 @@ def _made_from(attrs: Mapping[str, Any], scenes: str) -> str:
 
 
 def _written_from(path: Path, source: Mapping[str, str]) -> bool:
-    """Whether the COG at ``path`` exists and was made from ``source`` (a rerun need not rewrite it)."""
+    """Whether the COG at ``path`` exists and was made from ``source`` (a rerun need not rewrite
+    it); with an empty ``source``, whether it is one of ours (it carries the source tag)."""
 
     if not path.is_file():
         return False
@@ -398,6 +490,8 @@ def _written_from(path: Path, source: Mapping[str, str]) -> bool:
             tags = src.tags()
     except rasterio.errors.RasterioIOError:  # a torn file: write it again
         return False
+    if not source:
+        return SOURCE_TAG in tags
     return all(tags.get(k) == v for k, v in source.items())
 
 

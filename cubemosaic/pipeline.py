@@ -140,7 +140,15 @@ def _run(settings: Settings) -> Outputs:
                 from .composite import build_monthly
 
                 with _timed("composite", client):
-                    build_monthly(out.cube, out.monthly, overwrite=settings.overwrite, relay=relay)
+                    build_monthly(
+                        out.cube,
+                        out.monthly,
+                        statistics=settings.statistics,
+                        provenance=settings.provenance,
+                        percentile_method=settings.percentile_method,
+                        overwrite=settings.overwrite,
+                        relay=relay,
+                    )
     if "export" in stages:
         from .export import export_months
 

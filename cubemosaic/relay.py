@@ -82,7 +82,7 @@ def relay_steps(client: Any, group: Any, steps: Mapping[int, Mapping[str, Any]])
 
 def relay_month_blocks(
     client: Any,
-    reduce: Callable[[list[np.ndarray]], np.ndarray],
+    reduce: Callable[[list[np.ndarray]], np.ndarray | Mapping[str, np.ndarray]],
     sources: Sequence[Any],
     group: Any,
     months: Mapping[int, tuple[int, int]],
@@ -90,7 +90,7 @@ def relay_month_blocks(
     shard: Sequence[int],
 ) -> None:
     """For each month (index -> cube steps t0:t1) and block: read the cube here, ``reduce`` on a worker,
-    write each of ``names`` (the reduced block's layers, in order) into ``group`` here."""
+    write each of ``names`` (the reduced block's layers, in order, or its arrays by name) into ``group`` here."""
     jobs = [(i, t0, t1, ys, xs) for i, (t0, t1) in months.items() for ys, xs in _blocks(sources[0].shape[1:], shard)]
 
     def submit(job):
@@ -98,9 +98,9 @@ def relay_month_blocks(
         blocks = [np.asarray(src[t0:t1, ys, xs]) for src in sources]
         return client.submit(reduce, blocks, pure=False)
 
-    def done(job, data: np.ndarray) -> None:
+    def done(job, data: np.ndarray | Mapping[str, np.ndarray]) -> None:
         i, _, _, ys, xs = job
         for k, name in enumerate(names):
-            group[name][i, ys, xs] = data[k]
+            group[name][i, ys, xs] = data[name] if isinstance(data, Mapping) else data[k]
 
     _stream(client, jobs, submit, done)

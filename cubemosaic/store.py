@@ -98,10 +98,16 @@ def open_group(path: str, mode: str = "r"):
 
 
 def zarr_encoding(
-    chunks: tuple[int, ...], shards: tuple[int, ...], *, reflectance: bool = True, compressor: str = "zstd"
+    chunks: tuple[int, ...],
+    shards: tuple[int, ...],
+    *,
+    reflectance: bool = True,
+    compressor: str = "zstd",
+    dtype: str = "uint16",
 ) -> dict[str, Any]:
-    """Encoding of one data variable stored as uint16: Blosc (bit-shuffled), inner chunks, shards;
-    float32 reflectance through the scale filter if ``reflectance`` (else plain uint16, e.g. counts).
+    """Encoding of one data variable: Blosc (bit-shuffled), inner chunks, shards; stored as
+    uint16 and read as float32 reflectance through the scale filter if ``reflectance``, else
+    plain ``dtype`` (uint16 counts, uint8 days, float32 with NaN for none).
 
     ``compressor``: ``zstd`` for the monthly store, ``lz4`` for the cube, the large store the
     pipeline writes and reads back once: measured on the benchmark cube, lz4 encodes
@@ -111,18 +117,25 @@ def zarr_encoding(
 
     if compressor not in ("zstd", "lz4"):
         raise ValueError(f"compressor must be zstd or lz4, not {compressor!r}")
+    if dtype not in ("uint16", "uint8", "float32"):
+        raise ValueError(f"dtype must be uint16, uint8 or float32, not {dtype!r}")
+    stored = "uint16" if reflectance else dtype
     enc: dict[str, Any] = {
-        "dtype": "uint16",
+        "dtype": stored,
         "chunks": chunks,
         "shards": shards,
         # Level 1: for zstd, half the encode time of level 3 for 1-2% less compression (measured on
-        # the cube). typesize 2: the compressor sees the uint16 DN, also behind the scale filter.
-        "compressors": [BloscCodec(cname=compressor, clevel=1, shuffle="bitshuffle", typesize=2)],
+        # the cube). typesize: the compressor sees the stored values, also behind the scale filter.
+        "compressors": [
+            BloscCodec(cname=compressor, clevel=1, shuffle="bitshuffle", typesize=np.dtype(stored).itemsize)
+        ],
     }
     if reflectance:
         with _quiet():
             scale = FixedScaleOffset(offset=0, scale=DN_PER_REFLECTANCE, dtype="<f4", astype="<u2")
         enc.update({"dtype": "float32", "filters": [scale], "_FillValue": np.float32(0)})
+    elif dtype == "float32":
+        enc["_FillValue"] = np.float32(np.nan)
     return enc
 
 
@@ -168,6 +181,12 @@ def _dn_arrays(path: str, names: Iterable[str] | None, mode: str, *, fast: bool)
         return {name: dn_array(group[name]) for name in wanted}
 
 
+def _has_scale(encoding: Mapping[str, Any]) -> bool:
+    """Whether a variable's Zarr encoding holds the reflectance scale filter (stored as uint16 DN)."""
+    filters = encoding.get("filters") or ()
+    return any(isinstance(f, FixedScaleOffset) or "fixedscaleoffset" in str(f).lower() for f in filters)
+
+
 def open_dn(path: str, **kwargs: Any) -> xr.Dataset:
     """A store as xarray with its reflectance variables as the stored uint16 DN (0 = no data),
     lazily; the other variables as ``xr.open_zarr(path, mask_and_scale=False)`` gives them.
@@ -177,7 +196,7 @@ def open_dn(path: str, **kwargs: Any) -> xr.Dataset:
     with _quiet():
         ds = xr.open_zarr(path, mask_and_scale=False, **kwargs)
     for name, var in ds.data_vars.items():
-        if var.dtype == np.float32 and var.dims[-2:] == ("y", "x"):
+        if var.dtype == np.float32 and var.dims[-2:] == ("y", "x") and _has_scale(var.encoding):
             ds[name] = (var * DN_PER_REFLECTANCE).round().astype(np.uint16)
     return ds
 

@@ -23,8 +23,8 @@ $graph:
   label: Sentinel-2 L2A monthly cloud-free median mosaics
   doc: >-
     Two steps: `cube` searches the catalog and writes the masked, harmonised Zarr cube;
-    `mosaic` computes the monthly medians on a Dask Gateway cluster and exports one COG per
-    month with a self-contained STAC catalog.
+    `mosaic` computes the monthly composites (the median, or the statistics asked for) on a Dask
+    Gateway cluster and exports COGs per month with a self-contained STAC catalog.
   requirements:
     InlineJavascriptRequirement: {}
     NetworkAccess:
@@ -72,6 +72,20 @@ $graph:
       type: boolean
       doc: also return the Zarr cube (cube.zarr) as the `cube` output (it is large; off by default)
       default: false
+    statistic:
+      type: string[]
+      doc: >-
+        the composites, the first the month's mosaic: median, p<NN> (a percentile, e.g. p25),
+        medoid, geomedian; each its own COG and STAC asset
+      default: ["median"]
+    percentile-method:
+      type: string
+      doc: "numpy's percentile method for the p<NN> statistics (linear, lower, higher, nearest, midpoint, hazen, ...)"
+      default: "linear"
+    provenance:
+      type: string[]
+      doc: "per-pixel layers beside the count, each a COG and STAC asset: first_day, last_day, iqr"
+      default: []
   outputs:
     cube:
       type: Directory?
@@ -102,6 +116,9 @@ $graph:
       in:
         cube: step_cube/cube
         zarr-dir: zarr-dir
+        statistic: statistic
+        percentile-method: percentile-method
+        provenance: provenance
       out: [stac-catalog]
 
 - class: CommandLineTool
@@ -174,7 +191,7 @@ $graph:
 
 - class: CommandLineTool
   id: mosaic
-  label: monthly medians on Dask, one COG per month, a STAC catalog
+  label: monthly composites on Dask, COGs per month, a STAC catalog
   requirements:
     InlineJavascriptRequirement: {}
     DockerRequirement:
@@ -201,6 +218,18 @@ $graph:
       type: Directory?
     zarr-dir:
       type: string?
+    statistic:
+      type: string[]
+      default: ["median"]
+      inputBinding: {valueFrom: '$("statistic=[" + self.join(",") + "]")'}
+    percentile-method:
+      type: string
+      default: "linear"
+      inputBinding: {prefix: "percentile_method=", separate: false}
+    provenance:
+      type: string[]
+      default: []
+      inputBinding: {valueFrom: '$("provenance=[" + self.join(",") + "]")'}
   outputs:
     stac-catalog:
       type: Directory

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pystac
+import rasterio
 import rioxarray  # noqa: F401  (registers .rio)
 import xarray as xr
 import yaml
@@ -56,6 +57,9 @@ def test_workflow_shape():
         "catalog-url",
         "zarr-dir",
         "keep-cube",
+        "statistic",
+        "percentile-method",
+        "provenance",
     }
     assert set(graph["main"]["outputs"]) == {"cube", "stac-catalog"}
     assert graph["main"]["outputs"]["cube"]["outputSource"] == "step_cube/kept-cube", "staged out only when asked"
@@ -185,11 +189,22 @@ def test_workflow_with_default_inputs_on_workers_that_do_not_mount_the_steps_vol
     steps.mkdir()
     with private_gateway.running_cluster() as (cluster, transitions):
         before = transitions()
-        proc, out = _run_main(
-            tmp_path, DEMO_JOB | {"catalog-url": stac_api}, private_gateway.env(DASK_CLUSTER=cluster.name), steps
-        )
+        # With statistics and a provenance layer of other dtypes (uint8 days) through the relay.
+        job = DEMO_JOB | {"catalog-url": stac_api, "statistic": ["median", "p25"], "provenance": ["first_day"]}
+        proc, out = _run_main(tmp_path, job, private_gateway.env(DASK_CLUSTER=cluster.name), steps)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert proc.stderr.count("(relay)") == 2, "both steps relay the Zarr I/O"
         assert transitions() - before > 100
     assert not (out / "cube.zarr").exists(), "the cube is not staged out unless asked"
-    _catalog_matches_the_demo_run(out, demo_run)
+    _catalog_matches_the_demo_run(out, demo_run)  # the median mosaics and counts as the demo's
+    (catalog_dir,) = [p for p in out.iterdir() if (p / "catalog.json").exists()]
+    items = list(pystac.Catalog.from_file(str(catalog_dir / "catalog.json")).get_items(recursive=True))
+    for item in items:
+        assert {"mosaic", "p25", "count", "first_day", "thumbnail"} <= set(item.assets), sorted(item.assets)
+        with (
+            rasterio.open(item.assets["p25"].get_absolute_href()) as p25,
+            rasterio.open(item.assets["mosaic"].get_absolute_href()) as median,
+        ):
+            low, mid = p25.read().astype(int), median.read().astype(int)
+        has = mid > 0
+        assert (low[has] <= mid[has]).all(), "the first quartile is at most the median"

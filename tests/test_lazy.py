@@ -12,6 +12,7 @@ from cubemosaic.composite import _month
 from cubemosaic.cube import CubeSpec, group_by_solar_day, load_day, output_geobox
 from cubemosaic.read import Access
 from cubemosaic.s2 import CloudMask
+from cubemosaic.statistics import Composite
 
 BANDS = {"red": "B04", "nir": "B08"}
 
@@ -48,14 +49,17 @@ class CountingSource:
 
 def test_a_month_reads_nothing_until_computed():
     rng = np.random.default_rng(1)
-    cube = [CountingSource(rng.integers(0, 3000, (6, 70, 90)).astype(np.uint16)) for _ in range(2)]
-    arrays = _month(cube, 1, 4, ["red", "nir"], (32, 64))
-    assert [c.reads for c in cube] == [0, 0]
+    cube = {b: CountingSource(rng.integers(0, 3000, (6, 70, 90)).astype(np.uint16)) for b in ("red", "nir")}
+    days = np.arange(1, 7, dtype=np.uint8)
+    arrays = _month(cube, days, 1, 4, Composite(("red", "nir"), provenance=("first_day",)), (32, 64))
+    assert [c.reads for c in cube.values()] == [0, 0]
     import dask
 
-    red, count = dask.compute(arrays["red"], arrays["count"], scheduler="synchronous")
-    assert all(c.reads == 6 for c in cube), "one read per block and band"  # 3 x 2 blocks
-    expected = np.where(cube[0].data[1:4] == 0, np.nan, cube[0].data[1:4]).astype("float64")
-    np.testing.assert_array_equal(count[0], (cube[0].data[1:4] != 0).sum(0))
+    red, count, first = dask.compute(arrays["red"], arrays["count"], arrays["first_day"], scheduler="synchronous")
+    assert all(c.reads == 6 for c in cube.values()), "one read per block and band, for every output"  # 3 x 2 blocks
+    data = cube["red"].data[1:4]
+    expected = np.where(data == 0, np.nan, data).astype("float64")
+    np.testing.assert_array_equal(count[0], (data != 0).sum(0))
     has = ~np.isnan(np.nanmax(expected, axis=0))
     assert np.abs(red[0][has] - np.nanmedian(expected, axis=0)[has]).max() <= 0.5
+    assert first.dtype == np.uint8 and set(np.unique(first)) <= {0, 2, 3, 4}

@@ -92,10 +92,10 @@ def test_solar_day_groups_adjacent_tiles_and_splits_at_local_midnight():
 
 @pytest.mark.parametrize("t", [1, 2, 3, 5, 8, 12, 17, 24, 25, 31])
 def test_sorting_network_median_equals_bottleneck(t):
-    from cubemosaic.composite import _median_bottleneck
+    from cubemosaic.kernels import _median_bottleneck
 
     rng = np.random.default_rng(t)
-    # Tall enough to be reduced in several strips of rows (composite.STRIP_VALUES) when t > 2.
+    # Tall enough to be reduced in several strips of rows (kernels.STRIP_VALUES) when t > 2.
     block = rng.integers(1, 65535, (t, 3000, 50), endpoint=True).astype(np.uint16)
     block[rng.random(block.shape) < 0.4] = 0
     block[:, :3, :3] = 0

@@ -51,7 +51,7 @@ from .errors import OutputError
 from .quicklook import Quicklook, month_quicklook, overview_picture
 from .read import aoi_block
 from .s2 import CloudMask
-from .statistics import REFLECTANCE, Composite, Layer
+from .statistics import COUNT_KEY, REFLECTANCE, Composite, Layer, count_layer
 
 __all__ = ["Month", "build_item", "export_months", "store_layers", "write_cog"]
 
@@ -291,7 +291,7 @@ def store_layers(monthly: xr.Dataset, variables: Sequence[str]) -> tuple[tuple[L
     record = json.loads(monthly.attrs.get("composite") or "null")
     if record:
         return tuple(Layer.from_record(r) for r in record["layers"]), record["lineage"]
-    bands = tuple(v for v in variables if v != "count")
+    bands = tuple(v for v in variables if v != COUNT_KEY)
     default = Composite(bands)
     return default.layers(), default.statistics[0].summary()
 
@@ -363,7 +363,7 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     # Coordinates and attributes only; the pixels are read shard by shard from zarr.
     monthly = xr.open_zarr(monthly_path, mask_and_scale=False, consolidated=True, chunks=None)
     layers, summary = store_layers(monthly, attrs["variables"])
-    mosaic, count = layers[0], next(layer for layer in layers if layer.key == "count")
+    mosaic, count = layers[0], count_layer(layers)
     geobox = monthly.odc.geobox
     n = len(monthly.time)
     months = [
@@ -431,7 +431,7 @@ def _assemble_catalog(
     )
     aoi_wkt = made.get("aoi_geometry")
     area = (lambda shape: aoi_block(aoi_wkt, geobox.zoom_to(shape))) if aoi_wkt else None
-    mosaic, count = layers[0], next(layer for layer in layers if layer.key == "count")
+    mosaic, count = layers[0], count_layer(layers)
     looks: list[tuple[str, Quicklook]] = []
     for month in months:  # catalog items in month order
         folder = output_dir / month.name

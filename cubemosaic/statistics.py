@@ -38,6 +38,7 @@ from .s2 import REFLECTANCE_SCALE
 
 __all__ = [
     "COUNT",
+    "COUNT_KEY",
     "DAY",
     "FLOAT",
     "PROVENANCE",
@@ -48,6 +49,7 @@ __all__ = [
     "MonthBlock",
     "Statistic",
     "composite",
+    "count_layer",
     "parse_statistic",
 ]
 
@@ -312,12 +314,16 @@ class Geomedian(Statistic):
 PROVENANCE = ("first_day", "last_day", "iqr")
 
 
+#: The count layer's asset key and variable: written with every composite.
+COUNT_KEY = "count"
+
+
 def _count_layer() -> Layer:
     return Layer(
-        "count",
-        "-count",
-        ("count",),
-        ("count",),
+        COUNT_KEY,
+        f"-{COUNT_KEY}",
+        (COUNT_KEY,),
+        (COUNT_KEY,),
         COUNT,
         "Clear observations in the month",
         "number of clear observations in the month",
@@ -351,8 +357,8 @@ def _provenance_layer(name: str, bands: Sequence[str]) -> Layer:
 
 
 def _reduce_provenance(month: MonthBlock, layer: Layer) -> dict[str, np.ndarray]:
-    if layer.key == "count":
-        return {"count": kernels.valid_count(next(iter(month.bands.values())))}
+    if layer.key == COUNT_KEY:
+        return {COUNT_KEY: kernels.valid_count(next(iter(month.bands.values())))}
     if layer.key == "iqr":
         out = {}
         for v, b in zip(layer.variables, layer.bands, strict=True):
@@ -445,6 +451,11 @@ class Composite:
             "lineage": self.statistics[0].summary(),
             "layers": [layer.record() for layer in self.layers()],
         }
+
+
+def count_layer(layers: Sequence[Layer]) -> Layer:
+    """The count layer among ``layers``."""
+    return next(layer for layer in layers if layer.key == COUNT_KEY)
 
 
 def composite(

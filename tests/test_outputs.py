@@ -139,3 +139,28 @@ def test_what_xarray_users_type_first_works_on_both_stores(demo_run, tmp_path):
     assert monthly["count"].dtype == np.uint16
     median = cube.red.resample(time="1MS").median().compute()
     np.testing.assert_allclose(median.values, monthly.red.values, atol=0.5e-4 + 1e-7, equal_nan=True)
+
+
+def test_a_rerun_restores_every_file_the_catalog_lists(demo_run, tmp_path):
+    """A finished output whose item JSON, quick-look or overview went missing: the rerun of the export
+    writes them again (before, it said "up to date" and left a catalog pystac could not read)."""
+    from conftest import cli
+
+    out = tmp_path / "copy"
+    shutil.copytree(demo_run, out)
+    (out / "monthly-mosaic-2022-01" / "monthly-mosaic-2022-01.json").unlink()
+    (out / "monthly-mosaic-2022-02" / "monthly-mosaic-2022-02-quicklook.png").unlink()
+    (out / "overview.png").unlink()
+    cogs = {p: p.stat().st_mtime_ns for p in out.glob("monthly-mosaic-*/*.tif")}
+    proc = cli(["catalog=demo", "stage=export", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "nothing rewritten" not in proc.stderr
+    items = list(pystac.Catalog.from_file(str(out / "catalog.json")).get_items(recursive=True))
+    assert sorted(i.id for i in items) == [f"monthly-mosaic-{m}" for m in MONTHS]
+    for item in items:
+        for asset in item.assets.values():
+            assert Path(asset.get_absolute_href()).is_file(), asset.href
+    assert (out / "overview.png").is_file()
+    assert {p: p.stat().st_mtime_ns for p in cogs} == cogs, "the COGs were whole: none is rewritten"
+    again = cli(["catalog=demo", "stage=export", f"output_dir={out}"], cwd=tmp_path)
+    assert again.returncode == 0 and "is up to date, nothing rewritten" in again.stderr

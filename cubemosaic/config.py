@@ -20,6 +20,7 @@ from .aoi import parse_aoi
 from .cluster import ClusterSpec
 from .errors import ConfigError
 from .s2 import DEFAULT_MASK_CLASSES
+from .urls import MEMORY_SCHEMES, is_local, local_path
 
 __all__ = [
     "CatalogConf",
@@ -163,42 +164,48 @@ def _parse_date(name: str, value: Any) -> dt.date:
         raise ConfigError(name, f"{value!r} is not a date as YYYY-MM-DD") from None
 
 
-def _check_output_dir(path: Path) -> Path:
-    """Make sure ``output_dir`` can be written (creates it; writes nothing else)."""
+def _check_output_dir(path: Path, parameter: str = "output_dir") -> Path:
+    """Make sure the folder ``parameter`` names can be written (creates it; writes nothing else)."""
     if "://" in str(path):
-        raise ConfigError("output_dir", f"{path} must be a local folder")
+        raise ConfigError(parameter, f"{path} must be a local folder")
     path = path.expanduser().absolute()
     if path.exists() and not path.is_dir():
-        raise ConfigError("output_dir", f"{path} exists and is not a folder")
+        raise ConfigError(parameter, f"{path} exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise ConfigError("output_dir", f"{path} is not writable ({e.strerror or e})") from None
+        raise ConfigError(parameter, f"{path} is not writable ({e.strerror or e})") from None
     return path
 
 
 def _zarr_dir(value: str | None, output_dir: Path) -> str:
     if not value:
         return str(output_dir)
-    if "://" in value:
-        import fsspec
+    if is_local(value):  # a plain path or file:// URL: the same folder either way
+        return str(_check_output_dir(Path(local_path(value)), "zarr_dir"))
+    import fsspec
 
-        protocol = value.split("://", 1)[0]
-        try:
-            fsspec.get_filesystem_class(protocol)
-        except (ImportError, ValueError) as e:
-            raise ConfigError("zarr_dir", f"{protocol}:// is not available ({str(e).splitlines()[0]})") from None
-        return value.rstrip("/")
-    return str(_check_output_dir(Path(value)))
+    protocol = value.split("://", 1)[0]
+    if protocol in MEMORY_SCHEMES:
+        raise ConfigError(
+            "zarr_dir",
+            f"{protocol}:// keeps the stores in this process only, lost when the run ends; "
+            "use a folder or object storage (s3://...)",
+        )
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as e:
+        raise ConfigError("zarr_dir", f"{protocol}:// is not available ({str(e).splitlines()[0]})") from None
+    return value.rstrip("/")
 
 
 def _cube_url(value: str | None, zarr_dir: str, stage: str) -> str:
     if not value:
         return f"{zarr_dir}/cube.zarr"
-    if "://" not in value:
-        path = Path(value).expanduser().absolute()
+    if is_local(value):
+        path = Path(local_path(value)).expanduser().absolute()
         if stage in ("composite", "mosaic") and not (path / "zarr.json").is_file():
             raise ConfigError("cube_url", f"{path} is not a Zarr store (no zarr.json)")
         return str(path)

@@ -3,7 +3,11 @@ intermediates are found, malformed input is named; never an exit 0 with a wrong 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,6 +44,103 @@ def _finished_copy(demo_run: Path, out: Path, *, keep_exports: bool = False) -> 
         for name in ("catalog.json", "overview.png"):
             (out / name).unlink(missing_ok=True)
     return out
+
+
+# --------------------------------------------------------------------------- what a run owns
+def _started(out: Path, *overrides: str) -> subprocess.Popen:
+    """A demo run, stopped (SIGSTOP) once it has written its first cube steps: it holds everything."""
+    args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"output_dir={out}", *overrides]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=out.parent, env=dict(os.environ))
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "written [1/" in line:
+            os.kill(proc.pid, signal.SIGSTOP)
+            return proc
+    raise AssertionError(f"the run ended before it wrote a step: {proc.wait()}")
+
+
+def test_a_run_owns_its_zarr_dir_another_output_dir_refuses_and_overwrite_removes_nothing(demo_run, tmp_path):
+    """Two runs with different output folders and one zarr_dir: the second (with overwrite=true)
+    refuses in one line naming the first, removes nothing; the first ends correct; the second,
+    rerun once the first is done, resumes from the shared stores and is correct too."""
+    zarr_dir = tmp_path / "stores"
+    first = _started(tmp_path / "a", f"zarr_dir={zarr_dir}")
+    try:
+        second = cli(["catalog=demo", f"output_dir={tmp_path / 'b'}", f"zarr_dir={zarr_dir}", "overwrite=true"],
+                     cwd=tmp_path)  # fmt: skip
+        one_line_error(second, f"zarr_dir: {zarr_dir} is in use by another cubemosaic run (pid {first.pid} on ")
+        assert "replacing" not in second.stderr
+        assert (zarr_dir / "cube.zarr" / "zarr.json").is_file()
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, rest = first.communicate(timeout=300)
+    assert first.returncode == 0, rest
+    assert_same_cogs(demo_run, tmp_path / "a")
+
+    again = cli(["catalog=demo", f"output_dir={tmp_path / 'b'}", f"zarr_dir={zarr_dir}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "0 day(s) to write" in again.stderr and "0 to compute" in again.stderr
+    assert_same_cogs(demo_run, tmp_path / "b")
+
+
+def test_a_killed_holder_frees_zarr_dir(demo_run, tmp_path):
+    """The kernel releases the lock with the process: a run SIGKILLed while it holds zarr_dir
+    leaves it free, and a run from another output folder resumes its stores, correct."""
+    zarr_dir = tmp_path / "stores"
+    first = _started(tmp_path / "a", f"zarr_dir={zarr_dir}")
+    first.kill()
+    first.communicate(timeout=60)
+    second = cli(["catalog=demo", f"output_dir={tmp_path / 'b'}", f"zarr_dir={zarr_dir}"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "resuming cube.zarr" in second.stderr
+    assert_same_cogs(demo_run, tmp_path / "b")
+
+
+def test_what_a_run_holds_by_stage(tmp_path):
+    """Written folders exclusively, read-only ones shared, each once; output_dir first."""
+    from cubemosaic.pipeline import owned
+
+    out, stores, cubes = tmp_path / "out", tmp_path / "stores", tmp_path / "cubes"
+    assert owned(_settings(tmp_path)) == [("output_dir", str(out), False)]
+    assert owned(_settings(tmp_path, f"zarr_dir={stores}")) == [
+        ("output_dir", str(out), False),
+        ("zarr_dir", str(stores), False),
+    ]
+    (cubes / "c.zarr").mkdir(parents=True)
+    (cubes / "c.zarr" / "zarr.json").write_text("{}")
+    mosaic = _settings(tmp_path, f"zarr_dir={stores}", f"cube_url={cubes / 'c.zarr'}", "stage=mosaic")
+    assert owned(mosaic) == [
+        ("output_dir", str(out), False),
+        ("zarr_dir", str(stores), False),
+        ("cube_url", str(cubes), True),
+    ]
+    export = _settings(tmp_path, f"zarr_dir={stores}", "stage=export")
+    assert owned(export) == [("output_dir", str(out), False), ("zarr_dir", str(stores), True)]
+    on_s3 = _settings(tmp_path, "zarr_dir=s3://bucket/x", "stage=export")
+    assert owned(on_s3) == [("output_dir", str(out), False), ("zarr_dir", "s3://bucket/x", False)]
+
+
+def test_readers_share_a_folder_a_writer_waits_for_none_of_them(tmp_path):
+    """Locks of one folder: readers together, no writer beside a reader or a writer; the refusal
+    names the parameter and the holder."""
+    from cubemosaic.errors import OutputError
+    from cubemosaic.lock import run_lock
+
+    with run_lock(tmp_path, parameter="zarr_dir", shared=True), run_lock(tmp_path, parameter="zarr_dir", shared=True):
+        with pytest.raises(OutputError, match=r"zarr_dir: .* in use by another cubemosaic run \(one or more runs "
+                           "reading its stores\\); .* choose another zarr_dir"):  # fmt: skip
+            with run_lock(tmp_path, parameter="zarr_dir"):
+                pass
+    with run_lock(tmp_path, parameter="zarr_dir"):
+        with pytest.raises(OutputError, match=rf"cube_url: .* \(pid {os.getpid()} on "):
+            with run_lock(tmp_path, parameter="cube_url", shared=True):
+                pass
+    read_only = tmp_path / "input"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() != 0:  # root writes anyway
+        with run_lock(read_only, parameter="cube_url", shared=True):
+            pass  # a folder no run can write: read without a lock
 
 
 # --------------------------------------------------------------------------- zarr_dir URLs

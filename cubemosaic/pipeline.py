@@ -151,6 +151,7 @@ def _same_place(a: str, b: str) -> bool:
 def _run(settings: Settings) -> Outputs:
     from .cluster import dask_client, waiting_on_network
     from .reach import choose_relay
+    from .store import check_intact
 
     out = outputs(settings)
     stages = STAGES[settings.stage]
@@ -190,11 +191,17 @@ def _run(settings: Settings) -> Outputs:
             if "composite" in stages:
                 from .composite import build_monthly
 
+                if "cube" not in stages:  # written by an earlier run: verified before it is read
+                    check_intact(
+                        out.cube, _cube_parameter(settings), "run stage=cube (the same request) to write it again"
+                    )
                 with _timed("composite", client):
                     build_monthly(out.cube, out.monthly, overwrite=settings.overwrite, relay=relay)
     if "export" in stages:
         from .export import export_months
 
+        if "composite" not in stages:
+            check_intact(out.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
         with _timed("export"):
             export_months(out.monthly, out.root)
     log.info("done: outputs in %s", out.root)

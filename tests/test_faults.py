@@ -143,6 +143,67 @@ def test_readers_share_a_folder_a_writer_waits_for_none_of_them(tmp_path):
             pass  # a folder no run can write: read without a lock
 
 
+# --------------------------------------------------------------------------- damaged intermediates
+def _shard(store: Path, variable: str, step: int) -> Path:
+    """The first shard file of ``step`` of ``variable`` (one with data)."""
+    shard = store / variable / "c" / str(step) / "0" / "0"
+    assert shard.is_file() and shard.stat().st_size > 100
+    return shard
+
+
+def test_a_deleted_cube_shard_is_found_at_resume_and_written_again(demo_run, tmp_path):
+    out = _finished_copy(demo_run, tmp_path / "out")
+    _shard(out / "cube.zarr", "green", 5).unlink()
+    proc = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "step 6 of cube.zarr is recorded as done but 1 of its" in proc.stderr
+    assert "1 day(s) to write" in proc.stderr
+    assert_same_cogs(demo_run, out)
+
+
+def test_a_truncated_cube_shard_is_named_by_the_stage_that_reads_it(demo_run, tmp_path):
+    """stage=mosaic cannot write the cube: one line naming the store and the step; stage=all
+    then writes the step again and the outputs are correct."""
+    out = _finished_copy(demo_run, tmp_path / "out")
+    shard = _shard(out / "cube.zarr", "red", 9)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    proc = cli(["catalog=demo", f"output_dir={out}", "stage=mosaic"], cwd=tmp_path)
+    one_line_error(proc, f"zarr_dir: {out / 'cube.zarr'}: step 10 is recorded as done but its shards hold",
+                   "run stage=cube")  # fmt: skip
+    assert not (out / "monthly.zarr").exists()
+    fixed = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "1 day(s) to write" in fixed.stderr
+    assert_same_cogs(demo_run, out)
+
+
+def test_a_deleted_monthly_shard_is_named_by_the_export_and_computed_again(demo_run, tmp_path):
+    out = _finished_copy(demo_run, tmp_path / "out", keep_exports=True)
+    _shard(out / "monthly.zarr", "nir", 1).unlink()
+    shutil.rmtree(out / "monthly-mosaic-2022-01")
+    proc = cli(["catalog=demo", f"output_dir={out}", "stage=export"], cwd=tmp_path)
+    one_line_error(proc, f"zarr_dir: {out / 'monthly.zarr'}: step 2 is recorded as done", "run stage=mosaic")
+    assert not (out / "monthly-mosaic-2022-01").exists()
+    fixed = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "step 2 of monthly.zarr is recorded as done but" in fixed.stderr and "1 to compute" in fixed.stderr
+    assert_same_cogs(demo_run, out)
+
+
+def test_the_record_holds_what_each_step_wrote(demo_run, tmp_path):
+    """Per step: its shard objects and their bytes, as the files are; nothing damaged in a finished store."""
+    from cubemosaic.store import damaged_steps, read_attrs
+
+    for name in ("cube.zarr", "monthly.zarr"):
+        store = demo_run / name
+        attrs = read_attrs(str(store))
+        assert sorted(map(int, attrs["written"])) == attrs["done"] == list(range(attrs["steps"]))
+        for step, (objects, size) in attrs["written"].items():
+            files = [p for v in attrs["variables"] for p in (store / v / "c" / step).rglob("*") if p.is_file()]
+            assert objects == len(files) and size == sum(p.stat().st_size for p in files)
+        assert damaged_steps(str(store)) == {}
+
+
 # --------------------------------------------------------------------------- zarr_dir URLs
 def test_zarr_dir_as_a_file_url_is_the_folder(tmp_path):
     stores = tmp_path / "my stores"

@@ -242,3 +242,64 @@ def test_zarr_dir_that_cannot_hold_stores_is_refused_as_zarr_dir(tmp_path, zarr_
         assert needle in str(e.value)
     assert "output_dir" not in str(e.value) and e.value.exit_code == 2
     assert blocker.read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- malformed items
+def _drop(feature: dict, *path: str) -> None:
+    for key in path[:-1]:
+        feature = feature[key]
+    del feature[path[-1]]
+
+
+def _set(value):
+    def change(feature: dict, *path: str) -> None:
+        for key in path[:-1]:
+            feature = feature[key]
+        feature[path[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "path", "needle"),
+    [
+        (_drop, ("properties", "datetime"), "has no datetime (nor start_datetime and end_datetime)"),
+        (_set(None), ("properties", "datetime"), "has no datetime"),
+        (_set("yesterday"), ("properties", "datetime"), "datetime 'yesterday' is not a date-time"),
+        (_set(None), ("assets", "B04", "href"), "asset 'B04' has no href"),
+        (_set(None), ("assets", "SCL", "href"), "asset 'SCL' has no href"),
+        (_set(""), ("assets", "B08", "href"), "asset 'B08' has no href"),
+        (_set(None), ("geometry",), "has no geometry"),
+        (_drop, ("geometry",), "has no geometry"),
+        (_set({"type": "Polygon", "coordinates": []}), ("geometry",), "has no geometry"),
+    ],
+)
+def test_a_malformed_item_is_named_by_its_id_before_any_read(demo, tmp_path, change, path, needle):
+    import datetime as dt
+    import json
+
+    from cubemosaic.catalog import SearchRequest, search
+    from cubemosaic.errors import CatalogError
+
+    doc = json.loads(demo.items_path.read_text())
+    item = doc["features"][2]
+    change(item, *path)
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    request = SearchRequest("sentinel-2-l2a", demo.bbox_lonlat(), dt.date(2021, 12, 1), dt.date(2022, 3, 31))
+    with pytest.raises(CatalogError) as e:
+        search(str(items), request)
+    assert str(e.value).startswith(f"catalog.url: item {item['id']} in {items}")
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_item_without_an_id_is_named_by_its_catalog(demo, tmp_path):
+    import json
+
+    doc = json.loads(demo.items_path.read_text())
+    del doc["features"][0]["id"]
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+    one_line_error(proc, f"catalog.url: an item of {items} has no id")
+    assert not (tmp_path / "out" / "cube.zarr").exists()

@@ -24,6 +24,7 @@ import shapely
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
 
 from .errors import CatalogError, ConfigError, NothingFoundError, one_line
@@ -41,6 +42,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CLOUD_COVER = "eo:cloud_cover"
+#: Answers of a catalog that are transient (rate limiting, a server or gateway failing for a
+#: moment): every request of a search is retried on them, with backoff.
+RETRY_STATUS = (429, 500, 502, 503, 504)
+#: Retries of one request (a page of a search) on a transient answer or a failed connection.
+SEARCH_RETRIES = 4
+#: Backoff factor in seconds: waits of 0, 2x, 4x, 8x it between the tries (urllib3's rule), or
+#: what the server's ``Retry-After`` says.
+SEARCH_BACKOFF_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -113,15 +122,44 @@ def _absolute(url: str) -> str:
     return url if "://" in url else str(Path(url).expanduser().absolute())
 
 
+def _retry():
+    """urllib3's retry policy for every request to a catalog: :data:`SEARCH_RETRIES` tries more on
+    a failed connection or a :data:`RETRY_STATUS` answer, any method (a search is a POST that
+    changes nothing), the last answer returned so that its status is named."""
+    from urllib3.util.retry import Retry
+
+    return Retry(
+        total=SEARCH_RETRIES,
+        backoff_factor=SEARCH_BACKOFF_S,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=None,
+        raise_on_status=False,
+    )
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(max_retries=_retry())
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _status(code: int) -> str:
+    """An HTTP status as the messages name it; a transient one says it was retried."""
+    return f"HTTP {code} after {SEARCH_RETRIES + 1} tries" if code in RETRY_STATUS else f"HTTP {code}"
+
+
 def _read_json(url: str) -> dict[str, Any]:
 
     try:
         if is_local(url):
             text = Path(url.removeprefix("file://")).expanduser().read_text()
         else:
-            resp = requests.get(url, timeout=30)
+            with _session() as session:
+                resp = session.get(url, timeout=30)
             if resp.status_code >= 400:
-                raise CatalogError(f"catalog.url: {redact(url)} answered HTTP {resp.status_code}")
+                raise CatalogError(f"catalog.url: {redact(url)} answered {_status(resp.status_code)}")
             text = resp.text
         doc = json.loads(text)
     except requests.ConnectionError:
@@ -149,7 +187,7 @@ def _is_api(doc: dict[str, Any]) -> bool:
 def _search_api(url: str, request: SearchRequest) -> list[pystac.Item]:
 
     try:
-        client = Client.open(url)
+        client = Client.open(url, stac_io=StacApiIO(max_retries=_retry()))
         use_query = request.max_cloud_cover < 100 and client.conforms_to(ConformanceClasses.QUERY)
         query = {CLOUD_COVER: {"lte": request.max_cloud_cover}} if use_query else None
         # The server can stop at max_items only when it applies every filter itself.
@@ -173,7 +211,10 @@ def _search_api(url: str, request: SearchRequest) -> list[pystac.Item]:
                 if request.max_items and len(_filter(items, request, source=url, quiet=True)) >= request.max_items:
                     break
     except APIError as e:
-        raise CatalogError(f"catalog.url: {redact(url)} refused the search ({str(e)[:200]})") from None
+        code = getattr(e, "status_code", None)
+        status = _status(code) if code else "no status"
+        said = f": {one_line(str(e), 200)}" if str(e).strip() else ""
+        raise CatalogError(f"catalog.url: {redact(url)} refused the search ({status}{said})") from None
     except Exception as e:  # connection errors from requests, raised through pystac-client
         if isinstance(e, (CatalogError, ConfigError)):
             raise

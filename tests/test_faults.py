@@ -303,3 +303,117 @@ def test_an_item_without_an_id_is_named_by_its_catalog(demo, tmp_path):
     proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
     one_line_error(proc, f"catalog.url: an item of {items} has no id")
     assert not (tmp_path / "out" / "cube.zarr").exists()
+
+
+# --------------------------------------------------------------------------- failing searches
+class _PagedAPI:
+    """A STAC API on loopback answering a search in two pages (the demo's items split in half),
+    whose second page fails with ``status`` the first ``failures`` times it is asked for."""
+
+    def __init__(self, features: list[dict], status: int, failures: int) -> None:
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        api = self
+        self.second_page_requests = 0
+        half = len(features) // 2
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, code: int, doc: dict | None = None) -> None:
+                body = json.dumps(doc).encode() if doc is not None else b""
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                base = f"http://127.0.0.1:{api.port}"
+                if self.path.startswith("/search") and "page=2" in self.path:
+                    api.second_page_requests += 1
+                    if api.second_page_requests <= failures:
+                        return self._send(status)
+                    return self._send(200, {"type": "FeatureCollection", "features": features[half:], "links": []})
+                if self.path.startswith("/search"):
+                    return self._first_page(base)
+                landing = {
+                    "type": "Catalog",
+                    "id": "paged",
+                    "description": "two pages",
+                    "stac_version": "1.0.0",
+                    "conformsTo": [
+                        "https://api.stacspec.org/v1.0.0/core",
+                        "https://api.stacspec.org/v1.0.0/item-search",
+                    ],
+                    "links": [
+                        {"rel": "self", "href": base, "type": "application/json"},
+                        {"rel": "root", "href": base, "type": "application/json"},
+                        {"rel": "search", "href": f"{base}/search", "type": "application/geo+json", "method": "GET"},
+                    ],
+                }
+                return self._send(200, landing)
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                return self._first_page(f"http://127.0.0.1:{api.port}")
+
+            def _first_page(self, base: str) -> None:
+                next_page = {"rel": "next", "href": f"{base}/search?page=2", "method": "GET"}
+                self._send(200, {"type": "FeatureCollection", "features": features[:half], "links": [next_page]})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("status", "failures"), [(503, 2), (429, 1), (502, 4)])
+def test_a_transient_failure_on_the_second_page_is_retried(demo, monkeypatch, status, failures):
+    import datetime as dt
+    import json
+
+    from cubemosaic import catalog
+    from cubemosaic.catalog import SearchRequest, search
+
+    monkeypatch.setattr(catalog, "SEARCH_BACKOFF_S", 0.01)
+    features = json.loads(demo.items_path.read_text())["features"]
+    api = _PagedAPI(features, status, failures)
+    try:
+        request = SearchRequest("sentinel-2-l2a", demo.bbox_lonlat(), dt.date(2021, 12, 1), dt.date(2022, 3, 31))
+        found = search(api.url, request)
+    finally:
+        api.close()
+    assert api.second_page_requests == failures + 1
+    assert [it.id for it in found] == [it.id for it in search(str(demo.items_path), request)]
+    assert len(found) == len(features)
+
+
+def test_a_search_that_keeps_failing_names_the_status(demo, monkeypatch):
+    import datetime as dt
+    import json
+
+    from cubemosaic import catalog
+    from cubemosaic.catalog import SearchRequest, search
+    from cubemosaic.errors import CatalogError
+
+    monkeypatch.setattr(catalog, "SEARCH_BACKOFF_S", 0.01)
+    features = json.loads(demo.items_path.read_text())["features"]
+    api = _PagedAPI(features, 503, 1000)
+    try:
+        request = SearchRequest("sentinel-2-l2a", demo.bbox_lonlat(), dt.date(2021, 12, 1), dt.date(2022, 3, 31))
+        with pytest.raises(CatalogError) as e:
+            search(api.url, request)
+    finally:
+        api.close()
+    assert (
+        str(e.value) == f"catalog.url: {api.url} refused the search (HTTP 503 after {catalog.SEARCH_RETRIES + 1} tries)"
+    )
+    assert api.second_page_requests == catalog.SEARCH_RETRIES + 1

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .aoi import parse_aoi
-from .cluster import ClusterSpec
+from .cluster import ClusterSpec, check_spec
 from .errors import ConfigError
 from .s2 import DEFAULT_MASK_CLASSES
 from .urls import MEMORY_SCHEMES, is_local, local_path
@@ -292,6 +292,8 @@ def to_settings(cfg: Any) -> Settings:
         value = getattr(cluster, key)
         if value is not None and value <= 0:
             raise ConfigError(f"cluster.{key}", f"must be positive, got {value}")
+    spec = _cluster_spec(cluster)
+    check_spec(spec)
     output_dir = _check_output_dir(Path(os.fspath(cfg.output_dir)))
     zarr_dir = _zarr_dir(cfg.zarr_dir, output_dir)
 
@@ -320,6 +322,6 @@ def to_settings(cfg: Any) -> Settings:
         cube_url=_cube_url(cfg.cube_url, zarr_dir, cfg.stage),
         stage=cfg.stage,
         overwrite=bool(cfg.overwrite),
-        cluster=_cluster_spec(cluster),
+        cluster=spec,
         debug=bool(cfg.debug),
     )

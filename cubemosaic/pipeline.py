@@ -149,7 +149,7 @@ def _same_place(a: str, b: str) -> bool:
 
 
 def _run(settings: Settings) -> Outputs:
-    from .cluster import dask_client, waiting_on_network
+    from .cluster import dask_client, waiting_on_network, worker_failures
     from .reach import choose_relay
     from .store import check_intact
 
@@ -160,7 +160,7 @@ def _run(settings: Settings) -> Outputs:
             settings = resolve_demo(settings)
             plan = _plan(settings)
     if "cube" in stages or "composite" in stages:
-        with dask_client(settings.cluster) as client:
+        with dask_client(settings.cluster) as client, worker_failures(settings.cluster, client):
             relay = choose_relay(client, _store_folders(out))
             if "cube" in stages:
                 from .cube import CubeSpec, build_cube

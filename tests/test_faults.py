@@ -417,3 +417,80 @@ def test_a_search_that_keeps_failing_names_the_status(demo, monkeypatch):
         str(e.value) == f"catalog.url: {api.url} refused the search (HTTP 503 after {catalog.SEARCH_RETRIES + 1} tries)"
     )
     assert api.second_page_requests == catalog.SEARCH_RETRIES + 1
+
+
+# --------------------------------------------------------------------------- cluster settings
+@pytest.mark.parametrize(
+    ("overrides", "env", "needle"),
+    [
+        (["cluster.processes=true", "cluster.memory_limit=lots"], {}, "cluster.memory_limit: 'lots' is not an amount"),
+        (["cluster.memory_limit=-1"], {}, "cluster.memory_limit: '-1' is not an amount"),
+        (["cluster=gateway", "cluster.worker_memory=lots"], {}, "cluster.worker_memory: 'lots' is not"),
+        (["cluster.max_memory=0"], {}, "cluster.max_memory: '0G' is not"),
+        ([], {"DASK_GATEWAY_WORKER_MEMORY": "plenty"}, "DASK_GATEWAY_WORKER_MEMORY: 'plenty' is not"),
+    ],
+)
+def test_memory_sizes_are_validated_with_the_rest(tmp_path, monkeypatch, overrides, env, needle):
+    from cubemosaic.errors import ConfigError
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as e:
+        _settings(tmp_path, *overrides)
+    assert str(e.value).startswith(needle) and e.value.exit_code == 2
+
+
+@pytest.mark.parametrize("value", ["auto", "4GB", "0.5", "2e9", "0", "1.5 GiB"])
+def test_memory_limits_that_are_sizes_pass(tmp_path, value):
+    limit = _settings(tmp_path, "cluster.processes=true", f"cluster.memory_limit={value}").cluster.memory_limit
+    assert (
+        float(limit) == float(value) if value[0].isdigit() and " " not in value and "B" not in value else limit == value
+    )
+
+
+def test_a_bad_memory_limit_stops_before_the_search(tmp_path):
+    proc = cli(["catalog=demo", "cluster.processes=true", "cluster.memory_limit=lots", f"output_dir={tmp_path}"],
+               cwd=tmp_path)  # fmt: skip
+    one_line_error(proc, "cluster.memory_limit: 'lots'")
+    assert proc.returncode == 2 and "search" not in proc.stderr and "demo:" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "env", "needles"),
+    [
+        (
+            ["cluster.processes=true", "cluster.memory_limit=2GB"],
+            {},
+            ["cluster.memory_limit=2GB", "raise cluster.memory_limit"],
+        ),
+        (
+            ["cluster.processes=true"],
+            {},
+            ["cluster.memory_limit=auto (the machine's memory", "raise cluster.memory_limit"],
+        ),
+        (["cluster=gateway"], {"DASK_GATEWAY_WORKER_MEMORY": "4G"}, ["worker_memory=4G", "DASK_GATEWAY_WORKER_MEMORY"]),
+    ],
+)
+def test_a_worker_killed_for_memory_is_one_line_naming_the_limit(tmp_path, monkeypatch, overrides, env, needles):
+    from distributed import KilledWorker
+
+    from cubemosaic.cluster import worker_failures
+    from cubemosaic.errors import ClusterError
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    spec = _settings(tmp_path, *overrides).cluster
+    with pytest.raises(ClusterError) as e, worker_failures(spec, client=object()):
+        raise KilledWorker("('month-abc', 0, 0, 0)", "tcp://127.0.0.1:1234", 3)
+    line = str(e.value)
+    assert line.startswith("cluster: Dask workers died running ('month-abc', 0, 0, 0) (KilledWorker)")
+    assert "\n" not in line and all(n in line for n in needles), line
+
+
+def test_a_worker_killed_for_memory_on_a_real_cluster(tmp_path):
+    """A local cluster whose one worker process may use 120 MB: its nanny kills it under the first
+    tasks, as often as distributed allows; the run ends in one line naming the limit."""
+    proc = cli(["catalog=demo", "cluster.processes=true", "cluster.memory_limit=120MB", f"output_dir={tmp_path}"],
+               cwd=tmp_path, timeout=600)  # fmt: skip
+    one_line_error(proc, "cluster: Dask workers died running", "(KilledWorker)", "cluster.memory_limit=120MB")
+    assert proc.returncode == 1

@@ -212,6 +212,36 @@ def _cube_url(value: str | None, zarr_dir: str, stage: str) -> str:
     return value.rstrip("/")
 
 
+#: Pixels the output grid needs on each side: GDAL's COG driver cannot write (or validate the
+#: overviews of) a raster one pixel wide or high.
+MIN_GRID_PIXELS = 2
+
+
+def _extent_m(bbox: tuple[float, float, float, float]) -> tuple[float, float]:
+    """(width, height) in metres of a lon/lat box, on the sphere at its middle latitude (within
+    1 % of any UTM zone's, which is all a check against a few pixels needs)."""
+    import math
+
+    x0, y0, x1, y1 = bbox
+    metres_per_degree = 6371008.8 * math.pi / 180
+    return (x1 - x0) * metres_per_degree * math.cos(math.radians((y0 + y1) / 2)), (y1 - y0) * metres_per_degree
+
+
+def check_grid_size(extent_m: tuple[float, float], resolution: float, shape: tuple[int, int] | None = None) -> None:
+    """:class:`ConfigError` on ``aoi`` when the output grid would be under :data:`MIN_GRID_PIXELS`
+    on a side: before the search from the area's extent (an area over one pixel wide always spans
+    two once its edges are put on the pixel grid), after it from the grid's ``shape`` (rows, columns)."""
+    width, height = extent_m
+    small = min(shape) < MIN_GRID_PIXELS if shape is not None else min(width, height) * 1.02 < resolution
+    if small:
+        grid = f" (a grid of {shape[1]} x {shape[0]} pixels)" if shape is not None else ""
+        raise ConfigError(
+            "aoi",
+            f"the area is {width:.0f} m x {height:.0f} m{grid}, under {MIN_GRID_PIXELS} pixels on a side at "
+            f"resolution={resolution:g}; enlarge it or lower resolution",
+        )
+
+
 def _cluster_spec(cluster: Any) -> ClusterSpec:
     """The ``cluster`` node as a :class:`ClusterSpec` (a composed DictConfig, or one already)."""
     if isinstance(cluster, ClusterSpec):
@@ -254,6 +284,8 @@ def to_settings(cfg: Any) -> Settings:
 
     if not cfg.resolution > 0:
         raise ConfigError("resolution", f"must be a positive number of metres, got {cfg.resolution}")
+    if aoi is not None:
+        check_grid_size(_extent_m(aoi.bbox), float(cfg.resolution))
     if cfg.max_items is not None and cfg.max_items < 1:
         raise ConfigError("max_items", f"must be at least 1 (or null for no limit), got {cfg.max_items}")
     if not 0 <= cfg.max_cloud_cover <= 100:

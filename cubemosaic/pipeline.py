@@ -230,6 +230,7 @@ class Plan:
 def _plan(settings: Settings) -> Plan:
     """Search the catalog and fix the bands and the output grid."""
     from .catalog import SearchRequest, resolve_bands, search
+    from .config import _extent_m, check_grid_size
     from .cube import output_geobox
     from .s2 import dominant_crs
     from .scenes import parse_scene
@@ -249,4 +250,6 @@ def _plan(settings: Settings) -> Plan:
     bands, scl = resolve_bands(items, settings.bands)
     scenes = tuple(parse_scene(item) for item in items)
     crs = settings.crs or dominant_crs(s.crs for s in scenes)
-    return Plan(scenes, dict(bands), scl, output_geobox(settings.aoi, crs, settings.resolution))
+    geobox = output_geobox(settings.aoi, crs, settings.resolution)
+    check_grid_size(_extent_m(settings.aoi), settings.resolution, tuple(geobox.shape))  # before any read
+    return Plan(scenes, dict(bands), scl, geobox)

@@ -494,3 +494,31 @@ def test_a_worker_killed_for_memory_on_a_real_cluster(tmp_path):
                cwd=tmp_path, timeout=600)  # fmt: skip
     one_line_error(proc, "cluster: Dask workers died running", "(KilledWorker)", "cluster.memory_limit=120MB")
     assert proc.returncode == 1
+
+
+# --------------------------------------------------------------------------- degenerate grids
+@pytest.mark.parametrize(
+    "aoi", ["[-122.3,47.55,-122.2999,47.5501]", "[-122.3,47.55,-122.2999,47.5503]", "[-122.3,47.55,-122.29,47.5501]"]
+)
+def test_an_area_under_a_pixel_is_refused_before_the_search(tmp_path, aoi):
+    from cubemosaic.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        _settings(tmp_path, f"aoi={aoi}", "resolution=20")
+    assert str(e.value).startswith("aoi: the area is ") and "under 2 pixels on a side at resolution=20;" in str(e.value)
+    assert _settings(tmp_path, f"aoi={aoi}", "resolution=5").resolution == 5  # four times finer: two pixels at least
+
+
+def test_a_grid_under_two_pixels_is_refused_before_any_read(tmp_path):
+    """In a CRS whose units are not metres the area's extent says nothing: the grid itself is checked."""
+    proc = cli(["catalog=demo", "crs=EPSG:4326", "resolution=1", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+    one_line_error(proc, "aoi: the area is", "(a grid of 1 x 1 pixels), under 2 pixels on a side at resolution=1;")
+    assert not (tmp_path / "out" / "cube.zarr").exists()
+
+
+def test_the_smallest_grid_is_written(demo, tmp_path):
+    """2 x 2 pixels: COGs and catalog, as for any area."""
+    proc = cli(["catalog=demo", "aoi=[-122.3,47.55,-122.2997,47.5502]", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "grid 2x2 at 20 m" in proc.stderr and (tmp_path / "out" / "catalog.json").is_file()
+    assert len(list((tmp_path / "out").glob("monthly-mosaic-*/*.tif"))) == 8

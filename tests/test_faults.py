@@ -522,3 +522,35 @@ def test_the_smallest_grid_is_written(demo, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "grid 2x2 at 20 m" in proc.stderr and (tmp_path / "out" / "catalog.json").is_file()
     assert len(list((tmp_path / "out").glob("monthly-mosaic-*/*.tif"))) == 8
+
+
+# --------------------------------------------------------------------------- the demo's cache
+@pytest.mark.parametrize("damage", ["items.json", "asset", "truth"])
+def test_an_incomplete_demo_cache_is_generated_again(demo, tmp_path, damage):
+    from cubemosaic.demo import ensure_demo
+
+    cache = tmp_path / "cache"
+    shutil.copytree(demo.root, cache / demo.root.name)
+    copy = cache / demo.root.name
+    items = (demo.items_path.read_text()).replace(demo.root.as_uri(), copy.as_uri())
+    (copy / "items.json").write_text(items)
+    if damage == "items.json":
+        (copy / "items.json").unlink()
+    elif damage == "asset":
+        next(copy.rglob("B04.tif")).unlink()
+    else:
+        shutil.rmtree(copy / "truth.zarr")
+    archive = ensure_demo(cache_dir=cache)
+    assert archive.root == copy and archive.items_path.is_file() and (archive.truth_path / "zarr.json").is_file()
+    assert len(list(copy.rglob("B04.tif"))) == len(list(demo.root.rglob("B04.tif")))
+    assert [p.name for p in cache.iterdir()] == [copy.name], "nothing left beside it"
+
+
+def test_a_demo_cache_that_is_a_file_is_one_line(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("mine")
+    proc = cli(
+        ["catalog=demo", f"output_dir={tmp_path / 'out'}"], env={"CUBEMOSAIC_DEMO_DIR": str(blocker)}, cwd=tmp_path
+    )
+    one_line_error(proc, f"CUBEMOSAIC_DEMO_DIR: cannot write the demo archive into {blocker}")
+    assert blocker.read_text() == "mine"

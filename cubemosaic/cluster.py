@@ -143,14 +143,15 @@ def _local(spec: ClusterSpec) -> Iterator[object]:
 
     workers = spec.n_workers or 1
     threads = spec.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=threads,
-        processes=spec.processes,
-        memory_limit=spec.memory_limit,
-        dashboard_address="127.0.0.1:0",
-        silence_logs=logging.CRITICAL,
-    )
+    with _workers_ignore_interrupts(spec.processes):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=spec.processes,
+            memory_limit=spec.memory_limit,
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.CRITICAL,
+        )
     try:
         with Client(cluster) as client:
             log.info(
@@ -162,6 +163,24 @@ def _local(spec: ClusterSpec) -> Iterator[object]:
             cluster.close(timeout=CLOSE_TIMEOUT_S)
         except TimeoutError:  # workers its nanny keeps restarting (killed for memory): the run's error says it
             log.warning("cluster: the local cluster did not close within %d s", CLOSE_TIMEOUT_S)
+
+
+@contextmanager
+def _workers_ignore_interrupts(processes: bool) -> Iterator[None]:
+    """Start worker processes with SIGINT ignored (Python then installs no KeyboardInterrupt
+    handler in them): Ctrl-C reaches the whole process group, and this process alone unwinds and
+    closes the cluster, so the workers do not print their own tracebacks on the way."""
+    import signal
+    import threading
+
+    if not processes or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _sizing(spec: ClusterSpec, key: str) -> str | None:

@@ -554,3 +554,29 @@ def test_a_demo_cache_that_is_a_file_is_one_line(tmp_path):
     )
     one_line_error(proc, f"CUBEMOSAIC_DEMO_DIR: cannot write the demo archive into {blocker}")
     assert blocker.read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- interrupts
+@pytest.mark.parametrize("marker", ["cube: 18 solar day(s)", "written [1/18]"])
+def test_ctrl_c_with_worker_processes_is_one_line_and_the_rerun_resumes(demo_run, tmp_path, marker):
+    """Ctrl-C reaches the whole process group (the worker processes too): exit 130 and the one
+    line, no worker traceback nor asyncio's "Task exception was never retrieved"."""
+    import re
+    import time
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"output_dir={out}", "cluster.processes=true"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if marker in line:
+            time.sleep(1)
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(120) == 130, rest
+    others = [line for line in rest.splitlines() if not re.match(r"\d\d:\d\d:\d\d cubemosaic: ", line)]
+    assert others == ["cubemosaic: interrupted; run the same command again to resume"], rest
+    again = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert_same_cogs(demo_run, out)

@@ -143,8 +143,10 @@ def _setup_logging(debug: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     root.propagate = False
-    # Third-party loggers would repeat a failure with tracebacks; our one line says it.
-    for noisy in ("distributed", "rasterio", "odc"):
+    # Third-party loggers would repeat a failure with tracebacks; our one line says it. asyncio's
+    # among them: after Ctrl-C, a distributed Client's cancelled gathers are each logged as "Task
+    # exception was never retrieved" with a traceback when they are collected.
+    for noisy in ("distributed", "rasterio", "odc", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 

@@ -24,9 +24,10 @@ import shapely
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
+from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
 
-from .errors import CatalogError, ConfigError, NothingFoundError
+from .errors import CatalogError, ConfigError, NothingFoundError, one_line
 from .s2 import asset_resolution
 from .urls import is_local
 
@@ -41,6 +42,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CLOUD_COVER = "eo:cloud_cover"
+#: Answers of a catalog that are transient (rate limiting, a server or gateway failing for a
+#: moment): every request of a search is retried on them, with backoff.
+RETRY_STATUS = (429, 500, 502, 503, 504)
+#: Retries of one request (a page of a search) on a transient answer or a failed connection.
+SEARCH_RETRIES = 4
+#: Backoff factor in seconds: waits of 0, 2x, 4x, 8x it between the tries (urllib3's rule), or
+#: what the server's ``Retry-After`` says.
+SEARCH_BACKOFF_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -82,15 +91,22 @@ def search(url: str, request: SearchRequest) -> list[pystac.Item]:
     doc = _read_json(url)
     kind = doc.get("type")
     if kind == "FeatureCollection":
-        items = [pystac.Item.from_dict(f, preserve_dict=False) for f in doc.get("features", [])]
+        items = [_item(f, url) for f in doc.get("features", [])]
         found = _filter(items, request, source=url)
     elif kind in ("Catalog", "Collection") and _is_api(doc):
         found = _search_api(url, request)
     elif kind in ("Catalog", "Collection"):
         root = pystac.read_dict(doc, href=_absolute(url))
-        found = _filter(root.get_items(recursive=True), request, source=url)
+        try:
+            found = _filter(root.get_items(recursive=True), request, source=url)
+        except (pystac.STACError, ValueError, TypeError, KeyError) as e:  # pystac reading an item file
+            raise CatalogError(
+                f"catalog.url: an item of {redact(url)} is malformed ({one_line(str(e), 200)})"
+            ) from None
     else:
         raise CatalogError(f"catalog.url: {redact(url)} is not a STAC API, catalog or ItemCollection")
+    for item in found:
+        _check_usable(item, url)
     if not found:
         raise NothingFoundError(
             f"no scene of collection {request.collection!r} matches aoi={list(request.bbox)}, "
@@ -106,15 +122,44 @@ def _absolute(url: str) -> str:
     return url if "://" in url else str(Path(url).expanduser().absolute())
 
 
+def _retry():
+    """urllib3's retry policy for every request to a catalog: :data:`SEARCH_RETRIES` tries more on
+    a failed connection or a :data:`RETRY_STATUS` answer, any method (a search is a POST that
+    changes nothing), the last answer returned so that its status is named."""
+    from urllib3.util.retry import Retry
+
+    return Retry(
+        total=SEARCH_RETRIES,
+        backoff_factor=SEARCH_BACKOFF_S,
+        status_forcelist=RETRY_STATUS,
+        allowed_methods=None,
+        raise_on_status=False,
+    )
+
+
+def _session() -> requests.Session:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(max_retries=_retry())
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _status(code: int) -> str:
+    """An HTTP status as the messages name it; a transient one says it was retried."""
+    return f"HTTP {code} after {SEARCH_RETRIES + 1} tries" if code in RETRY_STATUS else f"HTTP {code}"
+
+
 def _read_json(url: str) -> dict[str, Any]:
 
     try:
         if is_local(url):
             text = Path(url.removeprefix("file://")).expanduser().read_text()
         else:
-            resp = requests.get(url, timeout=30)
+            with _session() as session:
+                resp = session.get(url, timeout=30)
             if resp.status_code >= 400:
-                raise CatalogError(f"catalog.url: {redact(url)} answered HTTP {resp.status_code}")
+                raise CatalogError(f"catalog.url: {redact(url)} answered {_status(resp.status_code)}")
             text = resp.text
         doc = json.loads(text)
     except requests.ConnectionError:
@@ -142,7 +187,7 @@ def _is_api(doc: dict[str, Any]) -> bool:
 def _search_api(url: str, request: SearchRequest) -> list[pystac.Item]:
 
     try:
-        client = Client.open(url)
+        client = Client.open(url, stac_io=StacApiIO(max_retries=_retry()))
         use_query = request.max_cloud_cover < 100 and client.conforms_to(ConformanceClasses.QUERY)
         query = {CLOUD_COVER: {"lte": request.max_cloud_cover}} if use_query else None
         # The server can stop at max_items only when it applies every filter itself.
@@ -160,18 +205,72 @@ def _search_api(url: str, request: SearchRequest) -> list[pystac.Item]:
                 limit=100,
             )
             items: list[pystac.Item] = []
-            for n, page in enumerate(result.pages(), start=1):
-                items.extend(page.items)
+            for n, page in enumerate(result.pages_as_dicts(), start=1):
+                items.extend(_item(f, url) for f in page.get("features", []))
                 log.info("search: page %d, %d scene(s) so far", n, len(items))
                 if request.max_items and len(_filter(items, request, source=url, quiet=True)) >= request.max_items:
                     break
     except APIError as e:
-        raise CatalogError(f"catalog.url: {redact(url)} refused the search ({str(e)[:200]})") from None
+        code = getattr(e, "status_code", None)
+        status = _status(code) if code else "no status"
+        said = f": {one_line(str(e), 200)}" if str(e).strip() else ""
+        raise CatalogError(f"catalog.url: {redact(url)} refused the search ({status}{said})") from None
     except Exception as e:  # connection errors from requests, raised through pystac-client
         if isinstance(e, (CatalogError, ConfigError)):
             raise
         raise CatalogError(f"catalog.url: cannot search {redact(url)} ({type(e).__name__})") from None
     return _filter(items, request, source=url)
+
+
+# --------------------------------------------------------------------------- malformed items
+def _item(feature: Any, source: str) -> pystac.Item:
+    """A STAC item from a search result's or a file's feature, or :class:`CatalogError` naming the
+    item (its id) and what is wrong: no id, no usable ``datetime`` (nor ``start_datetime`` and
+    ``end_datetime``), an asset without an ``href``. What only the kept items need is checked by
+    :func:`_check_usable`."""
+    where = redact(source)
+    if not isinstance(feature, dict) or not isinstance(feature.get("id"), str) or not feature["id"]:
+        raise CatalogError(f"catalog.url: an item of {where} has no id")
+    name = feature["id"]
+    props = feature.get("properties")
+    if not isinstance(props, dict):
+        raise CatalogError(f"catalog.url: item {name} in {where} has no properties")
+    stated = [k for k in ("datetime", "start_datetime", "end_datetime") if props.get(k) is not None]
+    if "datetime" not in stated and not {"start_datetime", "end_datetime"} <= set(stated):
+        raise CatalogError(f"catalog.url: item {name} in {where} has no datetime (nor start_datetime and end_datetime)")
+    for key in stated:
+        try:
+            pystac.utils.str_to_datetime(str(props[key]))
+        except (ValueError, OverflowError):
+            raise CatalogError(
+                f"catalog.url: item {name} in {where}: {key} {props[key]!r} is not a date-time"
+            ) from None
+    assets = feature.get("assets")
+    for key, asset in (assets if isinstance(assets, dict) else {}).items():
+        href = asset.get("href") if isinstance(asset, dict) else None
+        if not isinstance(href, str) or not href.strip():
+            raise CatalogError(f"catalog.url: item {name} in {where}: asset {key!r} has no href")
+    try:
+        return pystac.Item.from_dict(feature, preserve_dict=False)
+    except (pystac.STACError, ValueError, TypeError, KeyError, AttributeError) as e:  # pystac's parse of the rest
+        raise CatalogError(f"catalog.url: item {name} in {where} is malformed ({one_line(str(e), 200)})") from None
+
+
+def _check_usable(item: pystac.Item, source: str) -> None:
+    """:class:`CatalogError` naming ``item`` when a scene the search kept cannot be used: no
+    footprint (``geometry``: the search could not tell whether it meets the aoi), an asset
+    without an ``href``. Before any pixel is read."""
+    where = redact(source)
+    geometry = item.geometry
+    try:
+        footprint = _shape(geometry) if isinstance(geometry, dict) else None
+    except (ValueError, TypeError, KeyError, AttributeError, shapely.errors.ShapelyError):
+        footprint = None
+    if footprint is None or footprint.is_empty:
+        raise CatalogError(f"catalog.url: item {item.id} in {where} has no geometry (its footprint)")
+    for key, asset in item.assets.items():
+        if not isinstance(asset.href, str) or not asset.href.strip():
+            raise CatalogError(f"catalog.url: item {item.id} in {where}: asset {key!r} has no href")
 
 
 def _filter(

@@ -29,11 +29,13 @@ from .errors import ClusterError, ConfigError
 
 __all__ = [
     "ClusterSpec",
+    "check_spec",
     "check_versions",
     "dask_client",
     "gateway_requested",
     "gateway_workers",
     "peak_mb",
+    "worker_failures",
     "worker_peaks_mb",
 ]
 
@@ -123,6 +125,10 @@ def waiting_on_network(spec: ClusterSpec, client: object | None, remote: bool) -
         yield
 
 
+#: Seconds a local distributed cluster gets to close its workers.
+CLOSE_TIMEOUT_S = 20
+
+
 @contextmanager
 def _local(spec: ClusterSpec) -> Iterator[object]:
     if not (spec.dashboard or spec.processes):
@@ -137,14 +143,15 @@ def _local(spec: ClusterSpec) -> Iterator[object]:
 
     workers = spec.n_workers or 1
     threads = spec.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
-    cluster = LocalCluster(
-        n_workers=workers,
-        threads_per_worker=threads,
-        processes=spec.processes,
-        memory_limit=spec.memory_limit,
-        dashboard_address="127.0.0.1:0",
-        silence_logs=logging.CRITICAL,
-    )
+    with _workers_ignore_interrupts(spec.processes):
+        cluster = LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            processes=spec.processes,
+            memory_limit=spec.memory_limit,
+            dashboard_address="127.0.0.1:0",
+            silence_logs=logging.CRITICAL,
+        )
     try:
         with Client(cluster) as client:
             log.info(
@@ -152,7 +159,28 @@ def _local(spec: ClusterSpec) -> Iterator[object]:
             )
             yield client
     finally:
-        cluster.close()
+        try:
+            cluster.close(timeout=CLOSE_TIMEOUT_S)
+        except TimeoutError:  # workers its nanny keeps restarting (killed for memory): the run's error says it
+            log.warning("cluster: the local cluster did not close within %d s", CLOSE_TIMEOUT_S)
+
+
+@contextmanager
+def _workers_ignore_interrupts(processes: bool) -> Iterator[None]:
+    """Start worker processes with SIGINT ignored (Python then installs no KeyboardInterrupt
+    handler in them): Ctrl-C reaches the whole process group, and this process alone unwinds and
+    closes the cluster, so the workers do not print their own tracebacks on the way."""
+    import signal
+    import threading
+
+    if not processes or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _sizing(spec: ClusterSpec, key: str) -> str | None:
@@ -186,6 +214,74 @@ def gateway_workers(spec: ClusterSpec) -> tuple[dict[str, object], int]:
     except ValueError as e:
         raise ConfigError("cluster", f"Dask Gateway sizing is not understood ({e})") from None
     return options, max(1, min(counts) if counts else 1)
+
+
+def check_spec(spec: ClusterSpec) -> None:
+    """:class:`ConfigError` naming the key of a memory size that is not one: ``cluster.memory_limit``
+    (a local cluster's, per worker: ``auto``, bytes such as ``4GB``, a share of the machine such as
+    ``0.5``, or 0 for none), a gateway cluster's ``worker_memory`` and ``max_memory`` (from the
+    command line or Calrissian's ``DASK_GATEWAY_*`` variables). Run with the rest of the
+    configuration, before any network call (a bad value used to fail after the search)."""
+    _memory("cluster.memory_limit", spec.memory_limit, local=True)
+    for key in ("worker_memory", "max_memory"):
+        value = _sizing(spec, key)
+        if value is not None:
+            _memory(f"cluster.{key}" if getattr(spec, key) is not None else ENV_SIZING[key], _bytes_text(value))
+
+
+def _memory(key: str, value: object, *, local: bool = False) -> None:
+    from dask.utils import parse_bytes
+
+    text = str(value).strip()
+    if local and text.lower() in ("auto", "0", "none"):
+        return
+    try:
+        number = float(text)
+    except ValueError:
+        number = None
+    if local and number is not None and number > 0:
+        return
+    example = "4GB, 0.5 (of the machine), auto or 0 (no limit)" if local else "4GB, 16Gi"
+    try:
+        size = parse_bytes(text)
+    except (ValueError, TypeError):
+        size = 0
+    if size <= 0:
+        raise ConfigError(key, f"{value!r} is not an amount of memory (e.g. {example})")
+
+
+@contextmanager
+def worker_failures(spec: ClusterSpec, client: object | None) -> Iterator[None]:
+    """A Dask worker that died under a task (distributed's ``KilledWorker``: its nanny, the kernel
+    or Kubernetes stopped it, most often for going over its memory limit, as often as
+    ``distributed.scheduler.allowed-failures`` allows) as one line naming the limit and what to
+    raise. Nothing on the threaded scheduler (``client`` None), where the kernel kills the run."""
+    if client is None:
+        yield
+        return
+    from distributed import KilledWorker
+
+    try:
+        yield
+    except KilledWorker as e:
+        raise ClusterError(_killed(spec, e)) from None
+
+
+def _killed(spec: ClusterSpec, e: Exception) -> str:
+    task = e.args[0] if e.args else "a task"
+    if spec.kind == "gateway" or (spec.kind == "auto" and gateway_requested(spec)):
+        memory = _sizing(spec, "worker_memory")
+        limit = f"worker_memory={memory}" if memory else "the gateway's default worker memory"
+        remedy = "raise cluster.worker_memory (DASK_GATEWAY_WORKER_MEMORY)"
+    else:
+        limit = f"cluster.memory_limit={spec.memory_limit}" + (
+            " (the machine's memory shared by the workers)" if str(spec.memory_limit) == "auto" else ""
+        )
+        remedy = "raise cluster.memory_limit"
+    return (
+        f"cluster: Dask workers died running {task} (KilledWorker); most often a worker goes over its memory "
+        f"limit, here {limit}: {remedy}, or lower cluster.threads_per_worker or chunk_size"
+    )
 
 
 def _bytes_text(value: str) -> str:

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .aoi import parse_aoi
-from .cluster import ClusterSpec
+from .cluster import ClusterSpec, check_spec
 from .errors import ConfigError
 from .s2 import DEFAULT_MASK_CLASSES
+from .urls import MEMORY_SCHEMES, is_local, local_path
 
 __all__ = [
     "CatalogConf",
@@ -175,42 +176,48 @@ def _parse_date(name: str, value: Any) -> dt.date:
         raise ConfigError(name, f"{value!r} is not a date as YYYY-MM-DD") from None
 
 
-def _check_output_dir(path: Path) -> Path:
-    """Make sure ``output_dir`` can be written (creates it; writes nothing else)."""
+def _check_output_dir(path: Path, parameter: str = "output_dir") -> Path:
+    """Make sure the folder ``parameter`` names can be written (creates it; writes nothing else)."""
     if "://" in str(path):
-        raise ConfigError("output_dir", f"{path} must be a local folder")
+        raise ConfigError(parameter, f"{path} must be a local folder")
     path = path.expanduser().absolute()
     if path.exists() and not path.is_dir():
-        raise ConfigError("output_dir", f"{path} exists and is not a folder")
+        raise ConfigError(parameter, f"{path} exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise ConfigError("output_dir", f"{path} is not writable ({e.strerror or e})") from None
+        raise ConfigError(parameter, f"{path} is not writable ({e.strerror or e})") from None
     return path
 
 
 def _zarr_dir(value: str | None, output_dir: Path) -> str:
     if not value:
         return str(output_dir)
-    if "://" in value:
-        import fsspec
+    if is_local(value):  # a plain path or file:// URL: the same folder either way
+        return str(_check_output_dir(Path(local_path(value)), "zarr_dir"))
+    import fsspec
 
-        protocol = value.split("://", 1)[0]
-        try:
-            fsspec.get_filesystem_class(protocol)
-        except (ImportError, ValueError) as e:
-            raise ConfigError("zarr_dir", f"{protocol}:// is not available ({str(e).splitlines()[0]})") from None
-        return value.rstrip("/")
-    return str(_check_output_dir(Path(value)))
+    protocol = value.split("://", 1)[0]
+    if protocol in MEMORY_SCHEMES:
+        raise ConfigError(
+            "zarr_dir",
+            f"{protocol}:// keeps the stores in this process only, lost when the run ends; "
+            "use a folder or object storage (s3://...)",
+        )
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as e:
+        raise ConfigError("zarr_dir", f"{protocol}:// is not available ({str(e).splitlines()[0]})") from None
+    return value.rstrip("/")
 
 
 def _cube_url(value: str | None, zarr_dir: str, stage: str) -> str:
     if not value:
         return f"{zarr_dir}/cube.zarr"
-    if "://" not in value:
-        path = Path(value).expanduser().absolute()
+    if is_local(value):
+        path = Path(local_path(value)).expanduser().absolute()
         if stage in ("composite", "mosaic") and not (path / "zarr.json").is_file():
             raise ConfigError("cube_url", f"{path} is not a Zarr store (no zarr.json)")
         return str(path)
@@ -236,6 +243,36 @@ def _composites(cfg: Any, bands: tuple[str, ...]) -> tuple[tuple[str, ...], tupl
     if "geomedian" in statistics and len(bands) < 2:
         raise ConfigError("statistic", "geomedian needs at least two bands (it is a median across the bands)")
     return statistics, provenance
+
+
+#: Pixels the output grid needs on each side: GDAL's COG driver cannot write (or validate the
+#: overviews of) a raster one pixel wide or high.
+MIN_GRID_PIXELS = 2
+
+
+def _extent_m(bbox: tuple[float, float, float, float]) -> tuple[float, float]:
+    """(width, height) in metres of a lon/lat box, on the sphere at its middle latitude (within
+    1 % of any UTM zone's, which is all a check against a few pixels needs)."""
+    import math
+
+    x0, y0, x1, y1 = bbox
+    metres_per_degree = 6371008.8 * math.pi / 180
+    return (x1 - x0) * metres_per_degree * math.cos(math.radians((y0 + y1) / 2)), (y1 - y0) * metres_per_degree
+
+
+def check_grid_size(extent_m: tuple[float, float], resolution: float, shape: tuple[int, int] | None = None) -> None:
+    """:class:`ConfigError` on ``aoi`` when the output grid would be under :data:`MIN_GRID_PIXELS`
+    on a side: before the search from the area's extent (an area over one pixel wide always spans
+    two once its edges are put on the pixel grid), after it from the grid's ``shape`` (rows, columns)."""
+    width, height = extent_m
+    small = min(shape) < MIN_GRID_PIXELS if shape is not None else min(width, height) * 1.02 < resolution
+    if small:
+        grid = f" (a grid of {shape[1]} x {shape[0]} pixels)" if shape is not None else ""
+        raise ConfigError(
+            "aoi",
+            f"the area is {width:.0f} m x {height:.0f} m{grid}, under {MIN_GRID_PIXELS} pixels on a side at "
+            f"resolution={resolution:g}; enlarge it or lower resolution",
+        )
 
 
 def _cluster_spec(cluster: Any) -> ClusterSpec:
@@ -280,6 +317,8 @@ def to_settings(cfg: Any) -> Settings:
 
     if not cfg.resolution > 0:
         raise ConfigError("resolution", f"must be a positive number of metres, got {cfg.resolution}")
+    if aoi is not None:
+        check_grid_size(_extent_m(aoi.bbox), float(cfg.resolution))
     if cfg.max_items is not None and cfg.max_items < 1:
         raise ConfigError("max_items", f"must be at least 1 (or null for no limit), got {cfg.max_items}")
     if not 0 <= cfg.max_cloud_cover <= 100:
@@ -319,6 +358,8 @@ def to_settings(cfg: Any) -> Settings:
         value = getattr(cluster, key)
         if value is not None and value <= 0:
             raise ConfigError(f"cluster.{key}", f"must be positive, got {value}")
+    spec = _cluster_spec(cluster)
+    check_spec(spec)
     output_dir = _check_output_dir(Path(os.fspath(cfg.output_dir)))
     zarr_dir = _zarr_dir(cfg.zarr_dir, output_dir)
 
@@ -350,6 +391,6 @@ def to_settings(cfg: Any) -> Settings:
         cube_url=_cube_url(cfg.cube_url, zarr_dir, cfg.stage),
         stage=cfg.stage,
         overwrite=bool(cfg.overwrite),
-        cluster=_cluster_spec(cluster),
+        cluster=spec,
         debug=bool(cfg.debug),
     )

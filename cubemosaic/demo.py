@@ -40,8 +40,10 @@ from rasterio.io import MemoryFile
 from rasterio.shutil import copy as rio_copy
 from scipy.ndimage import distance_transform_edt
 
+from .errors import OutputError
 from .s2 import BASELINE_CHANGE, BOA_OFFSET_DN
 from .s2 import DEFAULT_MASK_CLASSES as mask_classes
+from .urls import is_local, local_path
 
 __all__ = ["DemoArchive", "DemoSpec", "ensure_demo", "make_archive", "default_cache_dir"]
 
@@ -185,14 +187,54 @@ def default_cache_dir() -> Path:
 
 
 def ensure_demo(spec: DemoSpec | None = None, cache_dir: Path | None = None) -> DemoArchive:
-    """Return the archive for ``spec``, generating it first if the cache lacks it."""
+    """Return the archive for ``spec``, generating it first if the cache lacks it (or holds it
+    incomplete: its items, an asset file or the truth missing). A cache folder that cannot be
+    written is :class:`OutputError` naming it and ``CUBEMOSAIC_DEMO_DIR``."""
     spec = spec or DemoSpec()
     root = (cache_dir or default_cache_dir()) / f"demo-{spec.key}"
     archive = DemoArchive(root=root, spec=spec)
-    if archive.items_path.is_file():
+    missing = _missing(archive)
+    if missing is None:
         return archive
-    log.info("demo: generating the demo archive into %s (first use only)", root)
-    return make_archive(root, spec)
+    try:
+        if root.exists() or root.is_symlink():
+            log.warning("demo: the cached archive %s is incomplete (%s); generating it again", root, missing)
+            _set_aside(root)
+        log.info("demo: generating the demo archive into %s (first use only)", root)
+        return make_archive(root, spec)
+    except OSError as e:
+        raise OutputError(
+            f"CUBEMOSAIC_DEMO_DIR: cannot write the demo archive into {root.parent} ({e.strerror or e}); "
+            "set CUBEMOSAIC_DEMO_DIR to a writable folder"
+        ) from None
+
+
+def _missing(archive: DemoArchive) -> str | None:
+    """What the cached archive lacks (its items, an asset file, the truth), or None when whole:
+    a stat per file, no read of pixels."""
+    try:
+        doc = json.loads(archive.items_path.read_text())
+    except (OSError, ValueError):
+        return "no items.json"
+    for feature in doc.get("features", []):
+        for asset in feature.get("assets", {}).values():
+            href = str(asset.get("href", ""))
+            if is_local(href) and not Path(local_path(href)).is_file():
+                return f"no {local_path(href)}"
+    if not (archive.truth_path / "zarr.json").is_file():
+        return "no truth.zarr"
+    return None
+
+
+def _set_aside(root: Path) -> None:
+    """Move an incomplete archive out of the way (renamed, so a run reading it meanwhile keeps its
+    files), then remove it; another process that did the same first wins."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{root.name}-incomplete-", dir=root.parent))
+    try:
+        root.rename(aside / root.name)
+    except FileNotFoundError:  # set aside by another process
+        pass
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def make_archive(root: Path, spec: DemoSpec) -> DemoArchive:

@@ -1,4 +1,4 @@
-"""One run at a time in an output folder: a lock the kernel releases when its run dies.
+"""One run at a time in an output folder and a Zarr folder: a lock the kernel releases when its run dies.
 
 Platforms retry a step while an earlier pod may still be writing, and people start a job
 twice. Two runs writing one cube, monthly store and COGs at once corrupt each other, so a
@@ -6,7 +6,10 @@ run holds an exclusive ``flock`` on ``<output_dir>/.cubemosaic.lock`` while it w
 kernel drops the lock with the process however it ends (SIGKILL, OOM kill, a lost pod), so
 a killed run never blocks the next one. A second run refuses at once, with one line naming
 the run that holds the folder (host, pid, start time). ``flock`` is what Linux gives on
-local disks and on NFSv4 mounts.
+local disks and on NFSv4 mounts. The same lock, ``<zarr_dir>/.cubemosaic.lock``, holds a local
+``zarr_dir`` (and the folder of a ``cube_url`` outside it) that a run writes, so two runs with
+different output folders never build one ``cube.zarr`` at once, nor replace each other's stores;
+a run that only reads a folder's stores holds its lock shared.
 
 A ``zarr_dir`` on object storage (which has no ``flock``, and may be shared by runs with
 different output folders) is held by a lease instead (:func:`store_lease`): an object naming
@@ -42,24 +45,53 @@ LOCK_NAME = ".cubemosaic.lock"
 
 
 @contextmanager
-def run_lock(folder: Path) -> Iterator[None]:
-    """Hold ``folder``'s run lock for the duration; :class:`OutputError` if another run holds it."""
+def run_lock(folder: Path, *, parameter: str = "output_dir", shared: bool = False) -> Iterator[None]:
+    """Hold ``folder``'s run lock for the duration; :class:`OutputError` naming ``parameter`` and
+    the holder if another run holds it.
+
+    ``shared``: a run that only reads the folder's stores (``stage=export`` reading
+    ``monthly.zarr``, a composite reading a ``cube_url`` outside ``zarr_dir``) holds it shared:
+    many readers at once, no writer meanwhile, so no run replaces (``overwrite=true``) or
+    rewrites a store another reads. A folder a reader cannot create the lock file in (a read-only
+    input) is not locked: no run can write there either.
+    """
     path = folder / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if not shared:
+            folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        if shared:
+            log.debug("lock: %s not locked (%s): read-only", folder, e.strerror)
+            yield
+            return
+        raise OutputError(f"{parameter}: cannot create {path} ({e.strerror or e})") from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
             raise OutputError(
-                f"output_dir: {folder} is in use by another cubemosaic run ({holder}); "
-                "wait for it to end (rerunning then resumes) or choose another output_dir"
+                f"{parameter}: {folder} is in use by another cubemosaic run ({_lock_holder(fd, shared)}); "
+                f"wait for it to end (rerunning then resumes) or choose another {parameter}"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{_holder()}\n".encode(), 0)
+        if not shared:  # readers leave the last writer's line; a writer blocked by them says so
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{_holder()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock_holder(fd: int, shared: bool) -> str:
+    """Who holds the lock on ``fd``: the writer's line, or (when a shared lock can be had, so only
+    readers hold it) that runs read the folder."""
+    if not shared:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return "one or more runs reading its stores"
+        except BlockingIOError:
+            pass
+    return os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
 
 
 #: Seconds a lease on object storage lasts without renewal (a killed run's lease is free after this).

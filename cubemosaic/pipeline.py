@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -14,7 +15,7 @@ from typing import Any
 from .config import Settings
 from .errors import WriteError
 from .lock import run_lock, store_lease
-from .urls import is_local
+from .urls import is_local, local_path
 
 __all__ = ["Outputs", "outputs", "resolve_demo", "run"]
 
@@ -81,13 +82,17 @@ def _timed(stage: str, client: object | None = None) -> Iterator[None]:
 def run(settings: Settings) -> Outputs:
     """Run the stages ``settings.stage`` names; returns the output locations.
 
-    The run holds ``output_dir``'s lock throughout, and a lease on ``zarr_dir`` when that is
-    object storage: a second run into the same folder or store refuses.
+    The run holds everything it writes for its whole duration (:func:`owned`): ``output_dir``'s
+    lock, the lock of a local ``zarr_dir`` (and of a ``cube_url``'s folder outside it), a lease on
+    object storage; the folders it only reads, shared. A second run that would write (or replace)
+    what this one holds refuses in one line naming this run.
     """
     with ExitStack() as held:
-        held.enter_context(run_lock(settings.output_dir))
-        if not is_local(settings.zarr_dir):
-            held.enter_context(store_lease(settings.zarr_dir))
+        for parameter, where, shared in owned(settings):
+            if is_local(where):
+                held.enter_context(run_lock(Path(local_path(where)), parameter=parameter, shared=shared))
+            else:
+                held.enter_context(store_lease(where))
         try:
             return _run(settings)
         except OSError as e:
@@ -97,9 +102,56 @@ def run(settings: Settings) -> Outputs:
             raise WriteError(f"output_dir/zarr_dir: cannot write{where}: {e.strerror}") from None
 
 
+def owned(settings: Settings) -> list[tuple[str, str, bool]]:
+    """(parameter, folder or URL, shared) of every place the run's stages write or read, once each
+    (a folder both written and read is held for writing), ``output_dir`` first.
+
+    Written: ``output_dir`` (COGs, catalog), the cube's folder (stage cube), ``zarr_dir``
+    (monthly.zarr, stage composite). Read only: the cube's folder (composite) and ``zarr_dir``
+    (export). On object storage, which has no shared lease, ``zarr_dir`` is leased by every stage
+    and another folder only when written.
+    """
+    stages = STAGES[settings.stage]
+    cube_folder = settings.cube_url.rstrip("/").rsplit("/", 1)[0]
+    cube_parameter = _cube_parameter(settings)
+    wanted = [("output_dir", str(settings.output_dir), False)]
+    if "cube" in stages:
+        wanted.append((cube_parameter, cube_folder, False))
+    if "composite" in stages:
+        wanted += [("zarr_dir", settings.zarr_dir, False), (cube_parameter, cube_folder, True)]
+    if "export" in stages:
+        wanted.append(("zarr_dir", settings.zarr_dir, True))
+    places: dict[str, tuple[str, str, bool]] = {}
+    for parameter, where, shared in wanted:
+        if not is_local(where) and shared and parameter != "zarr_dir":
+            continue
+        key = _place_key(where)
+        if key in places:
+            first = places[key]
+            places[key] = (first[0], first[1], first[2] and shared)
+        else:
+            places[key] = (parameter, where, shared and is_local(where))
+    return list(places.values())
+
+
+def _cube_parameter(settings: Settings) -> str:
+    """The parameter that places the cube: ``zarr_dir``, unless ``cube_url`` puts it elsewhere."""
+    cube_folder = settings.cube_url.rstrip("/").rsplit("/", 1)[0]
+    return "zarr_dir" if _same_place(cube_folder, settings.zarr_dir) else "cube_url"
+
+
+def _place_key(where: str) -> str:
+    return os.path.realpath(local_path(where)) if is_local(where) else where.rstrip("/")
+
+
+def _same_place(a: str, b: str) -> bool:
+    return _place_key(a) == _place_key(b)
+
+
 def _run(settings: Settings) -> Outputs:
-    from .cluster import dask_client, waiting_on_network
+    from .cluster import dask_client, waiting_on_network, worker_failures
     from .reach import choose_relay
+    from .store import check_intact
 
     out = outputs(settings)
     stages = STAGES[settings.stage]
@@ -108,7 +160,7 @@ def _run(settings: Settings) -> Outputs:
             settings = resolve_demo(settings)
             plan = _plan(settings)
     if "cube" in stages or "composite" in stages:
-        with dask_client(settings.cluster) as client:
+        with dask_client(settings.cluster) as client, worker_failures(settings.cluster, client):
             relay = choose_relay(client, _store_folders(out))
             if "cube" in stages:
                 from .cube import CubeSpec, build_cube
@@ -139,6 +191,10 @@ def _run(settings: Settings) -> Outputs:
             if "composite" in stages:
                 from .composite import build_monthly
 
+                if "cube" not in stages:  # written by an earlier run: verified before it is read
+                    check_intact(
+                        out.cube, _cube_parameter(settings), "run stage=cube (the same request) to write it again"
+                    )
                 with _timed("composite", client):
                     build_monthly(
                         out.cube,
@@ -152,6 +208,8 @@ def _run(settings: Settings) -> Outputs:
     if "export" in stages:
         from .export import export_months
 
+        if "composite" not in stages:
+            check_intact(out.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
         with _timed("export"):
             export_months(out.monthly, out.root)
     log.info("done: outputs in %s", out.root)
@@ -180,6 +238,7 @@ class Plan:
 def _plan(settings: Settings) -> Plan:
     """Search the catalog and fix the bands and the output grid."""
     from .catalog import SearchRequest, resolve_bands, search
+    from .config import _extent_m, check_grid_size
     from .cube import output_geobox
     from .s2 import dominant_crs
     from .scenes import parse_scene
@@ -199,4 +258,6 @@ def _plan(settings: Settings) -> Plan:
     bands, scl = resolve_bands(items, settings.bands)
     scenes = tuple(parse_scene(item) for item in items)
     crs = settings.crs or dominant_crs(s.crs for s in scenes)
-    return Plan(scenes, dict(bands), scl, output_geobox(settings.aoi, crs, settings.resolution))
+    geobox = output_geobox(settings.aoi, crs, settings.resolution)
+    check_grid_size(_extent_m(settings.aoi), settings.resolution, tuple(geobox.shape))  # before any read
+    return Plan(scenes, dict(bands), scl, geobox)

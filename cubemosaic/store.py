@@ -54,7 +54,9 @@ from .urls import is_local
 __all__ = [
     "StoreState",
     "batches",
+    "check_intact",
     "create",
+    "damaged_steps",
     "dn_array",
     "dn_arrays",
     "open_dn",
@@ -261,13 +263,14 @@ def open_or_create(
     if fs.exists(fspath):
         attrs = _read_attrs(path)
         if attrs is not None and attrs.get("signature") == sig:
-            done = set(attrs.get("done", []))
+            done = _intact(path, attrs, label)
             if done:
                 log.info("%s: resuming %s, %d step(s) already written", label, name, len(done))
             return StoreState(path, done, template.sizes["time"])
         if attrs is not None and not overwrite:
             kept = _extend(path, template, attrs, sig)
             if kept is not None:
+                kept = _intact(path, {**attrs, "done": sorted(kept)}, label)
                 log.info("%s: extending %s to %d step(s) (a longer period); %d step(s) already written are kept",
                          label, name, template.sizes["time"], len(kept))  # fmt: skip
                 return StoreState(path, kept, template.sizes["time"])
@@ -471,12 +474,21 @@ def release_memory() -> None:
 
 def mark_done(path: str, indices: Iterable[int], *, skipped: Sequence[Mapping[str, str]] = ()) -> None:
     """Record steps as written (after their data), and the inputs they skipped; the store is
-    ``complete`` when every one of its steps is done."""
+    ``complete`` when every one of its steps is done.
 
+    The record also holds, per step, the number of shard objects and their bytes as written
+    (``written``: one listing of the step's folder per variable), what :func:`damaged_steps`
+    compares with at resume and before a later stage reads the store.
+    """
+
+    indices = [int(i) for i in indices]
     with _quiet():
         group = open_group(path, "r+")
         attrs = _decode(group.attrs[ATTR])
-        attrs["done"] = sorted(set(attrs.get("done", [])) | {int(i) for i in indices})
+        if indices:
+            written = _written(path, attrs["variables"], indices)
+            attrs["written"] = {**attrs.get("written", {}), **{str(i): written.get(i, [0, 0]) for i in indices}}
+        attrs["done"] = sorted(set(attrs.get("done", [])) | set(indices))
         steps = attrs.get("steps") or group[attrs["variables"][0]].shape[0]
         attrs["complete"] = len(attrs["done"]) == steps
         if skipped:
@@ -521,3 +533,97 @@ def read_attrs(path: str) -> dict[str, Any]:
     if attrs is None:
         raise OutputError(f"output_dir: {path} is missing or not a cubemosaic store")
     return attrs
+
+
+# --------------------------------------------------------------------------- verification
+def _shards_per_step(array: zarr.Array) -> int:
+    """Shard objects (chunks when unsharded) one time step of ``array`` has: zarr-python writes
+    every shard, fill value or not (:class:`Target`), so each is an object."""
+    per = array.shards or array.chunks
+    return int(np.prod([-(-n // c) for n, c in zip(array.shape[1:], per[1:], strict=True)]))
+
+
+def _written(path: str, variables: Sequence[str], steps: Iterable[int] | None) -> dict[int, list[int]]:
+    """step -> [shard objects, bytes] in the store now, for ``steps`` (one listing of each step's
+    folder of each variable) or, with ``None``, every step (one listing per variable)."""
+    fs, root = _fs(path)
+    root = root.rstrip("/")
+    found: dict[int, list[int]] = {}
+    prefixes = [f"{root}/{v}/c" for v in variables] if steps is None else [
+        f"{root}/{v}/c/{i}" for v in variables for i in steps
+    ]  # fmt: skip
+    for prefix in prefixes:
+        fs.invalidate_cache(prefix)  # object stores' listings are cached; the workers wrote since
+        try:
+            listing = fs.find(prefix, detail=True)
+        except FileNotFoundError:
+            continue
+        base = f"{root}/"
+        for key, info in listing.items():
+            parts = key[key.index(base) + len(base) :].split("/") if base in key else []
+            if len(parts) < 3 or parts[1] != "c" or not parts[2].isdigit():
+                continue
+            entry = found.setdefault(int(parts[2]), [0, 0])
+            entry[0] += 1
+            entry[1] += int(info.get("size") or 0)
+    return found
+
+
+def damaged_steps(path: str, attrs: Mapping[str, Any] | None = None) -> dict[int, str]:
+    """The steps recorded as done in the store at ``path`` whose data are not all there, with what
+    is wrong: a shard object missing (deleted, or never written), or shards of another size than
+    were written (truncated, or replaced). One listing per variable: on the demo's cube
+    (18 steps, 4 variables) a few milliseconds.
+
+    A step recorded by a version that did not keep ``written`` is checked for its number of
+    shard objects only. Same-size damage inside a shard is not seen here (zarr's checksums find
+    it when it is read).
+    """
+    attrs = attrs if attrs is not None else _read_attrs(path) or {}
+    done = sorted(int(i) for i in attrs.get("done", []))
+    if not done:
+        return {}
+    variables = list(attrs["variables"])
+    group = open_group(path, "r")
+    expected = sum(_shards_per_step(group[v]) for v in variables)
+    found = _written(path, variables, None)
+    recorded = attrs.get("written", {})
+    damaged = {}
+    for i in done:
+        objects, size = found.get(i, [0, 0])
+        record = recorded.get(str(i))
+        if objects < expected:
+            damaged[i] = f"{expected - objects} of its {expected} shard object(s) are missing"
+        elif record is not None and [objects, size] != list(record):
+            damaged[i] = f"its shards hold {size} bytes where {record[1]} were written"
+    return damaged
+
+
+def _intact(path: str, attrs: Mapping[str, Any], label: str) -> set[int]:
+    """The steps recorded as done whose data are intact (:func:`damaged_steps`); the others are
+    logged, and taken out of the store's record so that it no longer says complete."""
+    done = {int(i) for i in attrs.get("done", [])}
+    damaged = damaged_steps(path, attrs)
+    if not damaged:
+        return done
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    for i, why in sorted(damaged.items()):
+        log.warning("%s: step %d of %s is recorded as done but %s; writing it again", label, i + 1, name, why)
+    with _quiet():
+        group = open_group(path, "r+")
+        record = _decode(group.attrs[ATTR])
+        record["done"] = sorted(done - set(damaged))
+        record["complete"] = False
+        group.attrs[ATTR] = _encode(record)
+        zarr.consolidate_metadata(path)
+    return done - set(damaged)
+
+
+def check_intact(path: str, parameter: str, remedy: str) -> None:
+    """:class:`OutputError` naming ``parameter``, the store and the first damaged step, if any
+    (for a stage about to read a store another stage wrote); ``remedy`` says what rewrites it."""
+    damaged = damaged_steps(path)
+    if damaged:
+        i, why = min(damaged.items())
+        more = f" (and {len(damaged) - 1} more step(s))" if len(damaged) > 1 else ""
+        raise OutputError(f"{parameter}: {path}: step {i + 1} is recorded as done but {why}{more}; {remedy}")

@@ -76,6 +76,9 @@ def asset_grid(item: pystac.Item, key: str, crs: str | None) -> AssetGrid:
         item.id,
         key,
         _is_jpeg2000(asset),
+        tuple(float(v) for v in (item.bbox[0], item.bbox[1], item.bbox[-3], item.bbox[-2]))
+        if item.bbox and len(item.bbox) in (4, 6)
+        else None,
     )
 
 

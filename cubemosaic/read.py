@@ -60,6 +60,7 @@ __all__ = [
     "aoi_block",
     "day_block",
     "is_aligned",
+    "read_ways",
 ]
 
 T = TypeVar("T")
@@ -188,6 +189,22 @@ def _nesting_overview(factors: Sequence[int], k: int, window) -> tuple[int | Non
 
 def is_aligned(grid: AssetGrid | None, geobox) -> bool:
     return grid is not None and _factor(grid, geobox) is not None
+
+
+def read_ways(source: SceneSource, geobox, resampling: str = "nearest") -> list[tuple[AssetGrid, bool]]:
+    """Each asset of ``source`` (bands, then the SCL) and whether :func:`day_block` reads it directly
+    (True) or warps it, as the catalog states the grids (the file wins where it disagrees).
+
+    The SCL is read with nearest whatever the resampling, so directly wherever it lines up; a band
+    directly where it lines up and the resampling is nearest, or ``average`` with every asset of
+    the scene lining up (the mean of the clear native pixels); any other band is warped."""
+    scl = is_aligned(source.scl, geobox)
+    bands = [is_aligned(g, geobox) for g in source.bands]
+    if resampling == "average":
+        bands = [all(bands) and scl] * len(bands)
+    elif resampling != "nearest":
+        bands = [False] * len(bands)
+    return [*zip(source.bands, bands, strict=True), (source.scl, scl)]
 
 
 def _read(grid: AssetGrid, geobox, access: Access, resampling: str = "nearest") -> np.ndarray:

@@ -57,7 +57,7 @@ from rasterio.shutil import copy as rio_copy
 from .demo import BANDS, SCL_KEY, default_cache_dir
 from .s2 import BASELINE_CHANGE, BOA_OFFSET_DN, DEFAULT_MASK_CLASSES
 
-__all__ = ["RegionArchive", "RegionSpec", "Tile", "ensure_region", "make_region"]
+__all__ = ["RegionArchive", "RegionSpec", "Tile", "acquisition_days", "ensure_region", "layout", "make_region"]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ _MASKED = np.zeros(256, dtype=bool)
 _MASKED[list(DEFAULT_MASK_CLASSES)] = True
 
 
-def _days(start: str, months: int, first: int, step: int) -> tuple[str, ...]:
+def acquisition_days(start: str, months: int, first: int, step: int) -> tuple[str, ...]:
     """Acquisition days from ``start``'s month: every ``step`` days from day ``first``, ``months`` months."""
     d0 = dt.date.fromisoformat(start).replace(day=1)
     y, m = d0.year + (d0.month - 1 + months) // 12, (d0.month - 1 + months) % 12 + 1
@@ -107,8 +107,8 @@ class RegionSpec:
     cross: float = 0.3
     #: Acquisition days of the two relative orbits (orbit number, days).
     orbits: tuple[tuple[int, tuple[str, ...]], ...] = (
-        (13, _days("2022-01-01", 2, 2, 15)),
-        (113, _days("2022-01-01", 2, 12, 15)),
+        (13, acquisition_days("2022-01-01", 2, 2, 15)),
+        (113, acquisition_days("2022-01-01", 2, 12, 15)),
     )
     #: Swath edges, as a share of the region's width from its centre (orbit 0 sees what is west of
     #: its edge, orbit 1 what is east of its), and their slope (metres east per metre north).

@@ -11,9 +11,14 @@ value), so only the finished uint16 block leaves the task. Each asset is read on
   output pixels), straight into the block: no warping. odc-loader warps every downsampled read
   (its ``_do_read`` says "TODO: support read with integer shrink"), which costs about 3x the
   decode itself; this is the hand-written part that avoids it;
-- anything else (another CRS, a rotated or misaligned grid, an asset without projection
-  metadata, a resampling such as bilinear or mode) through odc-loader's rasterio reader
-  (``odc.loader.RioReader``, the one odc-stac's load uses), which warps onto the block.
+- anything else (another CRS, a rotated or misaligned grid, a resampling such as bilinear or
+  mode) through odc-loader's rasterio reader (``odc.loader.RioReader``, the one odc-stac's load
+  uses), which warps onto the block from the native pixels (never an overview: on a grid turned
+  against the output none nests in an output pixel).
+
+Which way is decided per asset on the file's own georeferencing, read when it is opened for the
+read: where the catalog's ``proj:`` fields disagree with the file, the file wins and the log says
+so (once per item and field).
 
 Either way the read is signed in the task, and a failed read raises
 :class:`~cubemosaic.errors.AssetReadError` naming the item and band, where it fails. Each

@@ -294,12 +294,19 @@ class _World:
 
     @staticmethod
     def _discs(discs, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        inside = np.zeros(x.shape, dtype=bool)
-        deep = np.zeros(x.shape, dtype=bool)
+        """Inside any disc, and inside 0.6 of its radius. ``x`` a row (1, W) and ``y`` a column
+        (H, 1) of cell centres, increasing: each disc is worked out on its bounding box only."""
+        inside = np.zeros((y.shape[0], x.shape[1]), dtype=bool)
+        deep = np.zeros_like(inside)
+        xs, ys = x[0], y[:, 0]
         for cx, cy, r in discs:
-            d = np.hypot(x - cx, y - cy) / r
-            inside |= d < 1
-            deep |= d < 0.6
+            c0, c1 = np.searchsorted(xs, [cx - r, cx + r])
+            r0, r1 = np.searchsorted(ys, [cy - r, cy + r])
+            if c1 <= c0 or r1 <= r0:
+                continue
+            d = np.hypot(xs[None, c0:c1] - cx, ys[r0:r1, None] - cy) / r
+            inside[r0:r1, c0:c1] |= d < 1
+            deep[r0:r1, c0:c1] |= d < 0.6
         return inside, deep
 
     def observed(self, day: int, band: int, ix: np.ndarray, iy: np.ndarray, ground: np.ndarray, scl: np.ndarray):
@@ -464,15 +471,17 @@ class _Day:
 def _day(world: _World, cells: _Cells, d: int, ground: tuple[np.ndarray, np.ndarray, np.ndarray]) -> _Day:
     """Datatake ``d`` on ``cells``, over their ``ground`` (:meth:`_World.ground`, the same every day)."""
     day, orbit = world.spec.days[d]
-    ix, iy = cells.ix.ravel(), cells.iy.ravel()
-    water, veg, ground = ground
+    shape = cells.shape
+    ix = cells.ix0 + np.arange(shape[1], dtype=np.int64)[None, :]  # a row and a column: the
+    iy = cells.iy0 + np.arange(shape[0], dtype=np.int64)[:, None]  # fields broadcast them
+    water, veg, bands = (g.reshape(-1, *shape) if g.ndim == 2 else g.reshape(shape) for g in ground)
     inside = world.in_swath(orbit, ix, iy)
     scl = world.scl(d, ix, iy, water, veg)
     offset = _offset(day)
-    dn = np.stack([_raw_dn(world.observed(d, b, ix, iy, ground[b], scl), offset) for b in range(len(BANDS))])
+    dn = np.stack([_raw_dn(world.observed(d, b, ix, iy, bands[b], scl), offset).ravel() for b in range(len(BANDS))])
     harmonised = np.maximum(dn - offset, 1)
-    dn[:, ~inside] = 0
-    return _Day(np.where(inside, scl, 0).astype(np.uint8), dn.astype(np.uint16), harmonised)
+    dn[:, ~inside.ravel()] = 0
+    return _Day(np.where(inside, scl, 0).astype(np.uint8).ravel(), dn.astype(np.uint16), harmonised)
 
 
 def _cog(path: Path, data: np.ndarray, transform: Affine, epsg: int, blocksize: int, desc: str) -> None:
@@ -627,23 +636,38 @@ def _clear(fields: _Day, band: tuple[np.ndarray, np.ndarray], scl: tuple[np.ndar
     return ~_MASKED[classes] & band[1] & (fields.dn[0][band[0]] != 0)
 
 
+def _window(tile: Tile, geobox) -> tuple[slice, slice] | None:
+    """The output pixels (rows, cols) the tile can reach, one pixel more on each side; None if none."""
+    corners = [(tile.x0, tile.y0), (tile.x0 + tile.size_m, tile.y0), (tile.x0, tile.y0 - tile.size_m),
+               (tile.x0 + tile.size_m, tile.y0 - tile.size_m)]  # fmt: skip
+    to_out = Transformer.from_crs(tile.epsg, str(geobox.crs), always_xy=True)
+    xs, ys = to_out.transform([c[0] for c in corners], [c[1] for c in corners])
+    inv = ~geobox.transform
+    cols, rows = zip(*(inv * (x, y) for x, y in zip(xs, ys, strict=True)), strict=True)
+    h, w = geobox.shape
+    r0, r1 = max(0, int(np.floor(min(rows))) - 1), min(h, int(np.ceil(max(rows))) + 1)
+    c0, c1 = max(0, int(np.floor(min(cols))) - 1), min(w, int(np.ceil(max(cols))) + 1)
+    return (slice(r0, r1), slice(c0, c1)) if r1 > r0 and c1 > c0 else None
+
+
 def _truth(archive: RegionArchive, geobox) -> xr.Dataset:
     spec, cells = archive.spec, archive.cells
     h, w = geobox.shape
     t = geobox.transform
-    cols, rows = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
-    ox, oy = t.c + t.a * cols + t.b * rows, t.f + t.d * cols + t.e * rows
-    in_crs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    looks: dict[str, tuple[_Look, _Look]] = {}
+    looks: dict[str, tuple[tuple[slice, slice], _Look, _Look]] = {}
     for tile in archive.tiles:
-        if tile.epsg not in in_crs:
-            same = geobox.crs.epsg == tile.epsg
-            to_tile = Transformer.from_crs(str(geobox.crs), tile.epsg, always_xy=True)
-            in_crs[tile.epsg] = (ox, oy) if same else to_tile.transform(ox, oy)
-        xs, ys = in_crs[tile.epsg]
+        window = _window(tile, geobox)
+        if window is None:
+            continue
+        rows, cols = window
+        cc, rr = np.meshgrid(np.arange(cols.start, cols.stop) + 0.5, np.arange(rows.start, rows.stop) + 0.5)
+        ox, oy = t.c + t.a * cc + t.b * rr, t.f + t.d * cc + t.e * rr
+        if geobox.crs.epsg != tile.epsg:
+            ox, oy = Transformer.from_crs(str(geobox.crs), tile.epsg, always_xy=True).transform(ox, oy)
         looks[tile.name] = (
-            _look(tile, BAND_M, xs, ys, cells.pixels[(tile.name, BAND_M)]),
-            _look(tile, SCL_M, xs, ys, cells.pixels[(tile.name, SCL_M)]),
+            window,
+            _look(tile, BAND_M, ox, oy, cells.pixels[(tile.name, BAND_M)]),
+            _look(tile, SCL_M, ox, oy, cells.pixels[(tile.name, SCL_M)]),
         )
     scenes: dict[str, list[str]] = {}
     for item in archive.items():  # the tiles each day has, in (time, id) order as the cube fuses them
@@ -657,15 +681,18 @@ def _truth(archive: RegionArchive, geobox) -> xr.Dataset:
         value = np.full((n_bands, h, w), np.nan, dtype=np.float32)
         empty = np.ones((h, w), dtype=bool)
         for name in scenes.get(day, []):
-            band, scl = looks[name]
+            if name not in looks:
+                continue
+            window, band, scl = looks[name]
             clear = _clear(fields, (band.cell, band.inside), (scl.cell, scl.inside))
+            unsure = ambiguous[day[:7]][window]
             for b_shift, s_shift in zip(band.shifted, scl.shifted, strict=True):
                 other = _clear(fields, b_shift, s_shift)
                 moved = (b_shift[1] != band.inside) | (b_shift[0] != band.cell)
-                ambiguous[day[:7]] |= (other != clear) | (moved & (clear | other))
-            take = empty & clear
-            value[:, take] = fields.harmonised[:, band.cell[take]]
-            empty &= ~take
+                unsure |= (other != clear) | (moved & (clear | other))
+            take = empty[window] & clear
+            value[(slice(None), *window)][:, take] = fields.harmonised[:, band.cell[take]]
+            empty[window] &= ~take
         months.setdefault(day[:7], []).append((value, ~empty))
     data: dict[str, list[np.ndarray]] = {key: [] for key in BANDS}
     counts = []

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from cubemosaic.demo import DemoArchive, DemoSpec, ensure_demo
+from cubemosaic.regiondemo import RegionArchive, RegionSpec, acquisition_days, ensure_region
 
 CACHE = Path(os.environ.get("CUBEMOSAIC_BENCH_DIR", Path(__file__).parent / "cache"))
 SIZE = 1800  # 20 m pixels: 36 km
@@ -63,8 +64,39 @@ def tile_archive() -> DemoArchive:
     return ensure_demo(tile_spec(), cache_dir=CACHE)
 
 
-def request_args(archive: DemoArchive) -> dict[str, str]:
-    """The job's area and dates: the archive, inset ~1.5 km so the UTM grid stays inside it."""
+def region_spec() -> RegionSpec:
+    """The issue's region: 3 x 2 tiles of 18 km straddling the UTM 10/11 boundary at -120 deg (two
+    columns in zone 10, one in zone 11), neighbours overlapping 10 %, two relative orbits with
+    swath-edge wedges, 6 months from 2021-11 (the +1000 offset from 2022-01-25), every 15 days per orbit."""
+    return RegionSpec(
+        tile_px=900,
+        orbits=((13, acquisition_days("2021-11-01", 6, 2, 15)), (113, acquisition_days("2021-11-01", 6, 9, 15))),
+        cloudy_day="2021-12-02",
+        always_cloudy_month="2022-03",
+        blocksize=512,
+    )
+
+
+def region_archive() -> RegionArchive:
+    return ensure_region(region_spec(), cache_dir=CACHE)
+
+
+def area_spec(scale: int) -> RegionSpec:
+    """A region of 9 km tiles, ``scale`` x ``scale`` times the 3 x 2 tiles (scale 2: four times the
+    area), two months: for peak memory against the region's area."""
+    return RegionSpec(tile_px=450, cols=(2 * scale, scale), rows=2 * scale, blocksize=256)
+
+
+def area_archive(scale: int) -> RegionArchive:
+    return ensure_region(area_spec(scale), cache_dir=CACHE)
+
+
+def request_args(archive: DemoArchive | RegionArchive) -> dict[str, str]:
+    """The job's area and dates: the archive, inset ~1.5 km so the UTM grid stays inside it (a
+    region: its own AOI, inside every edge of its coverage)."""
+    if isinstance(archive, RegionArchive):
+        days = [d for d, _ in archive.spec.days]
+        return {"aoi": "[{},{},{},{}]".format(*archive.aoi(inset_m=500)), "start_date": days[0], "end_date": days[-1]}
     x0, y0, x1, y1 = archive.bbox_lonlat()
     d = 0.02
     return {
@@ -81,10 +113,14 @@ if __name__ == "__main__":
 
     logging.basicConfig(level=logging.INFO)
     args = sys.argv[1:] or ["12", "24"]
-    for n in [int(a) for a in args if a != "tile"]:
+    for n in [int(a) for a in args if a not in ("tile", "region")]:
         t = time.time()
         a = bench_archive(n)
         print(f"{n} months: {a.root} ({time.time() - t:.0f} s)")
+    if "region" in args:
+        t = time.time()
+        r = region_archive()
+        print(f"region: {r.root} ({time.time() - t:.0f} s)")
     if "tile" in args:
         t = time.time()
         a = tile_archive()

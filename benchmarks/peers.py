@@ -43,7 +43,7 @@ def floor(items, out: Path, aoi, start, end) -> dict:
     import rasterio
     from odc.geo.geom import box
     from rasterio.enums import Resampling
-    from rasterio.windows import from_bounds
+    from rasterio.windows import Window, from_bounds
 
     area = box(*aoi, "EPSG:4326")
     jobs = [(item.assets[key].href, area) for item in items for key in BANDS + ["SCL"]]
@@ -58,6 +58,8 @@ def floor(items, out: Path, aoi, start, end) -> dict:
         with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href) as ds:
             bounds = area.to_crs(ds.crs).boundingbox
             window = from_bounds(*bounds, transform=ds.transform).round_offsets().round_lengths()
+            # Only the file's own pixels (a region's tile covers part of the area).
+            window = window.intersection(Window(0, 0, ds.width, ds.height))
             scale = ds.res[0] / RES
             shape = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
             return ds.read(1, window=window, out_shape=shape, resampling=Resampling.nearest).nbytes
@@ -97,7 +99,9 @@ def odc(items, out: Path, aoi, start, end) -> dict:
     ds = odc.stac.load(items, bands=BANDS + ["SCL"], crs="EPSG:32610", resolution=RES, bbox=aoi,
                        groupby="solar_day", chunks={"x": 2048, "y": 2048},
                        resampling={"*": "nearest", "SCL": "nearest"})  # fmt: skip
-    offsets = xr.DataArray([item_offset(i) for i in sorted(items, key=lambda i: i.datetime)], dims="time",
+    # One offset per solar day (the tiles of a day are one datatake, of one baseline).
+    by_day = {str(i.datetime.date()): item_offset(i) for i in items}
+    offsets = xr.DataArray([by_day[str(t)[:10]] for t in ds.time.values], dims="time",
                            coords={"time": ds.time})  # fmt: skip
     valid = ~ds.SCL.isin(MASK)
     for key in BANDS:

@@ -28,7 +28,7 @@ from odc.geo.xr import xr_zeros
 from . import store
 from .blocks import lazy_blocks
 from .errors import AssetReadError, ReadError
-from .read import PLAIN, Access, SceneSource, day_block, is_aligned
+from .read import PLAIN, Access, SceneSource, day_block, read_ways
 from .s2 import CloudMask
 from .scenes import Scene, parse_scene
 
@@ -44,8 +44,6 @@ log = logging.getLogger(__name__)
 
 #: 2: reflectance as float32 through a scale filter over uint16 (1: uint16 with a CF scale_factor).
 CUBE_FORMAT = 2
-#: Resamplings read without warping where the grids line up (the others are always warped).
-ALIGNED_RESAMPLING = ("nearest", "average")
 #: Solar days computed together (one dask.array.store): enough to keep every thread busy.
 DAYS_PER_BATCH = 16
 
@@ -180,11 +178,12 @@ def _sources(day: SolarDay, spec: CubeSpec) -> list[SceneSource]:
     return [scene.source(keys, spec.scl_key) for scene in day.items]
 
 
-def _lines_up(day: SolarDay, spec: CubeSpec) -> bool:
-    """Whether every asset of the day is read without warping."""
-    return spec.resampling in ALIGNED_RESAMPLING and all(
-        is_aligned(grid, spec.geobox) for source in _sources(day, spec) for grid in (*source.bands, source.scl)
-    )
+def read_counts(days: Sequence[SolarDay], spec: CubeSpec) -> tuple[int, int]:
+    """(assets read directly, assets warped) of ``days``: each asset (a band or the SCL of a scene)
+    counted once, the way :func:`cubemosaic.read.day_block` reads it (:func:`cubemosaic.read.read_ways`)."""
+    ways = [direct for day in days for source in _sources(day, spec) for _, direct in read_ways(source, spec.geobox,
+            spec.resampling)]  # fmt: skip
+    return sum(ways), len(ways) - sum(ways)
 
 
 def signature(days: Sequence[SolarDay], spec: CubeSpec) -> dict[str, Any]:
@@ -232,9 +231,9 @@ def build_cube(
     sig = signature(days, spec)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
     todo = [i for i in range(len(days)) if i not in state.done]
-    aligned = sum(_lines_up(days[i], spec) for i in todo)
-    log.info("cube: %d of %d day(s) to write line up with the grid (read directly), the rest are warped "
-             "(odc-loader's reader)", aligned, len(todo))  # fmt: skip
+    direct, warped = read_counts([days[i] for i in todo], spec)
+    log.info("cube: %d asset(s) of the %d day(s) to write line up with the grid and are read directly, %d are "
+             "warped (odc-loader's reader, from their native pixels)", direct, len(todo), warped)  # fmt: skip
     log.info(
         "cube: %d solar day(s), %d scene(s), grid %s at %g m in %s; %d day(s) to write",
         len(days),

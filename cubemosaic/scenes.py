@@ -76,7 +76,18 @@ def asset_grid(item: pystac.Item, key: str, crs: str | None) -> AssetGrid:
         item.id,
         key,
         _is_jpeg2000(asset),
+        _lonlat_bbox(item),
     )
+
+
+def _lonlat_bbox(item: pystac.Item) -> tuple[float, float, float, float] | None:
+    """The item's bbox as (min lon, min lat, max lon, max lat) (a 3-D bbox without its heights)."""
+    box = item.bbox or []
+    if len(box) == 4:
+        return (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+    if len(box) == 6:
+        return (float(box[0]), float(box[1]), float(box[3]), float(box[4]))
+    return None
 
 
 def _is_jpeg2000(asset: pystac.Asset) -> bool:

@@ -156,7 +156,7 @@ def test_a_cdse_archive_of_jpeg2000_on_s3_gives_the_same_mosaic(demo, demo_run, 
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
+    assert "18 day(s) to write line up with the grid and are read directly, 0 are warped" in proc.stderr, proc.stderr
     assert_same_cogs(demo_run, out)
 
 

@@ -131,7 +131,7 @@ def test_at_10_m_the_20_m_scl_is_upsampled_on_the_aligned_reader(demo, truth, tm
     out = tmp_path / "out"
     proc = cli(["catalog=demo", "resolution=10", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
+    assert "18 day(s) to write line up with the grid and are read directly, 0 are warped" in proc.stderr, proc.stderr
     monthly = open_dn(out / "monthly.zarr")
     assert float(abs(monthly.x[1] - monthly.x[0])) == 10
     assert_monthly_matches_truth(monthly, truth, nearest=True)
@@ -148,7 +148,7 @@ def test_coarse_grids_take_each_value_from_inside_its_output_pixel(demo, truth, 
     out = tmp_path / "out"
     proc = cli(["catalog=demo", f"resolution={resolution}", "stage=cube", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
+    assert "18 day(s) to write line up with the grid and are read directly, 0 are warped" in proc.stderr, proc.stderr
     proc = cli(["catalog=demo", f"resolution={resolution}", "stage=composite", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     monthly = open_dn(out / "monthly.zarr")
@@ -231,7 +231,9 @@ def test_average_resampling_is_the_mean_of_each_pixels_clear_native_pixels(demo,
         )
         assert proc.returncode == 0, proc.stderr
         if stage == "cube":
-            assert "cube: 18 of 18 day(s) to write line up with the grid" in proc.stderr, proc.stderr
+            assert "18 day(s) to write line up with the grid and are read directly, 0 are warped" in proc.stderr, (
+                proc.stderr
+            )
     monthly = open_dn(out / "monthly.zarr")
     grid = monthly.odc.geobox
     k = resolution // 10

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -47,7 +48,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from . import __version__, store
 from .blocks import block_slices
-from .errors import OutputError
+from .errors import OutputError, WriteError, one_line
 from .quicklook import Quicklook, month_quicklook, overview_picture
 from .read import aoi_block
 from .s2 import CloudMask
@@ -124,25 +125,67 @@ def write_cog(
         bigtiff="IF_SAFER",  # uncompressed: written and read once, on local disk
     )
     try:
-        with rasterio.open(staged, "w", **profile) as dst:
-            for i, desc in enumerate(descriptions, start=1):
-                dst.set_band_description(i, desc)
-            dst.scales = [scale] * count
-            dst.offsets = [0.0] * count
-            dst.colorinterp = _colour_interpretation(descriptions)
-            dst.update_tags(**dict(tags or {}))
-            for row in block_slices((height, width), block):
-                for ys, xs in row:
-                    window = Window(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
-                    dst.write(read(ys, xs), window=window)
-        rasterio.shutil.copy(str(staged), str(tmp), driver="COG", **cog_options)
-        valid, errors, _ = cog_validate(str(tmp), quiet=True)
-        if not valid:
-            raise OutputError(f"{path.name} failed COG validation: {'; '.join(errors)}")
-        os.replace(tmp, path)
+        _stream_and_copy(
+            staged, tmp, path, read, profile=profile, cog_options=cog_options, descriptions=descriptions,
+            scale=scale, tags=tags, block=block,
+        )  # fmt: skip
+    except (OSError, SystemError, rasterio.errors.RasterioError) as e:
+        # A full or failing disk: GDAL says so as RasterioIOError, CPLE_* errors or SystemError.
+        raise WriteError(f"output_dir: cannot write {path}: {_write_problem(e, path.parent)}") from None
     finally:
         staged.unlink(missing_ok=True)
         tmp.unlink(missing_ok=True)
+
+
+def _write_problem(e: BaseException, folder: Path) -> str:
+    """Why a write into ``folder`` failed, in one line. A full disk is said as such: GDAL's
+    errors often say only "Write failed", so the disk's free space is looked at too."""
+    text = one_line(str(e) or type(e).__name__)
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    full = getattr(e, "errno", None) == errno.ENOSPC or "No space left" in text or "Free disk space" in text
+    if full or (free is not None and free < FULL_DISK_BYTES):
+        return f"No space left on device ({(free or 0) // 1024} kB free)"
+    return f"{type(e).__name__}: {text}"
+
+
+#: Free space under which a failed write is said to be a full disk (a COG's staging file needs more).
+FULL_DISK_BYTES = 1 << 20
+
+
+def _stream_and_copy(
+    staged: Path,
+    tmp: Path,
+    path: Path,
+    read: BlockReader,
+    *,
+    profile: Mapping[str, Any],
+    cog_options: Mapping[str, Any],
+    descriptions: Sequence[str],
+    scale: float,
+    tags: Mapping[str, str] | None,
+    block: tuple[int, int],
+) -> None:
+    """Stream the blocks into the tiled GeoTIFF ``staged``, make the COG ``tmp`` from it, validate, rename."""
+    count, height, width = profile["count"], profile["height"], profile["width"]
+    with rasterio.open(staged, "w", **profile) as dst:
+        for i, desc in enumerate(descriptions, start=1):
+            dst.set_band_description(i, desc)
+        dst.scales = [scale] * count
+        dst.offsets = [0.0] * count
+        dst.colorinterp = _colour_interpretation(descriptions)
+        dst.update_tags(**dict(tags or {}))
+        for row in block_slices((height, width), block):
+            for ys, xs in row:
+                window = Window(xs.start, ys.start, xs.stop - xs.start, ys.stop - ys.start)
+                dst.write(read(ys, xs), window=window)
+    rasterio.shutil.copy(str(staged), str(tmp), driver="COG", **cog_options)
+    valid, errors, _ = cog_validate(str(tmp), quiet=True)
+    if not valid:
+        raise OutputError(f"{path.name} failed COG validation: {'; '.join(errors)}")
+    os.replace(tmp, path)
 
 
 def _any_clear(count: Any, i: int, shard: tuple[int, int]) -> bool:
@@ -404,9 +447,12 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
         log.info("export: %s is up to date, nothing rewritten", output_dir / "catalog.json")
         return paths
     made = (attrs.get("signature") or {}).get("cube") or {}
-    _assemble_catalog(
-        output_dir, kept, layers, geobox, made, summary, json.loads(monthly.attrs.get("skipped_assets", "[]"))
-    )
+    skipped = json.loads(monthly.attrs.get("skipped_assets", "[]"))
+    try:
+        _assemble_catalog(output_dir, kept, layers, geobox, made, summary, skipped)
+    except OSError as e:  # a full disk under the items, quick-looks or the catalog
+        problem = _write_problem(e, output_dir)
+        raise WriteError(f"output_dir: cannot write the STAC catalog in {output_dir}: {problem}") from None
     for folder in sorted(earlier - {output_dir / m.name for m in kept}):  # an earlier request's months
         shutil.rmtree(folder)
         log.info("export: removed %s, a month of the earlier request", folder)

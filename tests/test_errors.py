@@ -162,3 +162,18 @@ def test_a_failed_write_is_named_as_a_write_not_a_read(full_disk, tmp_path):
     proc = cli(["catalog=demo", f"output_dir={tmp_path / 'out'}", f"zarr_dir={full_disk}"], cwd=tmp_path)
     line = _one_line_error(proc, "zarr_dir: cannot write", str(full_disk / "cube.zarr"), "No space left on device")
     assert "cannot read" not in line and "clear pixel" not in proc.stderr
+
+
+def test_a_disk_that_fills_during_the_export_is_one_line_and_the_rerun_is_right(full_disk, tmp_path, demo_run):
+    """The stores fit elsewhere; the COGs do not fit in output_dir: one line naming the COG, and once
+    there is room the same command finishes with the same COGs as the demo's run."""
+    from conftest import assert_same_cogs
+
+    args = ["catalog=demo", f"output_dir={full_disk}", f"zarr_dir={tmp_path / 'stores'}"]
+    proc = cli(args, cwd=tmp_path)
+    line = _one_line_error(proc, "output_dir: cannot write", str(full_disk), "No space left on device")
+    assert "clear pixel" not in line
+    subprocess.run(["mount", "-o", "remount,size=64m", str(full_disk)], check=True)
+    again = cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert_same_cogs(demo_run, full_disk)

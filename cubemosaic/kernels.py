@@ -10,7 +10,6 @@ so these are written by hand, and tested equal to bottleneck and numpy.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 
@@ -176,20 +175,17 @@ def percentile_block(block: np.ndarray, q: float, method: str = "linear") -> np.
     t = block.shape[0]
     if t == 0:
         return out
-    if t > NETWORK_MAX:
-        values = block.astype(np.float64)
-        values[block == 0] = np.nan
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return np.nanpercentile(values, q, axis=0, method=method)
     for ys in _strips(block):
-        out[ys] = _network_percentile(block[:, ys], q, method)
+        strip = block[:, ys]
+        # Long months: numpy's sort of the same shifted values (nanpercentile goes pixel by pixel).
+        values = _sorted(strip) if t <= NETWORK_MAX else list(np.sort(strip - np.uint16(1), axis=0))
+        out[ys] = _pick_percentile(values, valid_count(strip), q, method)
     return out
 
 
-def _network_percentile(block: np.ndarray, q: float, method: str) -> np.ndarray:
-    values = _sorted(block)
-    n = valid_count(block).astype(np.float64)
+def _pick_percentile(values: Sequence[np.ndarray], count: np.ndarray, q: float, method: str) -> np.ndarray:
+    """The percentile of each pixel from its sorted, shifted ``values`` and its number of valid ones."""
+    n = count.astype(np.float64)
     virtual, discrete = PERCENTILE_METHODS[method]
     index = virtual(n, np.true_divide(q, 100.0))
     # numpy's bounds: at or past the last value take the last, before the first the first.

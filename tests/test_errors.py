@@ -9,18 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import cli, truncated_asset_items
-
-
-def _one_line_error(proc, *needles: str) -> str:
-    assert proc.returncode != 0, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("cubemosaic: error:")]
-    assert len(errors) == 1, proc.stderr
-    assert proc.stderr.rstrip().splitlines()[-1] == errors[0], "the error is the last line"
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from conftest import cli, one_line_error, truncated_asset_items
 
 
 @pytest.mark.parametrize(
@@ -82,13 +71,13 @@ def test_bad_input_is_refused_before_any_network_call(override, needles, tmp_pat
 def test_the_command_line_refuses_in_one_line_with_exit_2(override, needles, tmp_path):
     """The same refusals through the real entry point: one line, exit 2, no traceback."""
     proc = cli(["catalog=demo", override, f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
-    _one_line_error(proc, *needles)
+    one_line_error(proc, *needles)
     assert proc.returncode == 2
 
 
 def test_unknown_band_is_named(demo, tmp_path):
     proc = cli(["catalog=demo", "bands=[red,purple]", f"output_dir={tmp_path}"], cwd=tmp_path)
-    _one_line_error(proc, "bands", "'purple'", "known:", "nir")
+    one_line_error(proc, "bands", "'purple'", "known:", "nir")
 
 
 def test_unreachable_catalog(tmp_path):
@@ -96,24 +85,24 @@ def test_unreachable_catalog(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = cli(["catalog=demo", f"catalog.url=http://127.0.0.1:{port}/stac", f"output_dir={tmp_path}"], cwd=tmp_path)
-    _one_line_error(proc, "catalog.url", f"127.0.0.1:{port}", "cannot reach")
+    one_line_error(proc, "catalog.url", f"127.0.0.1:{port}", "cannot reach")
 
 
 def test_missing_catalog_file(tmp_path):
     proc = cli(["catalog=demo", f"catalog.url={tmp_path}/nope.json", f"output_dir={tmp_path}"], cwd=tmp_path)
-    _one_line_error(proc, "catalog.url", "nope.json")
+    one_line_error(proc, "catalog.url", "nope.json")
 
 
 def test_nothing_found(demo, tmp_path):
     proc = cli(["catalog=demo", "start_date=2010-01-01", "end_date=2010-02-01", f"output_dir={tmp_path}"], cwd=tmp_path)
-    _one_line_error(proc, "no scene", "2010-01-01")
+    one_line_error(proc, "no scene", "2010-01-01")
 
 
 def test_unwritable_output_dir(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("mine")
     proc = cli(["catalog=demo", f"output_dir={blocker}/out"], cwd=tmp_path)
-    _one_line_error(proc, "output_dir", "not writable")
+    one_line_error(proc, "output_dir", "not writable")
     assert blocker.read_text() == "mine"
 
 
@@ -121,13 +110,13 @@ def test_output_of_another_request_is_not_overwritten(demo_run, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(demo_run / "cube.zarr", out / "cube.zarr")
     proc = cli(["catalog=demo", "bands=[red,nir]", "resolution=40", f"output_dir={out}"], cwd=tmp_path)
-    _one_line_error(proc, "output_dir", "cube.zarr", "overwrite=true", "differs in: bands, shape, transform)")
+    one_line_error(proc, "output_dir", "cube.zarr", "overwrite=true", "differs in: bands, shape, transform)")
 
 
 def test_corrupt_asset_is_named(demo, tmp_path):
     items, item = truncated_asset_items(demo, tmp_path)
     proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
-    _one_line_error(proc, "B08", item["id"])
+    one_line_error(proc, "B08", item["id"])
 
 
 @pytest.mark.parametrize(("override", "bands"), [("bands=red", ("red",)), ("bands=red,nir", ("red", "nir"))])
@@ -160,7 +149,7 @@ def full_disk(tmp_path):
 def test_a_failed_write_is_named_as_a_write_not_a_read(full_disk, tmp_path):
     """A disk that fills up mid-cube: the error names the store and the cause, not the scenes."""
     proc = cli(["catalog=demo", f"output_dir={tmp_path / 'out'}", f"zarr_dir={full_disk}"], cwd=tmp_path)
-    line = _one_line_error(proc, "zarr_dir: cannot write", str(full_disk / "cube.zarr"), "No space left on device")
+    line = one_line_error(proc, "zarr_dir: cannot write", str(full_disk / "cube.zarr"), "No space left on device")
     assert "cannot read" not in line and "clear pixel" not in proc.stderr
 
 
@@ -171,7 +160,7 @@ def test_a_disk_that_fills_during_the_export_is_one_line_and_the_rerun_is_right(
 
     args = ["catalog=demo", f"output_dir={full_disk}", f"zarr_dir={tmp_path / 'stores'}"]
     proc = cli(args, cwd=tmp_path)
-    line = _one_line_error(proc, "output_dir: cannot write", str(full_disk), "No space left on device")
+    line = one_line_error(proc, "output_dir: cannot write", str(full_disk), "No space left on device")
     assert "clear pixel" not in line
     subprocess.run(["mount", "-o", "remount,size=64m", str(full_disk)], check=True)
     again = cli(args, cwd=tmp_path)

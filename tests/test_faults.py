@@ -12,19 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_same_cogs, cli
-
-
-def one_line_error(proc, *needles: str) -> str:
-    """The run failed with one ``cubemosaic: error:`` line, its last, holding every needle; no traceback."""
-    assert proc.returncode not in (0, None), proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("cubemosaic: error:")]
-    assert len(errors) == 1, proc.stderr
-    assert proc.stderr.rstrip().splitlines()[-1] == errors[0], "the error is the last line"
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from conftest import assert_same_cogs, cli, one_line_error
 
 
 def _settings(tmp_path: Path, *overrides: str):

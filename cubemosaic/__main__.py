@@ -173,6 +173,7 @@ def _job(cfg: Any) -> None:
             settings = to_settings(cfg)
         run(settings)
     except CubeMosaicError as e:
+        _remove_created()
         if _debug_asked():
             raise
         # Said here, in one line: Hydra would add its own line and a traceback to an exception.
@@ -202,6 +203,14 @@ def _working_dir(folder: str) -> Iterator[None]:
         os.chdir(here)
 
 
+def _remove_created() -> None:
+    """A refused run takes away the folders it created and left empty (never one the user had)."""
+    from .config import remove_created
+
+    for folder in remove_created():
+        log.debug("removed %s, which this refused run had created", folder)
+
+
 def _hydra_error(e: BaseException) -> bool:
     """Whether ``e`` comes from Hydra or OmegaConf (an override or config the user wrote)."""
     from hydra.errors import HydraException
@@ -214,7 +223,17 @@ def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("expanduser"):
-        OmegaConf.register_new_resolver("expanduser", lambda path: os.path.expanduser(str(path)))
+        OmegaConf.register_new_resolver("expanduser", _run_dir)
+
+
+def _run_dir(path: Any) -> str:
+    """``hydra.run.dir``/``hydra.sweep.dir``: ``path`` with ``~`` expanded, noted (before Hydra
+    creates it) as this run's if it does not exist yet, so a refused run takes it away."""
+    from .config import note_created
+
+    expanded = os.path.expanduser(str(path))
+    note_created(expanded)
+    return expanded
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as e:  # Hydra's --help, --cfg, --info ... end so; so does a job's one-line error
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except CubeMosaicError as e:
+        _remove_created()
         if debug:
             raise
         print(f"cubemosaic: error: {e}", file=sys.stderr)
@@ -252,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("cubemosaic: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as e:
+        _remove_created()
         if debug:
             raise
         if _hydra_error(e):

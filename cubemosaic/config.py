@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,13 +177,55 @@ def _parse_date(name: str, value: Any) -> dt.date:
         raise ConfigError(name, f"{value!r} is not a date as YYYY-MM-DD") from None
 
 
+#: The top-most folder of each path a run is about to create (it did not exist when the run first
+#: named it): :func:`remove_created` takes away those a refused run left empty.
+CREATED: dict[Path, None] = {}
+
+#: What a run leaves in a folder it only locked: such a folder counts as empty.
+_LOCK_FILES = (".cubemosaic.lock",)
+
+
+def note_created(path: str | os.PathLike[str]) -> None:
+    """Remember the top-most missing folder of ``path`` (absolute), before anything creates it.
+    A path seen before keeps its first record: a folder this run made is not the user's."""
+    path = Path(path).expanduser().absolute()
+    top = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        top = folder
+    if top is not None and not any(top == seen or top.is_relative_to(seen) for seen in CREATED):
+        CREATED[top] = None
+
+
+def remove_created() -> list[Path]:
+    """Remove each folder :func:`note_created` recorded that holds nothing but empty folders and
+    lock files (a refused run's); a folder with anything else in it is kept. Returns the removed."""
+    removed = []
+    for top in list(CREATED):
+        if top.is_dir() and _only_locks(top):
+            shutil.rmtree(top, ignore_errors=True)
+            removed.append(top)
+        CREATED.pop(top, None)
+    return removed
+
+
+def _only_locks(folder: Path) -> bool:
+    for _, _, files in os.walk(folder):
+        if any(name not in _LOCK_FILES for name in files):
+            return False
+    return True
+
+
 def _check_output_dir(path: Path, parameter: str = "output_dir") -> Path:
-    """Make sure the folder ``parameter`` names can be written (creates it; writes nothing else)."""
+    """Make sure the folder ``parameter`` names can be written (creates it, noted for
+    :func:`remove_created`; writes nothing else)."""
     if "://" in str(path):
         raise ConfigError(parameter, f"{path} must be a local folder")
     path = path.expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise ConfigError(parameter, f"{path} exists and is not a folder")
+    note_created(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):

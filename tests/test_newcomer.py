@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from conftest import cli
 
 SMALL = ["catalog=demo", "resolution=120"]  # the demo at 120 m: a whole job in about a second
@@ -38,3 +40,30 @@ def test_clear_percent_never_rounds_up_to_100():
     assert clear_percent(0.99999) == "99.9%"
     assert clear_percent(1.0) == "100%"
     assert clear_percent(0.0) == "0.0%"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["start_date=2022-02-31"],  # refused while the configuration is read
+        ["start_date=2022-01-31", "end_date=2022-01-01"],
+        ["aoi=[10,10,9,9]"],  # a bad AOI
+        ["aoi=[100.0,-40.0,100.05,-39.95]"],  # valid, but no scene there: refused by the search
+    ],
+)
+def test_a_refused_run_leaves_no_folder_it_created(bad, tmp_path):
+    out = tmp_path / "new" / "out"
+    proc = cli([*SMALL, *bad, f"output_dir={out}", f"zarr_dir={tmp_path / 'stores' / 'z'}"], cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("cubemosaic: error: "), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "no folder left behind"
+
+
+def test_a_refused_run_keeps_the_users_folder(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    proc = cli([*SMALL, "start_date=2022-02-31", f"output_dir={mine / 'sub'}"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert mine.is_dir() and not (mine / "sub").exists()
+    proc = cli([*SMALL, "start_date=2022-02-31", f"output_dir={mine}"], cwd=tmp_path)
+    assert proc.returncode == 2 and mine.is_dir(), "an empty folder the user had is kept"

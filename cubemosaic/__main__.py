@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -264,8 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except CubeMosaicError as e:
         _remove_created()
-        if debug:
-            raise
+        if debug:  # the traceback, then the same line and exit code as without debug
+            traceback.print_exc()
         print(f"cubemosaic: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
@@ -273,14 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:
         _remove_created()
-        if debug:
-            raise
         if _hydra_error(e):
             error = ConfigError(*_explain(e))
         elif isinstance(e, OSError) and not _started:  # Hydra makes the run directory before the job starts
             error = ConfigError("output_dir", f"{e.filename} is not writable ({e.strerror or e})")
         else:
             raise
+        if debug:
+            traceback.print_exc()
         print(f"cubemosaic: error: {error}", file=sys.stderr)
         return error.exit_code
     finally:

@@ -67,3 +67,20 @@ def test_a_refused_run_keeps_the_users_folder(tmp_path):
     assert mine.is_dir() and not (mine / "sub").exists()
     proc = cli([*SMALL, "start_date=2022-02-31", f"output_dir={mine}"], cwd=tmp_path)
     assert proc.returncode == 2 and mine.is_dir(), "an empty folder the user had is kept"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["start_date=2022-02-31"],  # refused by cubemosaic's validation
+        ["resolution=abc"],  # refused by Hydra/OmegaConf's composition
+        ["catalog=nowhere"],
+    ],
+)
+def test_debug_keeps_the_exit_code_of_a_configuration_error(bad, tmp_path):
+    plain = cli([*SMALL, *bad, f"output_dir={tmp_path / 'o'}"], cwd=tmp_path)
+    debug = cli([*SMALL, *bad, f"output_dir={tmp_path / 'o'}", "debug=true"], cwd=tmp_path)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr, plain.stderr
+    assert debug.returncode == 2, debug.stderr
+    assert "Traceback" in debug.stderr, "debug shows the traceback"
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]

@@ -224,6 +224,8 @@ def _run(settings: Settings) -> Outputs:
 def summary(out: Outputs, mosaics: list[Path], seconds: float) -> list[str]:
     """The closing lines of a run: each month written with its clear share (its STAC item's
     ``cubemosaic:clear_share``), the total time, the overview picture and the catalog."""
+    from .quicklook import clear_percent
+
     lines = []
     for path in mosaics:
         item = path.with_suffix(".json")
@@ -240,15 +242,6 @@ def summary(out: Outputs, mosaics: list[Path], seconds: float) -> list[str]:
     else:
         lines.append(f"summary: run took {seconds:.1f} s")
     return lines
-
-
-def clear_percent(share: float) -> str:
-    """``share`` (0-1) as a percentage floored to one decimal: 100% only when every pixel is clear."""
-    import math
-
-    if share >= 1:
-        return "100%"
-    return f"{math.floor(share * 1000) / 10:.1f}%"
 
 
 def _store_folders(out: Outputs) -> list[tuple[str, str]]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import cli
 
@@ -34,7 +37,7 @@ def test_a_run_ends_with_a_summary(tmp_path):
 
 
 def test_clear_percent_never_rounds_up_to_100():
-    from cubemosaic.pipeline import clear_percent
+    from cubemosaic.quicklook import clear_percent
 
     assert clear_percent(0.9958) == "99.5%"
     assert clear_percent(0.99999) == "99.9%"
@@ -84,3 +87,84 @@ def test_debug_keeps_the_exit_code_of_a_configuration_error(bad, tmp_path):
     assert debug.returncode == 2, debug.stderr
     assert "Traceback" in debug.stderr, "debug shows the traceback"
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]
+
+
+def _mosaic(tmp_path: Path, names: tuple[str, ...]) -> tuple[Path, Path, np.ndarray]:
+    """A mosaic COG with bands ``names`` (distinct data each, no data in the first 10 rows) and its count."""
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 3000, (len(names), 64, 80), dtype="uint16")
+    data[:, :10] = 0
+    profile = dict(
+        driver="GTiff",
+        width=80,
+        height=64,
+        count=len(names),
+        dtype="uint16",
+        nodata=0,
+        crs="EPSG:32633",
+        transform=Affine(10, 0, 0, 0, -10, 0),
+    )
+    with rasterio.open(tmp_path / "m.tif", "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = names
+    profile.update(count=1, nodata=None)
+    with rasterio.open(tmp_path / "c.tif", "w", **profile) as dst:
+        dst.write((data[:1] > 0).astype("uint16"))
+    return tmp_path / "m.tif", tmp_path / "c.tif", data
+
+
+def test_two_bands_make_a_false_colour_picture_of_both(tmp_path):
+    from cubemosaic.quicklook import month_quicklook
+
+    mosaic, count, data = _mosaic(tmp_path, ("nir", "red"))
+    ql = month_quicklook(mosaic, count, tmp_path / "q.png")
+    assert ql.bands == ("nir", "red")
+    assert "nir as red" in ql.title and "red as green and blue" in ql.title, ql.title
+    assert "no green/blue band" in ql.title and "no red/green/blue" not in ql.title, ql.title
+    rgba = np.asarray(Image.open(ql.path)).astype(int)
+    r, g, b = (rgba[10:, :, i] for i in range(3))
+    assert (g == b).all(), "green and blue show the second band"
+    assert np.corrcoef(r.ravel(), data[0, 10:].ravel())[0, 1] > 0.9, "red shows nir"
+    assert np.corrcoef(g.ravel(), data[1, 10:].ravel())[0, 1] > 0.9, "green shows red"
+
+
+def test_one_band_is_grey_and_says_which_colours_are_missing(tmp_path):
+    from cubemosaic.quicklook import month_quicklook
+
+    mosaic, count, _ = _mosaic(tmp_path, ("green",))
+    ql = month_quicklook(mosaic, count, tmp_path / "q.png")
+    assert ql.bands == ("green",) and ql.title.startswith("Grey (no red/blue band)"), ql.title
+
+
+def test_the_overview_caption_never_rounds_up_to_100(tmp_path, monkeypatch):
+    from PIL import ImageDraw
+
+    from cubemosaic.quicklook import Quicklook, month_quicklook, overview_picture
+
+    mosaic, count, _ = _mosaic(tmp_path, ("red", "green", "blue"))
+    look = month_quicklook(mosaic, count, tmp_path / "q.png")
+    said: list[str] = []
+    original = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(
+        ImageDraw.ImageDraw, "text", lambda self, xy, text, **kw: said.append(text) or original(self, xy, text, **kw)
+    )
+    looks = [
+        ("2021-12", Quicklook(look.path, look.bands, look.title, 0.9958)),
+        ("2022-01", Quicklook(look.path, look.bands, look.title, 1.0)),
+    ]
+    overview_picture(looks, tmp_path / "overview.png")
+    assert said == ["2021-12", "clear 99.5%", "2022-01", "clear 100%"]
+
+
+def test_a_run_with_two_bands_lists_what_its_quicklooks_show(tmp_path):
+    out = tmp_path / "out"
+    proc = cli([*SMALL, "bands=nir,red", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no red/green/blue" not in proc.stderr and "showing nir as red, red as green and blue" in proc.stderr
+    for path in sorted(out.glob("monthly-mosaic-*/monthly-mosaic-*.json")):
+        item = json.loads(path.read_text())
+        assert item["properties"]["cubemosaic:quicklook_bands"] == ["nir", "red"]
+        assert "nir as red, red as green and blue" in item["assets"]["thumbnail"]["title"]

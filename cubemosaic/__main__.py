@@ -204,11 +204,11 @@ def _working_dir(folder: str) -> Iterator[None]:
         os.chdir(here)
 
 
-def _remove_created() -> None:
+def _remove_created(litter: Sequence[str] = ()) -> None:
     """A refused run takes away the folders it created and left empty (never one the user had)."""
     from .config import remove_created
 
-    for folder in remove_created():
+    for folder in remove_created(litter):
         log.debug("removed %s, which this refused run had created", folder)
 
 
@@ -225,6 +225,58 @@ def _register_resolvers() -> None:
 
     if not OmegaConf.has_resolver("expanduser"):
         OmegaConf.register_new_resolver("expanduser", _run_dir)
+    if not OmegaConf.has_resolver("cubemosaic_job_folder"):
+        OmegaConf.register_new_resolver("cubemosaic_job_folder", _job_folder)
+
+
+#: The keys the command line's ``--multirun`` sweeps (set by :func:`main`): they name a job's folder.
+_swept: list[str] = []
+
+
+def _swept_keys(args: Sequence[str]) -> list[str]:
+    """The keys ``args`` sweep (``resolution=60,120``, ``catalog.url=glob(...)``, ...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    keys = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra's grammar errors: Hydra itself names them
+            continue
+        if override.is_sweep_override():
+            keys.append(override.key_or_group)
+    return keys
+
+
+def _job_folder(_root_: Any) -> str:
+    """``hydra.sweep.subdir``: a sweep's job folder under ``output_dir``, named by the swept keys
+    with this job's values (``resolution=60``; a value with characters a folder name cannot hold
+    safely, ``/`` among them, has them as ``_`` and a hash of the value). Left out: the keys
+    ``output_dir`` itself interpolates (``output_dir=sweep/r${resolution}`` already differs per
+    job: used as given), ``output_dir`` and the keys ``override_dirname.exclude_keys`` lists (they
+    do not change the outputs). Nothing left: the job writes into ``output_dir`` itself."""
+    import hashlib
+    import re
+
+    node = _root_._get_node("output_dir")
+    raw = str(node._value()) if node is not None else ""  # before interpolation: ${resolution} ...
+    excluded = set(_root_.hydra.job.config.override_dirname.exclude_keys or ())
+    names = []
+    for line in _root_.hydra.overrides.task:
+        key, _, value = str(line).partition("=")
+        key = key.lstrip("+~")
+        if key not in _swept or key in excluded or key == "output_dir":
+            continue
+        if re.search(r"\$\{\s*" + re.escape(key) + r"\s*\}", raw):
+            continue
+        safe = re.sub(r"[^\w.+@-]", "_", value)
+        if safe != value:
+            safe = f"{safe}-{hashlib.sha1(value.encode()).hexdigest()[:8]}"
+        names.append(f"{key}={safe}")
+    return ",".join(sorted(names))
 
 
 def _run_dir(path: Any) -> str:
@@ -249,6 +301,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cubemosaic {__version__} (Hydra {hydra.__version__})")
         return 0
     debug = _debug_asked(args)
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    _swept[:] = _swept_keys(args) if multirun else []
     _setup_logging(debug)
     # Kubernetes stops a pod with SIGTERM: unwind like Ctrl-C so started clusters shut down.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -261,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.argv = [saved[0] if saved else "cubemosaic", *args]
     try:
         app()
+        if multirun:  # the sweep's top folder, when every job wrote elsewhere, holds only Hydra's record
+            _remove_created(("multirun.yaml",))
     except SystemExit as e:  # Hydra's --help, --cfg, --info ... end so; so does a job's one-line error
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except CubeMosaicError as e:

@@ -13,6 +13,7 @@ import datetime as dt
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,7 +75,8 @@ class Config:
     aoi: Any = None
     bands: list[str] = field(default_factory=lambda: ["red", "green", "blue", "nir"])
     collection: str | None = None
-    resolution: float = 20.0
+    #: Metres; an int stays an int (``${resolution}`` in a path reads as typed: 20, not 20.0).
+    resolution: int | float = 20
     crs: str | None = None
     max_items: int | None = None
     max_cloud_cover: float = 100.0
@@ -177,7 +179,7 @@ def _parse_date(name: str, value: Any) -> dt.date:
         raise ConfigError(name, f"{value!r} is not a date as YYYY-MM-DD") from None
 
 
-#: The top-most folder of each path a run is about to create (it did not exist when the run first
+#: Each folder of the paths a run is about to create (it did not exist when the run first
 #: named it): :func:`remove_created` takes away those a refused run left empty.
 CREATED: dict[Path, None] = {}
 
@@ -186,33 +188,31 @@ _LOCK_FILES = (".cubemosaic.lock",)
 
 
 def note_created(path: str | os.PathLike[str]) -> None:
-    """Remember the top-most missing folder of ``path`` (absolute), before anything creates it.
-    A path seen before keeps its first record: a folder this run made is not the user's."""
+    """Remember each missing folder of ``path`` (absolute), before anything creates it. A folder
+    seen before keeps its first record: a folder this run made is not the user's."""
     path = Path(path).expanduser().absolute()
-    top = None
     for folder in (path, *path.parents):
         if folder.exists():
             break
-        top = folder
-    if top is not None and not any(top == seen or top.is_relative_to(seen) for seen in CREATED):
-        CREATED[top] = None
+        CREATED.setdefault(folder, None)
 
 
-def remove_created() -> list[Path]:
-    """Remove each folder :func:`note_created` recorded that holds nothing but empty folders and
-    lock files (a refused run's); a folder with anything else in it is kept. Returns the removed."""
+def remove_created(litter: Sequence[str] = ()) -> list[Path]:
+    """Remove each folder :func:`note_created` recorded that holds nothing but empty folders, lock
+    files and files named in ``litter`` (a refused run's, a sweep's top folder its jobs did not
+    use), deepest first; a folder with anything else in it is kept. Returns the removed."""
     removed = []
-    for top in list(CREATED):
-        if top.is_dir() and _only_locks(top):
-            shutil.rmtree(top, ignore_errors=True)
-            removed.append(top)
-        CREATED.pop(top, None)
+    for folder in sorted(CREATED, key=lambda f: len(f.parts), reverse=True):
+        if folder.is_dir() and _only_locks(folder, litter):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    CREATED.clear()
     return removed
 
 
-def _only_locks(folder: Path) -> bool:
+def _only_locks(folder: Path, litter: Sequence[str] = ()) -> bool:
     for _, _, files in os.walk(folder):
-        if any(name not in _LOCK_FILES for name in files):
+        if any(name not in _LOCK_FILES and name not in litter for name in files):
             return False
     return True
 

@@ -168,3 +168,26 @@ def test_a_run_with_two_bands_lists_what_its_quicklooks_show(tmp_path):
         item = json.loads(path.read_text())
         assert item["properties"]["cubemosaic:quicklook_bands"] == ["nir", "red"]
         assert "nir as red, red as green and blue" in item["assets"]["thumbnail"]["title"]
+
+
+def test_a_sweep_uses_an_output_dir_that_differs_per_job_as_given(tmp_path):
+    proc = cli(["--multirun", *SMALL[:1], "resolution=60,120", "output_dir=sweep/r${resolution}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for res in (60, 120):
+        assert f"done: outputs in {tmp_path / 'sweep' / f'r{res}'}\n" in proc.stderr, proc.stderr
+        assert (tmp_path / "sweep" / f"r{res}" / "catalog.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["r120", "r60"], "no other level, no litter"
+
+
+def test_a_sweeps_job_folders_are_named_by_the_swept_keys_safely(demo, tmp_path):
+    items = str(demo.items_path)
+    other = f"{demo.items_path.parent}/./{demo.items_path.name}"  # the same file, spelt otherwise
+    proc = cli(["-m", *SMALL, f"catalog.url={items},{other}", "max_items=100", "output_dir=sweep"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted((tmp_path / "sweep").iterdir())
+    folders = [p for p in jobs if p.is_dir()]
+    assert len(folders) == 2, jobs
+    for folder in folders:
+        assert folder.name.startswith("catalog.url=") and "/" not in folder.name.partition("=")[2]
+        assert "resolution" not in folder.name and "max_items" not in folder.name, "only the swept keys"
+        assert (folder / "catalog.json").is_file(), "no nested folders"

@@ -191,3 +191,22 @@ def test_a_sweeps_job_folders_are_named_by_the_swept_keys_safely(demo, tmp_path)
         assert folder.name.startswith("catalog.url=") and "/" not in folder.name.partition("=")[2]
         assert "resolution" not in folder.name and "max_items" not in folder.name, "only the swept keys"
         assert (folder / "catalog.json").is_file(), "no nested folders"
+
+
+def _readme_commands(flag: str) -> list[list[str]]:
+    """The ``python -m cubemosaic <flag> ...`` commands the README shows (in backticks or a code block)."""
+    import shlex
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    found = re.findall(r"python -m cubemosaic (" + re.escape(flag) + r"[^`#\n]*)", readme)
+    return [shlex.split(command) for command in dict.fromkeys(found)]
+
+
+def test_the_readmes_configuration_commands_print_it(tmp_path):
+    commands = _readme_commands("--cfg")
+    assert ["--cfg", "job", "catalog=demo"] in commands, commands
+    for args in commands:
+        proc = cli(args, cwd=tmp_path)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert "catalog:" in proc.stdout and "start_date: '2021-12-01'" in proc.stdout, (args, proc.stdout)
+        assert not list(tmp_path.iterdir()), "printing the configuration writes nothing"

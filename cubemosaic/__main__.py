@@ -6,15 +6,17 @@ and ``--config-name``/``-cn`` (a user's own config folder and groups, e.g. ``cat
 ``--hydra-help``, ``--shell-completion``; ``--version`` prints cubemosaic's and Hydra's versions.
 
 What Hydra's run directory means here (``conf/config.yaml``, ``hydra:``): it *is* ``output_dir``
-(``<output_dir>/<swept key=value,...>`` for each job of a sweep), Hydra writes nothing of its own
-there (no ``.hydra/``, no log file: the log goes to stderr, the provenance into the stores and STAC
-items), and ``hydra.job.chdir=true`` changes nothing for relative paths, which are read against the
+(``<output_dir>/<swept key=value,...>`` for each job of a sweep, named by the swept keys only;
+``output_dir`` itself when it already differs per job, e.g. ``sweep/r${resolution}``), Hydra writes
+nothing of its own there (no ``.hydra/``, no log file: the log goes to stderr, the provenance into
+the stores and STAC items), and ``hydra.job.chdir=true`` changes nothing for relative paths, which are read against the
 folder the command was started in.
 
 The CLI only gathers the configuration and calls :func:`cubemosaic.pipeline.run`. Any failure a
 user can cause, Hydra's composition errors included, ends with one line on stderr
 (``cubemosaic: error: ...``) and a non-zero exit (2 for the configuration); ``debug=true`` (or
-``CUBEMOSAIC_DEBUG=1``) shows the traceback instead.
+``CUBEMOSAIC_DEBUG=1``) shows the traceback before that line, with the same exit code. A refused
+run takes away the folders it created and left empty.
 """
 
 from __future__ import annotations

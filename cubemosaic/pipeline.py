@@ -215,9 +215,9 @@ def _run(settings: Settings) -> Outputs:
             check_intact(out.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
         with _timed("export"):
             mosaics = export_months(out.monthly, out.root)
-    log.info("done: outputs in %s", out.root)
     for line in summary(out, mosaics, time.perf_counter() - started):
         log.info("%s", line)
+    log.info("done: outputs in %s", out.root)  # the last line of a run
     return out
 
 

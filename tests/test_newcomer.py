@@ -33,7 +33,8 @@ def test_a_run_ends_with_a_summary(tmp_path):
     assert any(re.fullmatch(rf"summary: {len(items)} month\(s\) written in \d+\.\d s", line) for line in lines), lines
     assert f"summary: overview picture {out / 'overview.png'}" in lines and (out / "overview.png").is_file()
     assert f"summary: catalog {out / 'catalog.json'}" in lines
-    assert "summary:" in proc.stderr.strip().splitlines()[-1], "the summary closes the run"
+    last = proc.stderr.strip().splitlines()
+    assert last[-1].endswith(f"done: outputs in {out}") and "summary: catalog" in last[-2], "the summary closes the run"
 
 
 def test_clear_percent_never_rounds_up_to_100():

@@ -6,15 +6,17 @@ and ``--config-name``/``-cn`` (a user's own config folder and groups, e.g. ``cat
 ``--hydra-help``, ``--shell-completion``; ``--version`` prints cubemosaic's and Hydra's versions.
 
 What Hydra's run directory means here (``conf/config.yaml``, ``hydra:``): it *is* ``output_dir``
-(``<output_dir>/<swept key=value,...>`` for each job of a sweep), Hydra writes nothing of its own
-there (no ``.hydra/``, no log file: the log goes to stderr, the provenance into the stores and STAC
-items), and ``hydra.job.chdir=true`` changes nothing for relative paths, which are read against the
+(``<output_dir>/<swept key=value,...>`` for each job of a sweep, named by the swept keys only;
+``output_dir`` itself when it already differs per job, e.g. ``sweep/r${resolution}``), Hydra writes
+nothing of its own there (no ``.hydra/``, no log file: the log goes to stderr, the provenance into
+the stores and STAC items), and ``hydra.job.chdir=true`` changes nothing for relative paths, which are read against the
 folder the command was started in.
 
 The CLI only gathers the configuration and calls :func:`cubemosaic.pipeline.run`. Any failure a
 user can cause, Hydra's composition errors included, ends with one line on stderr
 (``cubemosaic: error: ...``) and a non-zero exit (2 for the configuration); ``debug=true`` (or
-``CUBEMOSAIC_DEBUG=1``) shows the traceback instead.
+``CUBEMOSAIC_DEBUG=1``) shows the traceback before that line, with the same exit code. A refused
+run takes away the folders it created and left empty.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -173,6 +176,7 @@ def _job(cfg: Any) -> None:
             settings = to_settings(cfg)
         run(settings)
     except CubeMosaicError as e:
+        _remove_created()
         if _debug_asked():
             raise
         # Said here, in one line: Hydra would add its own line and a traceback to an exception.
@@ -202,6 +206,14 @@ def _working_dir(folder: str) -> Iterator[None]:
         os.chdir(here)
 
 
+def _remove_created(litter: Sequence[str] = ()) -> None:
+    """A refused run takes away the folders it created and left empty (never one the user had)."""
+    from .config import remove_created
+
+    for folder in remove_created(litter):
+        log.debug("removed %s, which this refused run had created", folder)
+
+
 def _hydra_error(e: BaseException) -> bool:
     """Whether ``e`` comes from Hydra or OmegaConf (an override or config the user wrote)."""
     from hydra.errors import HydraException
@@ -214,7 +226,69 @@ def _register_resolvers() -> None:
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("expanduser"):
-        OmegaConf.register_new_resolver("expanduser", lambda path: os.path.expanduser(str(path)))
+        OmegaConf.register_new_resolver("expanduser", _run_dir)
+    if not OmegaConf.has_resolver("cubemosaic_job_folder"):
+        OmegaConf.register_new_resolver("cubemosaic_job_folder", _job_folder)
+
+
+#: The keys the command line's ``--multirun`` sweeps (set by :func:`main`): they name a job's folder.
+_swept: list[str] = []
+
+
+def _swept_keys(args: Sequence[str]) -> list[str]:
+    """The keys ``args`` sweep (``resolution=60,120``, ``catalog.url=glob(...)``, ...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    keys = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        try:
+            override = parser.parse_override(arg)
+        except Exception:  # Hydra's grammar errors: Hydra itself names them
+            continue
+        if override.is_sweep_override():
+            keys.append(override.key_or_group)
+    return keys
+
+
+def _job_folder(_root_: Any) -> str:
+    """``hydra.sweep.subdir``: a sweep's job folder under ``output_dir``, named by the swept keys
+    with this job's values (``resolution=60``; a value with characters a folder name cannot hold
+    safely, ``/`` among them, has them as ``_`` and a hash of the value). Left out: the keys
+    ``output_dir`` itself interpolates (``output_dir=sweep/r${resolution}`` already differs per
+    job: used as given), ``output_dir`` and the keys ``override_dirname.exclude_keys`` lists (they
+    do not change the outputs). Nothing left: the job writes into ``output_dir`` itself."""
+    import hashlib
+    import re
+
+    node = _root_._get_node("output_dir")
+    raw = str(node._value()) if node is not None else ""  # before interpolation: ${resolution} ...
+    excluded = set(_root_.hydra.job.config.override_dirname.exclude_keys or ())
+    names = []
+    for line in _root_.hydra.overrides.task:
+        key, _, value = str(line).partition("=")
+        key = key.lstrip("+~")
+        if key not in _swept or key in excluded or key == "output_dir":
+            continue
+        if re.search(r"\$\{\s*" + re.escape(key) + r"\s*\}", raw):
+            continue
+        safe = re.sub(r"[^\w.+@-]", "_", value)
+        if safe != value:
+            safe = f"{safe}-{hashlib.sha1(value.encode()).hexdigest()[:8]}"
+        names.append(f"{key}={safe}")
+    return ",".join(sorted(names))
+
+
+def _run_dir(path: Any) -> str:
+    """``hydra.run.dir``/``hydra.sweep.dir``: ``path`` with ``~`` expanded, noted (before Hydra
+    creates it) as this run's if it does not exist yet, so a refused run takes it away."""
+    from .config import note_created
+
+    expanded = os.path.expanduser(str(path))
+    note_created(expanded)
+    return expanded
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -229,6 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cubemosaic {__version__} (Hydra {hydra.__version__})")
         return 0
     debug = _debug_asked(args)
+    multirun = any(a in ("-m", "--multirun") for a in args)
+    _swept[:] = _swept_keys(args) if multirun else []
     _setup_logging(debug)
     # Kubernetes stops a pod with SIGTERM: unwind like Ctrl-C so started clusters shut down.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -241,25 +317,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.argv = [saved[0] if saved else "cubemosaic", *args]
     try:
         app()
+        if multirun:  # the sweep's top folder, when every job wrote elsewhere, holds only Hydra's record
+            _remove_created(("multirun.yaml",))
     except SystemExit as e:  # Hydra's --help, --cfg, --info ... end so; so does a job's one-line error
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except CubeMosaicError as e:
-        if debug:
-            raise
+        _remove_created()
+        if debug:  # the traceback, then the same line and exit code as without debug
+            traceback.print_exc()
         print(f"cubemosaic: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("cubemosaic: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     except Exception as e:
-        if debug:
-            raise
+        _remove_created()
         if _hydra_error(e):
             error = ConfigError(*_explain(e))
         elif isinstance(e, OSError) and not _started:  # Hydra makes the run directory before the job starts
             error = ConfigError("output_dir", f"{e.filename} is not writable ({e.strerror or e})")
         else:
             raise
+        if debug:
+            traceback.print_exc()
         print(f"cubemosaic: error: {error}", file=sys.stderr)
         return error.exit_code
     finally:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -73,7 +75,8 @@ class Config:
     aoi: Any = None
     bands: list[str] = field(default_factory=lambda: ["red", "green", "blue", "nir"])
     collection: str | None = None
-    resolution: float = 20.0
+    #: Metres; an int stays an int (``${resolution}`` in a path reads as typed: 20, not 20.0).
+    resolution: int | float = 20
     crs: str | None = None
     max_items: int | None = None
     max_cloud_cover: float = 100.0
@@ -176,13 +179,53 @@ def _parse_date(name: str, value: Any) -> dt.date:
         raise ConfigError(name, f"{value!r} is not a date as YYYY-MM-DD") from None
 
 
+#: Each folder of the paths a run is about to create (it did not exist when the run first
+#: named it): :func:`remove_created` takes away those a refused run left empty.
+CREATED: dict[Path, None] = {}
+
+#: What a run leaves in a folder it only locked: such a folder counts as empty.
+_LOCK_FILES = (".cubemosaic.lock",)
+
+
+def note_created(path: str | os.PathLike[str]) -> None:
+    """Remember each missing folder of ``path`` (absolute), before anything creates it. A folder
+    seen before keeps its first record: a folder this run made is not the user's."""
+    path = Path(path).expanduser().absolute()
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        CREATED.setdefault(folder, None)
+
+
+def remove_created(litter: Sequence[str] = ()) -> list[Path]:
+    """Remove each folder :func:`note_created` recorded that holds nothing but empty folders, lock
+    files and files named in ``litter`` (a refused run's, a sweep's top folder its jobs did not
+    use), deepest first; a folder with anything else in it is kept. Returns the removed."""
+    removed = []
+    for folder in sorted(CREATED, key=lambda f: len(f.parts), reverse=True):
+        if folder.is_dir() and _only_locks(folder, litter):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    CREATED.clear()
+    return removed
+
+
+def _only_locks(folder: Path, litter: Sequence[str] = ()) -> bool:
+    for _, _, files in os.walk(folder):
+        if any(name not in _LOCK_FILES and name not in litter for name in files):
+            return False
+    return True
+
+
 def _check_output_dir(path: Path, parameter: str = "output_dir") -> Path:
-    """Make sure the folder ``parameter`` names can be written (creates it; writes nothing else)."""
+    """Make sure the folder ``parameter`` names can be written (creates it, noted for
+    :func:`remove_created`; writes nothing else)."""
     if "://" in str(path):
         raise ConfigError(parameter, f"{path} must be a local folder")
     path = path.expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise ConfigError(parameter, f"{path} exists and is not a folder")
+    note_created(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):

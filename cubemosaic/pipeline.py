@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import time
@@ -153,8 +154,10 @@ def _run(settings: Settings) -> Outputs:
     from .reach import choose_relay
     from .store import check_intact
 
+    started = time.perf_counter()
     out = outputs(settings)
     stages = STAGES[settings.stage]
+    mosaics: list[Path] = []
     if "cube" in stages:
         with _timed("search"):
             settings = resolve_demo(settings)
@@ -211,9 +214,34 @@ def _run(settings: Settings) -> Outputs:
         if "composite" not in stages:
             check_intact(out.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
         with _timed("export"):
-            export_months(out.monthly, out.root)
-    log.info("done: outputs in %s", out.root)
+            mosaics = export_months(out.monthly, out.root)
+    for line in summary(out, mosaics, time.perf_counter() - started):
+        log.info("%s", line)
+    log.info("done: outputs in %s", out.root)  # the last line of a run
     return out
+
+
+def summary(out: Outputs, mosaics: list[Path], seconds: float) -> list[str]:
+    """The closing lines of a run: each month written with its clear share (its STAC item's
+    ``cubemosaic:clear_share``), the total time, the overview picture and the catalog."""
+    from .quicklook import clear_percent
+
+    lines = []
+    for path in mosaics:
+        item = path.with_suffix(".json")
+        try:
+            share = json.loads(item.read_text())["properties"]["cubemosaic:clear_share"]
+            clear = f"clear {clear_percent(float(share))}"
+        except (OSError, ValueError, KeyError):
+            clear = "clear share unknown"
+        lines.append(f"summary: {path.parent.name} {clear} ({path})")
+    if mosaics:
+        lines.append(f"summary: {len(mosaics)} month(s) written in {seconds:.1f} s")
+        lines.append(f"summary: overview picture {out.root / 'overview.png'}")
+        lines.append(f"summary: catalog {out.catalog}")
+    else:
+        lines.append(f"summary: run took {seconds:.1f} s")
+    return lines
 
 
 def _store_folders(out: Outputs) -> list[tuple[str, str]]:

@@ -1,0 +1,213 @@
+"""What a newcomer hit (issue 23): the closing summary, refused runs, exit codes, quick-looks,
+sweeps and the README's commands."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import cli
+
+SMALL = ["catalog=demo", "resolution=120"]  # the demo at 120 m: a whole job in about a second
+
+
+def test_a_run_ends_with_a_summary(tmp_path):
+    out = tmp_path / "out"
+    proc = cli([*SMALL, f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    items = sorted(out.glob("monthly-mosaic-*/monthly-mosaic-*.json"))
+    assert items, "the demo writes months"
+    lines = [line.split("cubemosaic: ", 1)[1] for line in proc.stderr.splitlines() if "summary:" in line]
+    for item in items:
+        share = json.loads(item.read_text())["properties"]["cubemosaic:clear_share"]
+        name = item.parent.name
+        (said,) = [line for line in lines if f"summary: {name} " in line]
+        percent = float(re.search(r"clear (\d+(?:\.\d)?)%", said).group(1))
+        assert percent <= share * 100 < percent + 0.1 or percent == share * 100 == 100, (said, share)
+        assert str(out / name / f"{name}.tif") in said
+    assert any(re.fullmatch(rf"summary: {len(items)} month\(s\) written in \d+\.\d s", line) for line in lines), lines
+    assert f"summary: overview picture {out / 'overview.png'}" in lines and (out / "overview.png").is_file()
+    assert f"summary: catalog {out / 'catalog.json'}" in lines
+    last = proc.stderr.strip().splitlines()
+    assert last[-1].endswith(f"done: outputs in {out}") and "summary: catalog" in last[-2], "the summary closes the run"
+
+
+def test_clear_percent_never_rounds_up_to_100():
+    from cubemosaic.quicklook import clear_percent
+
+    assert clear_percent(0.9958) == "99.5%"
+    assert clear_percent(0.99999) == "99.9%"
+    assert clear_percent(1.0) == "100%"
+    assert clear_percent(0.0) == "0.0%"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["start_date=2022-02-31"],  # refused while the configuration is read
+        ["start_date=2022-01-31", "end_date=2022-01-01"],
+        ["aoi=[10,10,9,9]"],  # a bad AOI
+        ["aoi=[100.0,-40.0,100.05,-39.95]"],  # valid, but no scene there: refused by the search
+    ],
+)
+def test_a_refused_run_leaves_no_folder_it_created(bad, tmp_path):
+    out = tmp_path / "new" / "out"
+    proc = cli([*SMALL, *bad, f"output_dir={out}", f"zarr_dir={tmp_path / 'stores' / 'z'}"], cwd=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("cubemosaic: error: "), proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "no folder left behind"
+
+
+def test_a_refused_run_keeps_the_users_folder(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    proc = cli([*SMALL, "start_date=2022-02-31", f"output_dir={mine / 'sub'}"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert mine.is_dir() and not (mine / "sub").exists()
+    proc = cli([*SMALL, "start_date=2022-02-31", f"output_dir={mine}"], cwd=tmp_path)
+    assert proc.returncode == 2 and mine.is_dir(), "an empty folder the user had is kept"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["start_date=2022-02-31"],  # refused by cubemosaic's validation
+        ["resolution=abc"],  # refused by Hydra/OmegaConf's composition
+        ["catalog=nowhere"],
+    ],
+)
+def test_debug_keeps_the_exit_code_of_a_configuration_error(bad, tmp_path):
+    plain = cli([*SMALL, *bad, f"output_dir={tmp_path / 'o'}"], cwd=tmp_path)
+    debug = cli([*SMALL, *bad, f"output_dir={tmp_path / 'o'}", "debug=true"], cwd=tmp_path)
+    assert plain.returncode == 2 and "Traceback" not in plain.stderr, plain.stderr
+    assert debug.returncode == 2, debug.stderr
+    assert "Traceback" in debug.stderr, "debug shows the traceback"
+    assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]
+
+
+def _mosaic(tmp_path: Path, names: tuple[str, ...]) -> tuple[Path, Path, np.ndarray]:
+    """A mosaic COG with bands ``names`` (distinct data each, no data in the first 10 rows) and its count."""
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 3000, (len(names), 64, 80), dtype="uint16")
+    data[:, :10] = 0
+    profile = dict(
+        driver="GTiff",
+        width=80,
+        height=64,
+        count=len(names),
+        dtype="uint16",
+        nodata=0,
+        crs="EPSG:32633",
+        transform=Affine(10, 0, 0, 0, -10, 0),
+    )
+    with rasterio.open(tmp_path / "m.tif", "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = names
+    profile.update(count=1, nodata=None)
+    with rasterio.open(tmp_path / "c.tif", "w", **profile) as dst:
+        dst.write((data[:1] > 0).astype("uint16"))
+    return tmp_path / "m.tif", tmp_path / "c.tif", data
+
+
+def test_two_bands_make_a_false_colour_picture_of_both(tmp_path):
+    from cubemosaic.quicklook import month_quicklook
+
+    mosaic, count, data = _mosaic(tmp_path, ("nir", "red"))
+    ql = month_quicklook(mosaic, count, tmp_path / "q.png")
+    assert ql.bands == ("nir", "red")
+    assert "nir as red" in ql.title and "red as green and blue" in ql.title, ql.title
+    assert "no green/blue band" in ql.title and "no red/green/blue" not in ql.title, ql.title
+    rgba = np.asarray(Image.open(ql.path)).astype(int)
+    r, g, b = (rgba[10:, :, i] for i in range(3))
+    assert (g == b).all(), "green and blue show the second band"
+    assert np.corrcoef(r.ravel(), data[0, 10:].ravel())[0, 1] > 0.9, "red shows nir"
+    assert np.corrcoef(g.ravel(), data[1, 10:].ravel())[0, 1] > 0.9, "green shows red"
+
+
+def test_one_band_is_grey_and_says_which_colours_are_missing(tmp_path):
+    from cubemosaic.quicklook import month_quicklook
+
+    mosaic, count, _ = _mosaic(tmp_path, ("green",))
+    ql = month_quicklook(mosaic, count, tmp_path / "q.png")
+    assert ql.bands == ("green",) and ql.title.startswith("Grey (no red/blue band)"), ql.title
+
+
+def test_the_overview_caption_never_rounds_up_to_100(tmp_path, monkeypatch):
+    from PIL import ImageDraw
+
+    from cubemosaic.quicklook import Quicklook, month_quicklook, overview_picture
+
+    mosaic, count, _ = _mosaic(tmp_path, ("red", "green", "blue"))
+    look = month_quicklook(mosaic, count, tmp_path / "q.png")
+    said: list[str] = []
+    original = ImageDraw.ImageDraw.text
+    monkeypatch.setattr(
+        ImageDraw.ImageDraw, "text", lambda self, xy, text, **kw: said.append(text) or original(self, xy, text, **kw)
+    )
+    looks = [
+        ("2021-12", Quicklook(look.path, look.bands, look.title, 0.9958)),
+        ("2022-01", Quicklook(look.path, look.bands, look.title, 1.0)),
+    ]
+    overview_picture(looks, tmp_path / "overview.png")
+    assert said == ["2021-12", "clear 99.5%", "2022-01", "clear 100%"]
+
+
+def test_a_run_with_two_bands_lists_what_its_quicklooks_show(tmp_path):
+    out = tmp_path / "out"
+    proc = cli([*SMALL, "bands=nir,red", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "no red/green/blue" not in proc.stderr and "showing nir as red, red as green and blue" in proc.stderr
+    for path in sorted(out.glob("monthly-mosaic-*/monthly-mosaic-*.json")):
+        item = json.loads(path.read_text())
+        assert item["properties"]["cubemosaic:quicklook_bands"] == ["nir", "red"]
+        assert "nir as red, red as green and blue" in item["assets"]["thumbnail"]["title"]
+
+
+def test_a_sweep_uses_an_output_dir_that_differs_per_job_as_given(tmp_path):
+    proc = cli(["--multirun", *SMALL[:1], "resolution=60,120", "output_dir=sweep/r${resolution}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for res in (60, 120):
+        assert f"done: outputs in {tmp_path / 'sweep' / f'r{res}'}\n" in proc.stderr, proc.stderr
+        assert (tmp_path / "sweep" / f"r{res}" / "catalog.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir()) == ["r120", "r60"], "no other level, no litter"
+
+
+def test_a_sweeps_job_folders_are_named_by_the_swept_keys_safely(demo, tmp_path):
+    items = str(demo.items_path)
+    other = f"{demo.items_path.parent}/./{demo.items_path.name}"  # the same file, spelt otherwise
+    proc = cli(["-m", *SMALL, f"catalog.url={items},{other}", "max_items=100", "output_dir=sweep"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    jobs = sorted((tmp_path / "sweep").iterdir())
+    folders = [p for p in jobs if p.is_dir()]
+    assert len(folders) == 2, jobs
+    for folder in folders:
+        assert folder.name.startswith("catalog.url=") and "/" not in folder.name.partition("=")[2]
+        assert "resolution" not in folder.name and "max_items" not in folder.name, "only the swept keys"
+        assert (folder / "catalog.json").is_file(), "no nested folders"
+
+
+def _readme_commands(flag: str) -> list[list[str]]:
+    """The ``python -m cubemosaic <flag> ...`` commands the README shows (in backticks or a code block)."""
+    import shlex
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    found = re.findall(r"python -m cubemosaic (" + re.escape(flag) + r"[^`#\n]*)", readme)
+    return [shlex.split(command) for command in dict.fromkeys(found)]
+
+
+def test_the_readmes_configuration_commands_print_it(tmp_path):
+    commands = _readme_commands("--cfg")
+    assert ["--cfg", "job", "catalog=demo"] in commands, commands
+    for args in commands:
+        proc = cli(args, cwd=tmp_path)
+        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr)
+        assert "catalog:" in proc.stdout and "start_date: '2021-12-01'" in proc.stdout, (args, proc.stdout)
+        assert not list(tmp_path.iterdir()), "printing the configuration writes nothing"

@@ -119,6 +119,25 @@ def _network_median(block: np.ndarray, out: np.ndarray) -> None:
     out[...] = mean
 
 
+def median_float(block: np.ndarray) -> np.ndarray:
+    """(t, y, x) uint16 DN, 0 = no data -> (y, x) float64 exact median of each pixel's valid values
+    (the mean of the two middle ones for an even number, as numpy's), NaN where none: the sorting
+    network's middle values, unrounded."""
+    t = block.shape[0]
+    if t == 0 or t > NETWORK_MAX:
+        return percentile_block(block, 50.0)
+    values = _sorted(block)
+    n = valid_count(block)
+    lo, hi = values[0].copy(), values[0].copy()
+    for k in range(1, (t - 1) // 2 + 1):
+        np.copyto(lo, values[k], where=n >= 2 * k + 1)
+    for k in range(1, t // 2 + 1):
+        np.copyto(hi, values[k], where=n >= 2 * k)
+    out = (lo.astype(np.float64) + hi + 2) * 0.5
+    out[n == 0] = np.nan
+    return out
+
+
 def _median_bottleneck(block: np.ndarray) -> np.ndarray:
     values = block.astype(np.float32)
     values[block == 0] = np.nan
@@ -256,8 +275,7 @@ def medoid_block(blocks: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.nda
         masked = [np.where(clear, b[:, ys], 0).astype(np.uint16) for b in blocks]
         distance = np.zeros(clear.shape, dtype=np.float64)
         for band in masked:
-            median = percentile_block(band, 50.0)
-            distance += (band - median[None]) ** 2
+            distance += (band - median_float(band)[None]) ** 2
         distance[~clear] = np.inf
         best = np.argmin(distance, axis=0)
         has = clear.any(axis=0)

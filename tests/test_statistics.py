@@ -251,3 +251,14 @@ def test_every_statistic_of_a_run_against_the_oracle(demo, tmp_path, resolution)
         assert "25th percentile" in item.properties["processing:lineage"]
         with rasterio.open(item.assets["medoid_day"].get_absolute_href()) as src:
             assert src.dtypes[0] == "uint8" and src.nodata == 0
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 4, 5, 8, 13, 24, 25])
+def test_the_float_median_is_numpys(t):
+    block = _block(t, seed=40 + t)
+    block[:, -1, :3] = 65535
+    values = np.where(block == 0, np.nan, block.astype(np.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np.nanmedian(values, axis=0)
+    np.testing.assert_array_equal(kernels.median_float(block), expected)

@@ -52,7 +52,7 @@ def _template(cube, months: np.ndarray, counts: Sequence[int], layers: Sequence[
     chunks = (1,) + shard
     data: dict[str, Any] = {}
     for layer in layers:
-        dtype = "float32" if layer.kind in (REFLECTANCE,) else layer.kind.dtype
+        dtype = "float32" if layer.kind is REFLECTANCE else layer.kind.dtype
         for var, band in zip(layer.variables, layer.bands, strict=True):
             attrs = {"long_name": layer.description.format(band=band), "units": layer.kind.unit or "1"}
             if layer.kind.nodata is not None and not np.isnan(layer.kind.nodata):

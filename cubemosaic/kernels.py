@@ -94,15 +94,7 @@ def median_block(block: np.ndarray) -> np.ndarray:
 
 def _network_median(block: np.ndarray, out: np.ndarray) -> None:
     """The median of ``block`` (t, y, x) into ``out`` (y, x): see :func:`median_block`."""
-    t = block.shape[0]
-    values = _sorted(block)
-    # The middle one or two of the n sorted valid values: positions (n - 1) // 2 and n // 2.
-    n = valid_count(block)
-    lo, hi = values[0].copy(), values[0].copy()
-    for k in range(1, (t - 1) // 2 + 1):
-        np.copyto(lo, values[k], where=n >= 2 * k + 1)
-    for k in range(1, t // 2 + 1):
-        np.copyto(hi, values[k], where=n >= 2 * k)
+    lo, hi, _ = _middle(block)
     # Back to DN (no data wraps to 0 again, so a pixel without data gives 0), then their mean in
     # uint16 without overflow, x.5 rounded to the even neighbour as np.rint does.
     lo += np.uint16(1)
@@ -119,13 +111,10 @@ def _network_median(block: np.ndarray, out: np.ndarray) -> None:
     out[...] = mean
 
 
-def median_float(block: np.ndarray) -> np.ndarray:
-    """(t, y, x) uint16 DN, 0 = no data -> (y, x) float64 exact median of each pixel's valid values
-    (the mean of the two middle ones for an even number, as numpy's), NaN where none: the sorting
-    network's middle values, unrounded."""
+def _middle(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The middle one or two of each pixel's n sorted valid values (positions (n - 1) // 2 and
+    n // 2), shifted as :func:`_sorted` leaves them, and n."""
     t = block.shape[0]
-    if t == 0 or t > NETWORK_MAX:
-        return percentile_block(block, 50.0)
     values = _sorted(block)
     n = valid_count(block)
     lo, hi = values[0].copy(), values[0].copy()
@@ -133,6 +122,17 @@ def median_float(block: np.ndarray) -> np.ndarray:
         np.copyto(lo, values[k], where=n >= 2 * k + 1)
     for k in range(1, t // 2 + 1):
         np.copyto(hi, values[k], where=n >= 2 * k)
+    return lo, hi, n
+
+
+def median_float(block: np.ndarray) -> np.ndarray:
+    """(t, y, x) uint16 DN, 0 = no data -> (y, x) float64 exact median of each pixel's valid values
+    (the mean of the two middle ones for an even number, as numpy's), NaN where none: the sorting
+    network's middle values, unrounded."""
+    t = block.shape[0]
+    if t == 0 or t > NETWORK_MAX:
+        return percentile_block(block, 50.0)
+    lo, hi, n = _middle(block)
     out = (lo.astype(np.float64) + hi + 2) * 0.5
     out[n == 0] = np.nan
     return out

@@ -337,3 +337,31 @@ def one_line_error(proc, *needles: str) -> str:
     for needle in needles:
         assert needle in errors[0], errors[0]
     return errors[0]
+
+
+def small_mosaic(tmp_path: Path, names: tuple[str, ...], seed: int = 1):
+    """A mosaic COG with bands ``names`` (distinct data each, no data in the first 10 rows) and its count."""
+    import numpy as np
+    import rasterio
+    from affine import Affine
+
+    rng = np.random.default_rng(seed)
+    data = rng.integers(1, 3000, (len(names), 64, 80), dtype="uint16")
+    data[:, :10] = 0
+    profile = dict(
+        driver="GTiff",
+        width=80,
+        height=64,
+        count=len(names),
+        dtype="uint16",
+        nodata=0,
+        crs="EPSG:32633",
+        transform=Affine(10, 0, 0, 0, -10, 0),
+    )
+    with rasterio.open(tmp_path / "m.tif", "w", **profile) as dst:
+        dst.write(data)
+        dst.descriptions = names
+    profile.update(count=1, nodata=None)
+    with rasterio.open(tmp_path / "c.tif", "w", **profile) as dst:
+        dst.write((data[:1] > 0).astype("uint16"))
+    return tmp_path / "m.tif", tmp_path / "c.tif", data

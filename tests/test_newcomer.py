@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import cli
+from conftest import cli, small_mosaic
 
 SMALL = ["catalog=demo", "resolution=120"]  # the demo at 120 m: a whole job in about a second
 
@@ -90,37 +90,10 @@ def test_debug_keeps_the_exit_code_of_a_configuration_error(bad, tmp_path):
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]
 
 
-def _mosaic(tmp_path: Path, names: tuple[str, ...]) -> tuple[Path, Path, np.ndarray]:
-    """A mosaic COG with bands ``names`` (distinct data each, no data in the first 10 rows) and its count."""
-    import rasterio
-    from affine import Affine
-
-    rng = np.random.default_rng(1)
-    data = rng.integers(1, 3000, (len(names), 64, 80), dtype="uint16")
-    data[:, :10] = 0
-    profile = dict(
-        driver="GTiff",
-        width=80,
-        height=64,
-        count=len(names),
-        dtype="uint16",
-        nodata=0,
-        crs="EPSG:32633",
-        transform=Affine(10, 0, 0, 0, -10, 0),
-    )
-    with rasterio.open(tmp_path / "m.tif", "w", **profile) as dst:
-        dst.write(data)
-        dst.descriptions = names
-    profile.update(count=1, nodata=None)
-    with rasterio.open(tmp_path / "c.tif", "w", **profile) as dst:
-        dst.write((data[:1] > 0).astype("uint16"))
-    return tmp_path / "m.tif", tmp_path / "c.tif", data
-
-
 def test_two_bands_make_a_false_colour_picture_of_both(tmp_path):
     from cubemosaic.quicklook import month_quicklook
 
-    mosaic, count, data = _mosaic(tmp_path, ("nir", "red"))
+    mosaic, count, data = small_mosaic(tmp_path, ("nir", "red"))
     ql = month_quicklook(mosaic, count, tmp_path / "q.png")
     assert ql.bands == ("nir", "red")
     assert "nir as red" in ql.title and "red as green and blue" in ql.title, ql.title
@@ -135,7 +108,7 @@ def test_two_bands_make_a_false_colour_picture_of_both(tmp_path):
 def test_one_band_is_grey_and_says_which_colours_are_missing(tmp_path):
     from cubemosaic.quicklook import month_quicklook
 
-    mosaic, count, _ = _mosaic(tmp_path, ("green",))
+    mosaic, count, _ = small_mosaic(tmp_path, ("green",))
     ql = month_quicklook(mosaic, count, tmp_path / "q.png")
     assert ql.bands == ("green",) and ql.title.startswith("Grey (no red/blue band)"), ql.title
 
@@ -145,7 +118,7 @@ def test_the_overview_caption_never_rounds_up_to_100(tmp_path, monkeypatch):
 
     from cubemosaic.quicklook import Quicklook, month_quicklook, overview_picture
 
-    mosaic, count, _ = _mosaic(tmp_path, ("red", "green", "blue"))
+    mosaic, count, _ = small_mosaic(tmp_path, ("red", "green", "blue"))
     look = month_quicklook(mosaic, count, tmp_path / "q.png")
     said: list[str] = []
     original = ImageDraw.ImageDraw.text

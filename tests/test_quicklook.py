@@ -12,6 +12,8 @@ from PIL import Image
 
 from cubemosaic.quicklook import MAX_SIDE, month_quicklook
 
+from conftest import small_mosaic
+
 
 def test_every_month_has_a_thumbnail_that_is_not_blank(demo_run):
     items = sorted(demo_run.glob("monthly-mosaic-*/monthly-mosaic-*.json"))
@@ -36,28 +38,8 @@ def test_every_month_has_a_thumbnail_that_is_not_blank(demo_run):
 
 
 def test_bands_without_red_green_blue_show_the_first_three_and_say_so(tmp_path: Path):
-    from affine import Affine
-
-    rng = np.random.default_rng(0)
-    data = rng.integers(1, 3000, (4, 64, 80), dtype="uint16")
-    data[:, :10] = 0
-    profile = dict(
-        driver="GTiff",
-        width=80,
-        height=64,
-        count=4,
-        dtype="uint16",
-        nodata=0,
-        crs="EPSG:32633",
-        transform=Affine(10, 0, 0, 0, -10, 0),
-    )
-    with rasterio.open(tmp_path / "m.tif", "w", **profile) as dst:
-        dst.write(data)
-        dst.descriptions = ("nir", "swir16", "swir22", "rededge1")
-    profile.update(count=1, nodata=None)
-    with rasterio.open(tmp_path / "c.tif", "w", **profile) as dst:
-        dst.write((data[:1] > 0).astype("uint16"))
-    ql = month_quicklook(tmp_path / "m.tif", tmp_path / "c.tif", tmp_path / "q.png")
+    mosaic, count, _ = small_mosaic(tmp_path, ("nir", "swir16", "swir22", "rededge1"), seed=0)
+    ql = month_quicklook(mosaic, count, tmp_path / "q.png")
     assert ql.bands == ("nir", "swir16", "swir22") and "no red/green/blue" in ql.title
     rgba = np.asarray(Image.open(ql.path))
     assert (rgba[:10, :, 3] == 0).all() and (rgba[10:, :, 3] == 255).all()

@@ -149,7 +149,8 @@ def build_monthly(
     template = _template(cube, months, counts, layers, shard)
     # Assets the cube stage skipped (on_read_error=skip) travel on to the months' STAC items.
     template.attrs["skipped_assets"] = json.dumps(attrs.get("skipped", []))
-    template.attrs["composite"] = json.dumps(composite.record())
+    record = composite.record()
+    template.attrs["composite"] = json.dumps(record)
     encoding = {
         v: store.zarr_encoding(chunk, (1,) + shard, reflectance=layer.kind is REFLECTANCE, dtype=layer.kind.dtype)
         for layer in layers
@@ -157,7 +158,6 @@ def build_monthly(
     }
     sig: dict[str, Any] = {"format": MONTHLY_FORMAT, "cube": attrs["signature"], "months": [str(m)[:7] for m in months]}
     if not composite.is_default:  # today's stores resume as they are
-        record = composite.record()
         sig["composite"] = {k: record[k] for k in ("statistics", "percentile_method")} | {
             "layers": [layer.key for layer in layers],
             "bands": list(composite.bands),

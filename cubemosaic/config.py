@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 Stage = Literal["cube", "composite", "export", "mosaic", "all"]
-STAGES: tuple[str, ...] = ("cube", "composite", "export", "mosaic", "all")
+STAGES: tuple[str, ...] = ("cube", "composite", "export", "mosaic", "all", "plan")
 CLUSTER_KINDS: tuple[str, ...] = ("auto", "local", "gateway")
 SIGNERS: tuple[str, ...] = ("none", "planetary_computer")
 RESAMPLING: tuple[str, ...] = ("nearest", "average", "bilinear", "cubic", "mode", "min", "max")
@@ -95,6 +95,9 @@ class Config:
     #: (leave the scene out, list it in the log and the month's STAC item).
     on_read_error: str = "fail"
     chunk_size: int = 1024
+    #: Pixels a side of a tile, the work unit of a large area (a grid wider or higher is cut into
+    #: tiles of a fixed grid anchored to the CRS's origin; one that fits is one unit, untiled).
+    tile_size: int = 8192
     output_dir: str = "output"
     #: Where cube.zarr and monthly.zarr go: ``null`` = output_dir, or an fsspec URL (s3://, gs://, az://).
     zarr_dir: str | None = None
@@ -157,6 +160,7 @@ class Settings:
     provenance: tuple[str, ...]
     on_read_error: str
     chunk_size: int
+    tile_size: int
     output_dir: Path
     #: Folder or fsspec URL of the Zarr stores (``output_dir`` unless set).
     zarr_dir: str
@@ -288,6 +292,11 @@ def _composites(cfg: Any, bands: tuple[str, ...]) -> tuple[tuple[str, ...], tupl
     return statistics, provenance
 
 
+#: A tile's side in pixels: at least two COG blocks; at most what one unit's stores and COGs hold
+#: comfortably (32768 px: a 2 GB uint16 band a month).
+MIN_TILE_SIZE = 128
+MAX_TILE_SIZE = 32768
+
 #: Pixels the output grid needs on each side: GDAL's COG driver cannot write (or validate the
 #: overviews of) a raster one pixel wide or high.
 MIN_GRID_PIXELS = 2
@@ -333,7 +342,7 @@ def to_settings(cfg: Any) -> Settings:
     url = catalog.url
     if cfg.stage not in STAGES:
         raise ConfigError("stage", f"{cfg.stage!r} is not one of {', '.join(STAGES)}")
-    searches = cfg.stage in ("cube", "all")  # the other stages start from a written store
+    searches = cfg.stage in ("cube", "all", "plan")  # the other stages start from a written store
     if searches and catalog.name != "demo" and not url:
         raise ConfigError("catalog.url", "required: a STAC API URL or a static ItemCollection/catalog file")
     if url and "://" not in url and not Path(url).expanduser().exists():
@@ -383,6 +392,8 @@ def to_settings(cfg: Any) -> Settings:
         raise ConfigError("on_read_error", f"{cfg.on_read_error!r} is not one of fail, skip")
     if cfg.chunk_size < 64 or cfg.chunk_size > 8192:
         raise ConfigError("chunk_size", f"must lie in 64-8192 pixels, got {cfg.chunk_size}")
+    if cfg.tile_size < MIN_TILE_SIZE or cfg.tile_size > MAX_TILE_SIZE:
+        raise ConfigError("tile_size", f"must lie in {MIN_TILE_SIZE}-{MAX_TILE_SIZE} pixels, got {cfg.tile_size}")
     if cfg.crs is not None:
         from odc.geo import CRS  # light; pyproj underneath
 
@@ -429,6 +440,7 @@ def to_settings(cfg: Any) -> Settings:
         provenance=provenance,
         on_read_error=cfg.on_read_error,
         chunk_size=int(cfg.chunk_size),
+        tile_size=int(cfg.tile_size),
         output_dir=output_dir,
         zarr_dir=zarr_dir,
         cube_url=_cube_url(cfg.cube_url, zarr_dir, cfg.stage),

@@ -53,8 +53,18 @@ from .quicklook import Quicklook, month_quicklook, overview_picture
 from .read import aoi_block
 from .s2 import CloudMask
 from .statistics import COUNT_KEY, REFLECTANCE, Composite, Layer, count_layer
+from .tiling import GRID_EXTENSION
 
-__all__ = ["Month", "build_item", "export_months", "store_layers", "write_cog"]
+__all__ = [
+    "Month",
+    "Written",
+    "build_item",
+    "export_months",
+    "month_items",
+    "store_layers",
+    "write_cog",
+    "write_months",
+]
 
 log = logging.getLogger(__name__)
 PREFIX = "monthly-mosaic"
@@ -396,9 +406,30 @@ def _catalog_complete(output_dir: Path, months: Sequence[Month], layers: Sequenc
     return all(p.is_file() for p in needed)
 
 
-def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
-    """Write every month's COGs (one per layer), STAC items, quick-looks and ``catalog.json``;
-    returns the mosaic paths."""
+@dataclass(frozen=True)
+class Written:
+    """What :func:`write_months` wrote (or found up to date) in one folder: the months with a
+    clear pixel, and what their items are made from."""
+
+    folder: Path
+    months: tuple[Month, ...]
+    #: Whether any COG was written now (else every one was up to date).
+    new: bool
+    layers: tuple[Layer, ...]
+    summary: str
+    geobox: Any
+    made: Mapping[str, Any]
+    skipped: tuple[Mapping[str, str], ...]
+
+    def paths(self) -> list[Path]:
+        """The months' mosaic COGs."""
+        return [m.path(self.folder, self.layers[0]) for m in self.months]
+
+
+def write_months(monthly_path: str, folder: Path, *, label: str = "") -> Written | None:
+    """Write the COGs (one per layer) of every month of the monthly store at ``monthly_path`` with
+    a clear pixel into ``folder``; ``None`` when no month has one. COGs made from the same request
+    and scenes are kept as they are."""
 
     attrs = store.read_attrs(monthly_path)
     if not attrs.get("complete"):
@@ -427,29 +458,40 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     def export_one(month: Month) -> tuple[Month, bool] | None:
         """One month's COGs (a thread each month: GDAL's compression releases the GIL), read from
         the store one shard at a time: (month, whether any was written now)."""
-        where = f"[{month.index + 1}/{n}]"
+        where = f"[{month.index + 1}/{n}]{label}"
         if not _any_clear(arrays[count.variables[0]], month.index, shard):
             log.info("export: %s has no clear pixel, skipped %s", month.tag, where)
             return None
         source = {SOURCE_TAG: f"{_made_from(attrs, ' '.join(month.sources))} {month.tag}"}
-        written = _write_month(month, layers, arrays, output_dir, source, common)
-        log.info("export: %s %s %s", month.path(output_dir, mosaic), "written" if written else "is up to date", where)
+        written = _write_month(month, layers, arrays, folder, source, common)
+        log.info("export: %s %s %s", month.path(folder, mosaic), "written" if written else "is up to date", where)
         return month, written
 
     with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
         done = [r for r in pool.map(export_one, months) if r is not None]
     if not done:
+        return None
+    made = (attrs.get("signature") or {}).get("cube") or {}
+    skipped = tuple(json.loads(monthly.attrs.get("skipped_assets", "[]")))
+    return Written(folder, tuple(m for m, _ in done), any(new for _, new in done), layers, summary, geobox, made,
+                   skipped)  # fmt: skip
+
+
+def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
+    """Write every month's COGs (one per layer), STAC items, quick-looks and ``catalog.json``;
+    returns the mosaic paths."""
+
+    written = write_months(monthly_path, output_dir)
+    if written is None:
         raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
-    kept = [m for m, _ in done]
-    paths = [m.path(output_dir, mosaic) for m in kept]
+    kept, layers = written.months, written.layers
+    paths = written.paths()
     earlier = _listed_folders(output_dir)
-    if not any(new for _, new in done) and _catalog_complete(output_dir, kept, layers):
+    if not written.new and _catalog_complete(output_dir, kept, layers):
         log.info("export: %s is up to date, nothing rewritten", output_dir / "catalog.json")
         return paths
-    made = (attrs.get("signature") or {}).get("cube") or {}
-    skipped = json.loads(monthly.attrs.get("skipped_assets", "[]"))
     try:
-        _assemble_catalog(output_dir, kept, layers, geobox, made, summary, skipped)
+        _assemble_catalog(output_dir, written)
     except OSError as e:  # a full disk under the items, quick-looks or the catalog
         problem = _write_problem(e, output_dir)
         raise WriteError(f"output_dir: cannot write the STAC catalog in {output_dir}: {problem}") from None
@@ -460,35 +502,32 @@ def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
     return paths
 
 
-def _assemble_catalog(
-    output_dir: Path,
-    months: Sequence[Month],
-    layers: Sequence[Layer],
-    geobox,
-    made: Mapping[str, Any],
-    summary: str,
-    skipped: Sequence[Mapping[str, str]],
-) -> None:
-    """The items (with their quick-looks), the overview picture and ``catalog.json``."""
-    catalog = pystac.Catalog(
-        id="cubemosaic",
-        description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic",
-        title="cubemosaic monthly mosaics",
-    )
+def month_items(
+    written: Written, *, tile: str | None = None, code: str | None = None
+) -> list[tuple[pystac.Item, Quicklook]]:
+    """Each written month's STAC item (hrefs absolute) and its quick-look (written beside its COGs).
+    For a tile: its id is in the item's id (``monthly-mosaic-YYYY-MM-x142y995``), its ``grid:code``
+    in its properties (STAC grid extension)."""
+    made, geobox, layers = written.made, written.geobox, written.layers
     aoi_wkt = made.get("aoi_geometry")
     area = (lambda shape: aoi_block(aoi_wkt, geobox.zoom_to(shape))) if aoi_wkt else None
     mosaic, count = layers[0], count_layer(layers)
-    looks: list[tuple[str, Quicklook]] = []
-    for month in months:  # catalog items in month order
-        folder = output_dir / month.name
-        item = build_item(month, layers, folder, geobox, made, summary)
-        month_skipped = [s for s in skipped if s["day"].startswith(month.tag)]
+    out = []
+    for month in written.months:
+        folder = written.folder / month.name
+        item = build_item(month, layers, folder, geobox, made, written.summary)
+        if tile is not None:
+            item.id = f"{month.name}-{tile}"
+            item.properties["title"] += f", tile {tile}"
+            item.properties["grid:code"] = code
+            item.stac_extensions.append(GRID_EXTENSION)
+        month_skipped = [s for s in written.skipped if s["day"].startswith(month.tag)]
         if month_skipped:
             item.properties["cubemosaic:skipped_assets"] = month_skipped
-            log.warning("export: %s left out %d unreadable asset(s)", month.name, len(month_skipped))
+            log.warning("export: %s left out %d unreadable asset(s)", item.id, len(month_skipped))
         look = month_quicklook(
-            month.path(output_dir, mosaic),
-            month.path(output_dir, count),
+            month.path(written.folder, mosaic),
+            month.path(written.folder, count),
             folder / f"{month.name}-quicklook.png",
             area=area,
         )
@@ -498,6 +537,19 @@ def _assemble_catalog(
         )
         item.properties["cubemosaic:quicklook_bands"] = list(look.bands)
         item.properties["cubemosaic:clear_share"] = round(look.clear_share, 4)
+        out.append((item, look))
+    return out
+
+
+def _assemble_catalog(output_dir: Path, written: Written) -> None:
+    """The items (with their quick-looks), the overview picture and ``catalog.json``."""
+    catalog = pystac.Catalog(
+        id="cubemosaic",
+        description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic",
+        title="cubemosaic monthly mosaics",
+    )
+    looks: list[tuple[str, Quicklook]] = []
+    for month, (item, look) in zip(written.months, month_items(written), strict=True):  # in month order
         looks.append((month.tag, look))
         catalog.add_item(item)
     overview = overview_picture(looks, output_dir / "overview.png")

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Settings
-from .errors import WriteError
+from .errors import OutputError, WriteError
 from .lock import run_lock, store_lease
 from .urls import is_local, local_path
 
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 STAGES = {
+    "plan": (),
     "cube": ("cube",),
     "composite": ("composite",),
     "export": ("export",),
@@ -149,96 +150,240 @@ def _same_place(a: str, b: str) -> bool:
     return _place_key(a) == _place_key(b)
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One work unit: the whole area (untiled, ``tile`` None) or one tile, with its stores and folder."""
+
+    tile: str | None
+    cube: str
+    monthly: str
+    root: Path
+    #: Its grid and scenes when the run searched (stage cube or all).
+    geobox: Any = None
+    scenes: tuple[Any, ...] = ()
+    code: str = ""
+
+    @property
+    def label(self) -> str:
+        return f" tile {self.tile}" if self.tile else ""
+
+
+def units_of(out: Outputs, plan: Plan | None, settings: Settings) -> tuple[list[Unit], Any]:
+    """The run's work units and the tile grid (``None`` untiled): from the plan when the run
+    searched, else from the tiled stores an earlier stage wrote (the cube for stage composite,
+    the monthly store for stage export)."""
+    from .tiled import member, read_tiled
+
+    if plan is not None:
+        if plan.tiles is None:
+            return [Unit(None, out.cube, out.monthly, out.root, plan.geobox, plan.scenes)], None
+        return [
+            Unit(
+                t.id,
+                member(out.cube, t.id),
+                member(out.monthly, t.id),
+                out.root / t.id,
+                t.geobox,
+                t.scenes,
+                plan.grid.code(t.index),
+            )  # fmt: skip
+            for t in plan.tiles
+        ], plan.grid
+    stages = STAGES[settings.stage]
+    record = read_tiled(out.cube if "composite" in stages else out.monthly)
+    if record is None:
+        return [Unit(None, out.cube, out.monthly, out.root)], None
+    return [
+        Unit(
+            t["id"],
+            member(out.cube, t["id"]),
+            member(out.monthly, t["id"]),
+            out.root / t["id"],
+            code=record.grid.code(tuple(t["index"])),
+        )  # fmt: skip
+        for t in record.tiles
+    ], record.grid
+
+
 def _run(settings: Settings) -> Outputs:
-    from .cluster import dask_client, waiting_on_network, worker_failures
+    from .cluster import dask_client, worker_failures
     from .reach import choose_relay
     from .store import check_intact
+    from .tiled import write_tiled
 
     started = time.perf_counter()
     out = outputs(settings)
     stages = STAGES[settings.stage]
-    mosaics: list[Path] = []
+    plan = None
     if "cube" in stages:
         with _timed("search"):
             settings = resolve_demo(settings)
             plan = _plan(settings)
-    if "cube" in stages or "composite" in stages:
-        with dask_client(settings.cluster) as client, worker_failures(settings.cluster, client):
+    units, grid = units_of(out, plan, settings)
+    if grid is not None:
+        log.info("tiles: the area is cut into %d tile(s) of up to %d x %d pixels (%s); each is a work unit, "
+                 "resumed and skipped when done", len(units), grid.size, grid.size, units[0].code.rsplit("-", 1)[0])  # fmt: skip
+    exported: list[Any] = []
+    mosaics: list[Path] = []
+    progress = TileProgress(len(units)) if grid is not None else None
+    with ExitStack() as context:
+        client = relay = None
+        if "cube" in stages or "composite" in stages:
+            client = context.enter_context(dask_client(settings.cluster))
+            context.enter_context(worker_failures(settings.cluster, client))
             relay = choose_relay(client, _store_folders(out))
+        if grid is not None and "cube" in stages:
+            write_tiled(out.cube, grid, plan.tiles, overwrite=settings.overwrite, label="cube")
+        if grid is not None and "composite" in stages:
+            write_tiled(out.monthly, grid, [{"id": u.tile, "index": _index(u.code)} for u in units],
+                        overwrite=settings.overwrite, label="composite")  # fmt: skip
+        for unit in units:
             if "cube" in stages:
-                from .cube import CubeSpec, build_cube
-                from .read import Access
-                from .s2 import CloudMask
-                from .signing import signer
-
-                spec = CubeSpec(
-                    geobox=plan.geobox,
-                    bands=plan.bands,
-                    scl_key=plan.scl,
-                    mask=CloudMask(settings.mask_classes, settings.mask_dilation),
-                    resampling=settings.resampling,
-                    chunk_size=settings.chunk_size,
-                    aoi_wkt=settings.aoi_wkt,
-                )
-                remote = not all(is_local(grid.href) for scene in plan.scenes for grid in scene.assets.values())
-                with _timed("cube", client), waiting_on_network(settings.cluster, client, remote):
-                    build_cube(
-                        plan.scenes,
-                        out.cube,
-                        spec,
-                        overwrite=settings.overwrite,
-                        access=Access(signer(settings.sign), settings.gdal),
-                        on_read_error=settings.on_read_error,
-                        relay=relay,
-                    )
+                _cube(settings, unit, plan, client, relay)
             if "composite" in stages:
                 from .composite import build_monthly
 
                 if "cube" not in stages:  # written by an earlier run: verified before it is read
                     check_intact(
-                        out.cube, _cube_parameter(settings), "run stage=cube (the same request) to write it again"
+                        unit.cube, _cube_parameter(settings), "run stage=cube (the same request) to write it again"
                     )
-                with _timed("composite", client):
+                with _timed(f"composite{unit.label}", client):
                     build_monthly(
-                        out.cube,
-                        out.monthly,
+                        unit.cube,
+                        unit.monthly,
                         statistics=settings.statistics,
                         provenance=settings.provenance,
                         percentile_method=settings.percentile_method,
                         overwrite=settings.overwrite,
                         relay=relay,
                     )
-    if "export" in stages:
-        from .export import export_months
+            if "export" in stages:
+                if "composite" not in stages:
+                    check_intact(unit.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
+                with _timed(f"export{unit.label}"):
+                    if grid is None:
+                        from .export import export_months
 
-        if "composite" not in stages:
-            check_intact(out.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
-        with _timed("export"):
-            mosaics = export_months(out.monthly, out.root)
-    for line in summary(out, mosaics, time.perf_counter() - started):
+                        mosaics = export_months(unit.monthly, unit.root)
+                    else:
+                        exported += _export_tile(unit)
+            if progress is not None:
+                progress.advance(unit.tile)
+    shares: dict[Path, float] = {}
+    if grid is not None and "export" in stages:
+        from .collection import assemble_collection
+
+        if not exported:
+            raise OutputError("no tile has a month with a clear pixel: nothing to export (try a longer period or "
+                              "another aoi)")  # fmt: skip
+        with _timed("collection"):
+            shares = assemble_collection(out.root, exported, grid)
+            mosaics = list(shares)
+    for line in summary(out, mosaics, time.perf_counter() - started, shares=shares or None):
         log.info("%s", line)
     log.info("done: outputs in %s", out.root)  # the last line of a run
     return out
 
 
-def summary(out: Outputs, mosaics: list[Path], seconds: float) -> list[str]:
+def _index(code: str) -> list[int]:
+    """The (column, row) of a tile from its grid code's last part (``...-x34y243``)."""
+    import re
+
+    found = re.fullmatch(r".*-x(-?\d+)y(-?\d+)", code)
+    assert found, code
+    return [int(found.group(1)), int(found.group(2))]
+
+
+def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, relay: Any) -> None:
+    """The unit's cube: its scenes on its grid."""
+    from .cluster import waiting_on_network
+    from .cube import CubeSpec, build_cube
+    from .read import Access
+    from .s2 import CloudMask
+    from .signing import signer
+
+    spec = CubeSpec(
+        geobox=unit.geobox,
+        bands=plan.bands,
+        scl_key=plan.scl,
+        mask=CloudMask(settings.mask_classes, settings.mask_dilation),
+        resampling=settings.resampling,
+        chunk_size=settings.chunk_size,
+        aoi_wkt=settings.aoi_wkt,
+    )
+    remote = not all(is_local(grid.href) for scene in unit.scenes for grid in scene.assets.values())
+    with _timed(f"cube{unit.label}", client), waiting_on_network(settings.cluster, client, remote):
+        build_cube(
+            unit.scenes,
+            unit.cube,
+            spec,
+            overwrite=settings.overwrite,
+            access=Access(signer(settings.sign), settings.gdal),
+            on_read_error=settings.on_read_error,
+            relay=relay,
+        )
+
+
+def _export_tile(unit: Unit) -> list[Any]:
+    """The tile's COGs (its items are made with the Collection); a tile without any clear month has none."""
+    from .collection import TileOutputs
+    from .export import write_months
+
+    written = write_months(unit.monthly, unit.root, label=unit.label)
+    if written is None:
+        log.info("export: tile %s has no month with a clear pixel: no item", unit.tile)
+        return []
+    return [TileOutputs(unit.tile, unit.code, written)]
+
+
+class TileProgress:
+    """Tiles done / total, with the rate and the time left, in the log (one line a tile)."""
+
+    def __init__(self, total: int, clock=time.perf_counter) -> None:
+        self.total, self.done, self.clock = total, 0, clock
+        self.start = clock()
+
+    def advance(self, name: str | None) -> str:
+        self.done += 1
+        spent = self.clock() - self.start
+        rate = self.done / spent if spent > 0 else float("inf")
+        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        line = (f"tiles: {self.done}/{self.total} done ({name}), {rate * 60:.1f} tile(s)/min, "
+                f"about {_duration(left)} left")  # fmt: skip
+        log.info("%s", line)
+        return line
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def summary(out: Outputs, mosaics: list[Path], seconds: float, *, shares: dict[Path, float] | None = None) -> list[str]:
     """The closing lines of a run: each month written with its clear share (its STAC item's
-    ``cubemosaic:clear_share``), the total time, the overview picture and the catalog."""
+    ``cubemosaic:clear_share``; for a tiled run, ``shares``: each month VRT's over the whole area),
+    the total time, the overview picture and the catalog (the Collection of a tiled run)."""
     from .quicklook import clear_percent
 
     lines = []
     for path in mosaics:
-        item = path.with_suffix(".json")
         try:
-            share = json.loads(item.read_text())["properties"]["cubemosaic:clear_share"]
+            if shares is not None:
+                share = shares[path]
+            else:
+                share = json.loads(path.with_suffix(".json").read_text())["properties"]["cubemosaic:clear_share"]
             clear = f"clear {clear_percent(float(share))}"
         except (OSError, ValueError, KeyError):
             clear = "clear share unknown"
-        lines.append(f"summary: {path.parent.name} {clear} ({path})")
+        name = path.stem if shares is not None else path.parent.name
+        lines.append(f"summary: {name} {clear} ({path})")
     if mosaics:
         lines.append(f"summary: {len(mosaics)} month(s) written in {seconds:.1f} s")
         lines.append(f"summary: overview picture {out.root / 'overview.png'}")
-        lines.append(f"summary: catalog {out.catalog}")
+        lines.append(f"summary: catalog {out.root / 'collection.json' if shares is not None else out.catalog}")
     else:
         lines.append(f"summary: run took {seconds:.1f} s")
     return lines
@@ -261,15 +406,22 @@ class Plan:
     bands: dict[str, str]
     scl: str
     geobox: Any
+    #: The tiles (``None``: the grid fits one unit, untiled) and the grid they are cut on.
+    tiles: Any = None
+    grid: Any = None
 
 
 def _plan(settings: Settings) -> Plan:
     """Search the catalog and fix the bands and the output grid."""
+    import shapely
+    from odc.geo.geom import Geometry
+
     from .catalog import SearchRequest, resolve_bands, search
     from .config import _extent_m, check_grid_size
     from .cube import output_geobox
     from .s2 import dominant_crs
     from .scenes import parse_scene
+    from .tiling import TileGrid, layout
 
     assert settings.catalog_url is not None
     assert settings.start_date and settings.end_date and settings.aoi, "validated by to_settings for stage=cube/all"
@@ -288,4 +440,11 @@ def _plan(settings: Settings) -> Plan:
     crs = settings.crs or dominant_crs(s.crs for s in scenes)
     geobox = output_geobox(settings.aoi, crs, settings.resolution)
     check_grid_size(_extent_m(settings.aoi), settings.resolution, tuple(geobox.shape))  # before any read
-    return Plan(scenes, dict(bands), scl, geobox)
+    aoi = Geometry(shapely.from_wkt(settings.aoi_wkt), "EPSG:4326") if settings.aoi_wkt else None
+    tiles = layout(geobox, scenes, settings.tile_size, aoi)
+    if tiles is None:
+        return Plan(scenes, dict(bands), scl, geobox)
+    if not tiles:
+        raise OutputError("aoi: no scene found meets the area (their footprints lie outside it)")
+    return Plan(scenes, dict(bands), scl, geobox, tiles, TileGrid(str(geobox.crs), abs(geobox.resolution.x),
+                                                                  settings.tile_size))  # fmt: skip

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pystac
 
@@ -37,6 +38,8 @@ class Scene:
     assets: Mapping[str, AssetGrid]
     #: Asset key -> DN to subtract to remove the baseline offset.
     offsets: Mapping[str, int]
+    #: Where the scene has data: its item's GeoJSON ``geometry`` (WGS84), if stated.
+    footprint: Mapping[str, Any] | None = None
 
     def source(self, keys: Sequence[str], scl_key: str) -> SceneSource:
         """What the scene gives a day's read: the bands ``keys`` (in output order) and the SCL."""
@@ -56,6 +59,7 @@ def parse_scene(item: pystac.Item) -> Scene:
         baseline=str(props.get("s2:processing_baseline", "")),
         assets={key: asset_grid(item, key, crs) for key in item.assets},
         offsets={key: item_offset(item, key) for key in item.assets},
+        footprint=item.geometry or None,
     )
 
 

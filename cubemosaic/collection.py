@@ -1,0 +1,236 @@
+"""The outputs of a tiled run, usable across its tiles: a STAC Collection and a VRT per month.
+
+Under ``output_dir``::
+
+    collection.json                                   STAC Collection: one item per tile and month
+    monthly-mosaic-YYYY-MM.vrt                        the month's mosaic over every tile (GDAL VRT)
+    monthly-mosaic-YYYY-MM-<layer>.vrt                each other layer (count, p25, ...)
+    monthly-mosaic-YYYY-MM-quicklook.png              the month over the whole area, from the VRT
+    overview.png                                      every month side by side
+    x142y995/monthly-mosaic-YYYY-MM/...               the tile's COGs, item and quick-look
+
+The Collection (what openEO's ``load_stac`` and STAC Browser read) has the area's extent, its
+``summaries`` (the tiles' ``grid:code``, the months), ``item_assets`` (every layer's
+``raster:bands``) and the month VRTs as its assets. Its items carry ``grid:code`` (STAC grid
+extension) and link to it as their collection.
+
+The VRTs are written here by hand (a few lines of XML: one ``SimpleSource`` per tile, the tiles
+of a fixed grid never overlap): GDAL's ``gdalbuildvrt`` is not among this package's dependencies
+(rasterio has no Python API for it, and GDAL's own bindings are not installed with rasterio's
+wheels). GDAL, QGIS and rioxarray open them as one raster, with the COGs' overviews.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pystac
+import rasterio
+from pystac.layout import CustomLayoutStrategy
+
+from . import __version__
+from .export import PREFIX, Month, Written, _raster_band, month_items
+from .quicklook import Quicklook, month_quicklook, overview_picture
+from .statistics import REFLECTANCE, Layer, count_layer
+from .tiling import GRID_EXTENSION, TileGrid
+
+__all__ = ["TileOutputs", "assemble_collection", "write_vrt"]
+
+log = logging.getLogger(__name__)
+
+COLLECTION_ID = "cubemosaic"
+#: The media type GDAL's VRT files are served with (GDAL's own documentation's).
+VRT_MEDIA_TYPE = "application/x-gdal-vrt"
+PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+EO_EXTENSION = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+
+
+@dataclass(frozen=True)
+class TileOutputs:
+    """One tile's written months (its COGs in ``output_dir/<tile id>``), with its grid code."""
+
+    tile: str
+    code: str
+    written: Written
+
+
+def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: TileGrid) -> dict[Path, float]:
+    """Write the items of every tile and month, the month VRTs and quick-looks, the overview
+    picture and ``collection.json``; remove tile folders an earlier request listed that this one
+    does not make. Returns the month VRTs of the mosaic, in month order, with the share of the
+    area each has a clear observation for."""
+    earlier = listed_tiles(output_dir)
+    layers = tiles[0].written.layers
+    collection = pystac.Collection(
+        id=COLLECTION_ID,
+        title="cubemosaic monthly mosaics",
+        description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic, one item per tile and month",
+        extent=pystac.Extent(pystac.SpatialExtent([[0, 0, 0, 0]]), pystac.TemporalExtent([[None, None]])),
+        license="other",  # Copernicus Sentinel data terms: see the providers
+        providers=[
+            pystac.Provider("ESA", roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR]),
+            pystac.Provider(f"cubemosaic {__version__}", roles=[pystac.ProviderRole.PROCESSOR]),
+        ],
+    )
+    collection.stac_extensions += [GRID_EXTENSION, PROJECTION_EXTENSION, RASTER_EXTENSION, EO_EXTENSION]
+    items: list[pystac.Item] = []
+    months: dict[str, list[tuple[TileOutputs, Month]]] = {}
+    for t in tiles:
+        for month, (item, _) in zip(t.written.months, month_items(t.written, tile=t.tile, code=t.code), strict=True):
+            items.append(item)
+            months.setdefault(month.tag, []).append((t, month))
+    for item in items:
+        collection.add_item(item)
+    collection.extent = pystac.Extent.from_items(items)
+    collection.summaries = pystac.Summaries(
+        {"grid:code": sorted(t.code for t in tiles), "cubemosaic:months": sorted(months)}
+    )
+    collection.item_assets = {
+        layer.key: pystac.ItemAssetDefinition.create(
+            title=layer.title,
+            description=None,
+            media_type=pystac.MediaType.COG,
+            roles=list(layer.roles),
+            extra_fields=_asset_fields(layer),
+        )  # fmt: skip
+        for layer in layers
+    }
+    looks: list[tuple[str, Quicklook]] = []
+    vrts: dict[Path, float] = {}
+    mosaic, count = layers[0], count_layer(layers)
+    for tag in sorted(months):
+        parts = months[tag]
+        name = f"{PREFIX}-{tag}"
+        for layer in layers:
+            vrt = output_dir / f"{name}{layer.suffix}.vrt"
+            write_vrt(vrt, [m.path(t.written.folder, layer) for t, m in parts])
+            collection.add_asset(
+                f"{name}{layer.suffix}",
+                pystac.Asset(
+                    href=str(vrt), media_type=VRT_MEDIA_TYPE, roles=["data"],
+                    title=f"{layer.title}, {tag}, every tile (GDAL VRT)",
+                ),
+            )  # fmt: skip
+        look = month_quicklook(
+            output_dir / f"{name}{mosaic.suffix}.vrt",
+            output_dir / f"{name}{count.suffix}.vrt",
+            output_dir / f"{name}-quicklook.png",
+        )
+        looks.append((tag, look))
+        vrts[output_dir / f"{name}{mosaic.suffix}.vrt"] = look.clear_share
+    overview = overview_picture(looks, output_dir / "overview.png")
+    collection.add_asset(
+        "overview",
+        pystac.Asset(
+            href=str(overview),
+            media_type=pystac.MediaType.PNG,
+            roles=["overview"],
+            title="Every month over the whole area",
+        ),  # fmt: skip
+    )
+    log.info("export: %s shows every month over the whole area", overview)
+
+    def item_href(item: pystac.Item, parent_dir: str) -> str:
+        return str(Path(item.assets[mosaic.key].href).with_name(f"{Path(item.assets[mosaic.key].href).stem}.json"))
+
+    collection.normalize_hrefs(f"{output_dir.absolute()}/", strategy=CustomLayoutStrategy(item_func=item_href))
+    collection.make_all_asset_hrefs_relative()
+    collection.save(pystac.CatalogType.SELF_CONTAINED)
+    for tile in sorted(earlier - {t.tile for t in tiles}):  # an earlier request's tiles
+        shutil.rmtree(output_dir / tile, ignore_errors=True)
+        log.info("export: removed %s, a tile of the earlier request", output_dir / tile)
+    log.info("export: %s lists %d item(s): %d tile(s) x %d month(s) at most", output_dir / "collection.json",
+             len(items), len(tiles), len(months))  # fmt: skip
+    return vrts
+
+
+def _asset_fields(layer: Layer) -> dict:
+    fields: dict = {"raster:bands": [_raster_band(layer).to_dict() for _ in layer.variables]}
+    if layer.kind is REFLECTANCE:
+        fields["eo:bands"] = [{"name": b, "common_name": b} for b in layer.bands]
+    return fields
+
+
+def listed_tiles(output_dir: Path) -> set[str]:
+    """The tile folders the ``collection.json`` already in ``output_dir`` (one of ours) lists."""
+    try:
+        doc = json.loads((output_dir / "collection.json").read_text())
+    except (OSError, ValueError):
+        return set()
+    if doc.get("id") != COLLECTION_ID:
+        return set()
+    tiles = set()
+    for link in doc.get("links", []):
+        rel = [p for p in Path(link.get("href", "")).parts if p != "."]
+        if link.get("rel") == "item" and len(rel) == 3 and rel[1].startswith(f"{PREFIX}-"):
+            tiles.add(rel[0])
+    return tiles
+
+
+_GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32", "float64": "Float64"}
+
+
+def write_vrt(path: Path, sources: Sequence[Path]) -> Path:
+    """A GDAL VRT at ``path`` mosaicking ``sources``: COGs of one grid (CRS, resolution, pixel
+    edges; as a tiled run's tiles are), side by side, never overlapping. Band descriptions,
+    nodata, scale and colour interpretation are the first source's (every tile's are the same)."""
+    metas = []
+    for src in sources:
+        with rasterio.open(src) as ds:
+            metas.append((src, ds.profile, ds.bounds, ds.descriptions, ds.scales, ds.offsets, ds.colorinterp,
+                          ds.block_shapes[0]))  # fmt: skip
+    _, profile, _, descriptions, scales, offsets, colours, _ = metas[0]
+    res_x, res_y = profile["transform"].a, profile["transform"].e
+    left = min(m[2].left for m in metas)
+    top = max(m[2].top for m in metas)
+    right = max(m[2].right for m in metas)
+    bottom = min(m[2].bottom for m in metas)
+    width, height = round((right - left) / res_x), round((top - bottom) / -res_y)
+    root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
+    ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = profile["crs"].to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in (left, res_x, 0, top, 0, res_y))
+    dtype = _GDAL_TYPES[str(profile["dtype"])]
+    nodata = profile.get("nodata")
+    for b in range(profile["count"]):
+        band = ET.SubElement(root, "VRTRasterBand", dataType=dtype, band=str(b + 1))
+        if nodata is not None:
+            ET.SubElement(band, "NoDataValue").text = "nan" if np.isnan(nodata) else repr(nodata)
+        if descriptions[b]:
+            ET.SubElement(band, "Description").text = descriptions[b]
+        ET.SubElement(band, "ColorInterp").text = colours[b].name.capitalize()
+        if scales[b] != 1.0 or offsets[b] != 0.0:
+            ET.SubElement(band, "Offset").text = repr(float(offsets[b]))
+            ET.SubElement(band, "Scale").text = repr(float(scales[b]))
+        for src, prof, bounds, *_, block in metas:
+            source = ET.SubElement(band, "SimpleSource")
+            rel = src.resolve().relative_to(path.parent.resolve())
+            ET.SubElement(source, "SourceFilename", relativeToVRT="1").text = rel.as_posix()
+            ET.SubElement(source, "SourceBand").text = str(b + 1)
+            ET.SubElement(source, "SourceProperties", RasterXSize=str(prof["width"]), RasterYSize=str(prof["height"]),
+                          DataType=dtype, BlockXSize=str(block[1]), BlockYSize=str(block[0]))  # fmt: skip
+            size = dict(xSize=str(prof["width"]), ySize=str(prof["height"]))
+            ET.SubElement(source, "SrcRect", xOff="0", yOff="0", **size)
+            x_off, y_off = round((bounds.left - left) / res_x), round((top - bounds.top) / -res_y)
+            ET.SubElement(source, "DstRect", xOff=str(x_off), yOff=str(y_off), **size)
+    ET.indent(root)
+    tmp = path.with_name(f".{path.name}.partial")
+    ET.ElementTree(root).write(tmp, encoding="unicode")
+    tmp.replace(path)
+    return path
+
+
+def tile_summaries(tiles: Sequence[TileOutputs]) -> Mapping[str, int]:
+    """Items per month, for the closing lines."""
+    counts: dict[str, int] = {}
+    for t in tiles:
+        for m in t.written.months:
+            counts[m.tag] = counts.get(m.tag, 0) + 1
+    return counts

@@ -1,0 +1,88 @@
+"""Tiled stores: ``cube.zarr`` and ``monthly.zarr`` of an area cut into tiles.
+
+A tiled store is a Zarr group whose members are the tiles' own stores, each a complete cube (or
+monthly) store as an untiled run writes it, resumed and verified on its own::
+
+    cube.zarr/            group; attribute ``cubemosaic`` = {"tiled": {"grid": ..., "tiles": [...]}}
+    cube.zarr/x142y995/   the tile's cube (time, y, x), its signature, its completion record
+    monthly.zarr/x142y995/
+
+so ``xr.open_datatree("cube.zarr", engine="zarr")`` shows every tile, and
+``xr.open_zarr("cube.zarr", group="x142y995")`` one. The group's record lists the tiles in their
+order (what a later stage, started without a search, works on) and the grid they were cut on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import fsspec
+
+from .errors import OutputError
+from .store import ATTR, open_group
+from .tiling import Tile, TileGrid
+
+__all__ = ["TiledRecord", "member", "read_tiled", "write_tiled"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TiledRecord:
+    """What a tiled store's group says: the grid and the tiles (their records, in order)."""
+
+    grid: TileGrid
+    tiles: tuple[dict[str, Any], ...]
+
+    @property
+    def ids(self) -> list[str]:
+        return [t["id"] for t in self.tiles]
+
+
+def member(root: str, tile_id: str) -> str:
+    """The path (or URL) of one tile's store in the tiled store at ``root``."""
+    return f"{root.rstrip('/')}/{tile_id}"
+
+
+def read_tiled(root: str) -> TiledRecord | None:
+    """The record of the tiled store at ``root``; ``None`` if it is not one (an untiled store, or none)."""
+    try:
+        raw = open_group(root, "r").attrs.get(ATTR)
+    except Exception:  # noqa: BLE001  (missing, or not a zarr group: not tiled)
+        return None
+    record = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+    tiled = record.get("tiled")
+    if not tiled:
+        return None
+    return TiledRecord(TileGrid(**tiled["grid"]), tuple(tiled["tiles"]))
+
+
+def write_tiled(root: str, grid: TileGrid, tiles: Sequence[Tile | dict], *, overwrite: bool, label: str) -> None:
+    """Make ``root`` the tiled store of ``tiles`` (create it, or keep its tiles' stores to resume).
+
+    An untiled store at ``root`` (an earlier request over an area that fitted one tile) is replaced
+    only with ``overwrite``; else :class:`OutputError` names it. A tiled store made on another grid
+    is replaced the same way: its tiles' pixels are not this request's.
+    """
+    records = [t.record() if isinstance(t, Tile) else dict(t) for t in tiles]
+    fs, path = fsspec.core.url_to_fs(root)
+    if fs.exists(path):
+        earlier = read_tiled(root)
+        other = None
+        if earlier is None:
+            other = "holds an untiled store (an area that fitted one tile)"
+        elif earlier.grid != grid:
+            other = f"was cut on another grid ({earlier.grid.record()})"
+        if other:
+            if not overwrite:
+                raise OutputError(
+                    f"output_dir: {root} {other}; choose another output_dir or set overwrite=true to replace it"
+                )
+            log.info("%s: replacing %s (overwrite=true)", label, root)
+            fs.rm(path, recursive=True)
+    group = open_group(root, "a")
+    group.attrs[ATTR] = json.dumps({"tiled": {"grid": grid.record(), "tiles": records}})

@@ -175,6 +175,8 @@ def _job(cfg: Any) -> None:
         with _working_dir(get_original_cwd()):  # relative paths mean what they meant where the user typed them
             settings = to_settings(cfg)
         run(settings)
+        if settings.stage == "plan":  # it wrote nothing: no folder of it stays behind
+            _remove_created()
     except CubeMosaicError as e:
         _remove_created()
         if _debug_asked():

@@ -89,6 +89,9 @@ def run(settings: Settings) -> Outputs:
     object storage; the folders it only reads, shared. A second run that would write (or replace)
     what this one holds refuses in one line naming this run.
     """
+    if settings.stage == "plan":  # searches and plans; writes nothing, holds nothing
+        plan_only(settings)
+        return outputs(settings)
     with ExitStack() as held:
         for parameter, where, shared in owned(settings):
             if is_local(where):
@@ -220,6 +223,9 @@ def _run(settings: Settings) -> Outputs:
             settings = resolve_demo(settings)
             plan = _plan(settings)
     units, grid = units_of(out, plan, settings)
+    if plan is not None:
+        for line in figures_of(settings, plan, units).lines():
+            log.info("%s", line)
     if grid is not None:
         log.info("tiles: the area is cut into %d tile(s) of up to %d x %d pixels (%s); each is a work unit, "
                  "resumed and skipped when done", len(units), grid.size, grid.size, units[0].code.rsplit("-", 1)[0])  # fmt: skip
@@ -283,6 +289,57 @@ def _run(settings: Settings) -> Outputs:
         log.info("%s", line)
     log.info("done: outputs in %s", out.root)  # the last line of a run
     return out
+
+
+def plan_only(settings: Settings) -> dict:
+    """``stage=plan``: search, cut into tiles, log the plan and print it on stdout as one JSON
+    object; nothing is written. Returns the JSON object."""
+    with _timed("search"):
+        settings = resolve_demo(settings)
+        plan = _plan(settings)
+    units, _ = units_of(outputs(settings), plan, settings)
+    figures = figures_of(settings, plan, units)
+    for line in figures.lines():
+        log.info("%s", line)
+    record = figures.record()
+    print(json.dumps(record), flush=True)
+    log.info("done: planned only (stage=plan), nothing written")
+    return record
+
+
+def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
+    """The plan's figures for ``units``; :class:`ConfigError` when they exceed this machine (or the
+    cluster's workers), before any read."""
+    from .cluster import gateway_requested
+    from .plan import check_feasible, estimate, machine_memory_mb, n_months
+    from .statistics import composite
+
+    spec = settings.cluster
+    layers = composite(tuple(plan.bands), settings.statistics, settings.provenance, settings.percentile_method).layers()
+    on_gateway = gateway_requested(spec)
+    cores = os.cpu_count() or 1
+    threads = int(spec.worker_cores or 1) if on_gateway else int(spec.threads_per_worker or cores)
+    assert settings.start_date and settings.end_date
+    figures = estimate(
+        [(u.geobox, u.scenes) for u in units],
+        band_keys=list(plan.bands.values()),
+        scl_key=plan.scl,
+        n_layers=sum(len(layer.variables) for layer in layers),
+        months=n_months(settings.start_date, settings.end_date),
+        chunk_size=settings.chunk_size,
+        threads=threads,
+        local_threads=None if on_gateway else threads * int(spec.n_workers or 1),
+    )
+    check_feasible(figures, process_limit_mb=machine_memory_mb(), worker_limit_mb=_worker_limit_mb(spec))
+    return figures
+
+
+def _worker_limit_mb(spec: Any) -> float | None:
+    """A Gateway worker's memory (``cluster.worker_memory``, e.g. ``4G``), in MB, if set."""
+    from dask.utils import parse_bytes
+
+    text = getattr(spec, "worker_memory", None)
+    return parse_bytes(text) / 1e6 if text else None
 
 
 def _index(code: str) -> list[int]:

@@ -1,0 +1,287 @@
+"""What a request means before it runs: scenes, days, tiles, pixels, bytes, memory, tasks.
+
+``stage=plan`` searches, cuts the area into tiles and prints these figures (for people in the log,
+and on stdout as one JSON object) without writing anything; every real run logs the same figures
+in its first lines, and a request whose figures exceed this machine stops before its first read.
+
+The figures are estimates from the STAC items alone (no pixel is read):
+
+- ``read_bytes``: for each tile and each scene that meets it, each asset's pixels under the tile
+  at the level the reader decodes (the finest overview that nests in the output pixel, as
+  :mod:`cubemosaic.read` picks it), times the asset's bytes per pixel: its ``file:size`` (or, for
+  a local file, its size on disk) over its pixels; else :data:`BYTES_PER_PIXEL`.
+- ``write_bytes``: the cube (a day a step over each tile), the monthly store and the COGs, at the
+  compressed sizes per pixel measured on the benchmark's archives (:data:`CUBE_BYTES_PER_VALUE`...).
+- ``peak_memory_mb``: the larger of the job's process and one Dask worker: a base (imports,
+  GDAL's cache) plus, per thread, the largest task: a cube block (a shard of every band and a mask
+  per scene of the day) or a month block (every day of the month of a shard and band).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from odc.geo.geobox import GeoBox
+from odc.geo.geom import Geometry
+
+from .errors import ConfigError
+from .scenes import Scene
+from .urls import is_local, local_path
+
+__all__ = ["Figures", "check_feasible", "estimate"]
+
+#: Bytes per pixel of an L2A asset whose size is not known: Planetary Computer's COGs of a
+#: tile (10980 x 10980 at 10 m) are 150-250 MB for a reflectance band (deflate, with overviews),
+#: 2-6 MB for the SCL at 20 m.
+BYTES_PER_PIXEL = {"band": 1.6, "scl": 0.1}
+#: Compressed bytes per stored value, measured on the benchmark's archives (year20, region20):
+#: the cube (lz4, one uint16 a band and day), the monthly store (zstd), the COGs (zstd level 1
+#: with a predictor, overviews 1/3 more).
+CUBE_BYTES_PER_VALUE = 1.2
+MONTHLY_BYTES_PER_VALUE = 1.3
+COG_BYTES_PER_VALUE = 1.6
+#: A process before its first task: Python, numpy, dask, rasterio/GDAL, zarr imported, and GDAL's
+#: block cache as it fills (measured: the demo's run peaks at ~340 MB).
+BASE_PROCESS_MB = 320.0
+BASE_WORKER_MB = 250.0
+
+
+@dataclass(frozen=True)
+class Figures:
+    """A request's plan."""
+
+    scenes: int
+    solar_days: int
+    months: int
+    tiles: int
+    #: Output pixels (each band, each month): the tiles' grids.
+    pixels: int
+    read_bytes: int
+    write_bytes: int
+    #: The larger of the two below.
+    peak_memory_mb: int
+    process_memory_mb: int
+    worker_memory_mb: int
+    #: Dask tasks of the whole run (cube blocks, month blocks), and of its largest batch.
+    tasks: int
+    threads: int
+    #: The largest tile, (rows, columns).
+    largest_tile: tuple[int, int]
+    #: Whether the tasks run in this process (a local run), not on a cluster's workers.
+    local: bool = True
+
+    def record(self) -> dict:
+        return {**asdict(self), "largest_tile": list(self.largest_tile)}
+
+    def lines(self) -> list[str]:
+        """The plan for people, a figure a line."""
+        h, w = self.largest_tile
+        return [
+            f"plan: {self.scenes} scene(s) on {self.solar_days} solar day(s), {self.months} month(s)",
+            f"plan: {self.tiles} tile(s) (largest {w} x {h} px), {self.pixels / 1e6:.1f} Mpx of output a band and month",
+            f"plan: about {_size(self.read_bytes)} to read, {_size(self.write_bytes)} to write",
+            f"plan: peak memory about {self.process_memory_mb} MB in this process"
+            + (
+                f" ({self.threads} thread(s) run the tasks here)"
+                if self.local
+                else f", {self.worker_memory_mb} MB per Dask worker ({self.threads} thread(s) each)"
+            )
+            + f"; {self.tasks} task(s)",
+        ]
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+def estimate(
+    units: Sequence[tuple[GeoBox, Sequence[Scene]]],
+    *,
+    band_keys: Sequence[str],
+    scl_key: str,
+    n_layers: int,
+    months: int,
+    chunk_size: int,
+    threads: int,
+    local_threads: int | None = None,
+) -> Figures:
+    """The figures of a run over ``units`` (each a grid and the scenes that meet it).
+
+    ``n_layers``: uint16 values a pixel and month the monthly store holds (bands of every
+    statistic, the count, provenance). ``threads``: per Dask worker; ``local_threads``: the job's
+    own, when the tasks run in it (a local run), else ``None``.
+    """
+    scenes = {s.id: s for _, ss in units for s in ss}
+    days = {s.day for s in scenes.values()}
+    n_bands = len(band_keys)
+    read = 0.0
+    cube_values = 0.0
+    largest_task = 0.0
+    tasks = 0
+    sizes: dict[str, float] = {}
+    for geobox, unit_scenes in units:
+        extent = geobox.extent
+        res = abs(geobox.resolution.x)
+        ny, nx = geobox.shape
+        shard = _shard(geobox.shape, chunk_size)
+        shard_px = shard[0] * shard[1]
+        blocks = math.ceil(ny / shard[0]) * math.ceil(nx / shard[1])
+        by_day: dict = {}
+        for scene in unit_scenes:
+            by_day.setdefault(scene.day, []).append(scene)
+            for key in (*band_keys, scl_key):
+                grid = scene.assets.get(key)
+                if grid is None or grid.transform is None or grid.shape is None:
+                    continue
+                native = abs(grid.transform[0])
+                own = GeoBox(grid.shape, _affine(grid.transform), grid.crs)
+                overlap = _overlap_area(own.extent, extent)
+                if overlap <= 0:
+                    continue
+                factor = _nesting_factor(native, res)
+                pixels = overlap / (native * factor) ** 2
+                kind = "scl" if key == scl_key else "band"
+                read += pixels * _bytes_per_pixel(grid.href, grid.shape, kind, sizes)
+        for day_scenes in by_day.values():
+            cover = min(1.0, sum(_overlap_area(_footprint(s, extent), extent) for s in day_scenes) / extent.area)
+            cube_values += cover * ny * nx * n_bands
+        max_per_day = max((len(v) for v in by_day.values()), default=0)
+        # A cube block: the fused output and one scene's bands (uint16), a mask per scene of the day (bool).
+        cube_task = shard_px * (2 * n_bands * 2 + max_per_day)
+        # A month block: every day of the month of each band (uint16), sorted in place, and its layers.
+        days_per_month = _max_days_per_month(by_day)
+        month_task = shard_px * (days_per_month * n_bands * 2 * 1.5 + n_layers * 2)
+        largest_task = max(largest_task, cube_task, month_task)
+        tasks += blocks * (len(by_day) + months)
+    pixels = sum(g.shape[0] * g.shape[1] for g, _ in units)
+    write = cube_values * CUBE_BYTES_PER_VALUE + pixels * months * n_layers * (
+        MONTHLY_BYTES_PER_VALUE + COG_BYTES_PER_VALUE
+    )
+    task_mb = largest_task / 1e6
+    worker = BASE_WORKER_MB + threads * task_mb
+    process = BASE_PROCESS_MB + (local_threads * task_mb if local_threads else 0.0)
+    largest = max((tuple(g.shape) for g, _ in units), key=lambda s: s[0] * s[1], default=(0, 0))
+    return Figures(
+        scenes=len(scenes),
+        solar_days=len(days),
+        months=months,
+        tiles=len(units),
+        pixels=int(pixels),
+        read_bytes=int(read),
+        write_bytes=int(write),
+        peak_memory_mb=int(max(process, worker if local_threads is None else 0)),
+        process_memory_mb=int(process),
+        worker_memory_mb=int(worker if local_threads is None else process),
+        tasks=int(tasks),
+        threads=int(local_threads or threads),
+        largest_tile=(int(largest[0]), int(largest[1])),
+        local=local_threads is not None,
+    )
+
+
+def check_feasible(figures: Figures, *, process_limit_mb: float, worker_limit_mb: float | None = None) -> None:
+    """:class:`ConfigError` in one line when the plan needs more memory than a process (or a Dask
+    worker) has: the figure, the limit, and what lowers it."""
+    remedy = "lower chunk_size (a task holds a shard of 2 x 2 chunks) or cluster.threads_per_worker"
+    if figures.process_memory_mb > process_limit_mb:
+        raise ConfigError(
+            "chunk_size",
+            f"the plan needs about {figures.process_memory_mb} MB in this process, more than its "
+            f"{process_limit_mb:.0f} MB: {remedy}",
+        )
+    if worker_limit_mb is not None and figures.worker_memory_mb > worker_limit_mb:
+        raise ConfigError(
+            "cluster.worker_memory",
+            f"the plan needs about {figures.worker_memory_mb} MB per Dask worker, more than its "
+            f"{worker_limit_mb:.0f} MB: raise cluster.worker_memory or {remedy}",
+        )
+
+
+def machine_memory_mb() -> float:
+    """This machine's memory (or the container's limit, when it sets one), in MB."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit_file).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total / 1e6
+
+
+def _shard(shape: tuple[int, int], chunk_size: int) -> tuple[int, int]:
+    """The shard (= task block) the cube stage uses on a grid of ``shape`` (:func:`cubemosaic.cube.chunk_layout`)."""
+    out = []
+    for dim in shape:
+        n = -(-dim // chunk_size)
+        c = -(-dim // n)
+        out.append(c * min(2, n))
+    return out[0], out[1]
+
+
+def _affine(t):
+    from affine import Affine
+
+    return Affine(*t)
+
+
+def _overlap_area(a: Geometry, b: Geometry) -> float:
+    """Area (in ``b``'s CRS units) of ``a`` and ``b`` in common."""
+    try:
+        a2 = a.to_crs(b.crs) if a.crs != b.crs else a
+        return float(a2.intersection(b).area)
+    except Exception:  # noqa: BLE001  (a footprint that cannot be projected to the grid's CRS)
+        return 0.0
+
+
+def _footprint(scene: Scene, extent: Geometry) -> Geometry:
+    from .tiling import footprint
+
+    fp = footprint(scene)
+    return fp if fp is not None else extent
+
+
+def _nesting_factor(native: float, res: float) -> int:
+    """The overview factor the reader decodes for ``res`` m from a ``native`` m asset: the largest
+    power of two whose pixel nests in the output pixel (1 when none does)."""
+    ratio = res / native
+    factor = 1
+    while ratio / (factor * 2) >= 1 and abs(ratio / (factor * 2) - round(ratio / (factor * 2))) < 1e-9:
+        factor *= 2
+    return factor
+
+
+def _bytes_per_pixel(href: str, shape: tuple[int, int], kind: str, sizes: dict[str, float]) -> float:
+    """The asset's bytes per native pixel: a local file's size on disk over its pixels (overviews
+    included in the size), else the typical figure."""
+    if href in sizes:
+        return sizes[href]
+    value = BYTES_PER_PIXEL[kind]
+    if is_local(href):
+        try:
+            value = os.path.getsize(local_path(href)) / (shape[0] * shape[1])
+        except OSError:
+            pass
+    sizes[href] = value
+    return value
+
+
+def _max_days_per_month(by_day: dict) -> int:
+    counts: dict[tuple[int, int], int] = {}
+    for day in by_day:
+        counts[(day.year, day.month)] = counts.get((day.year, day.month), 0) + 1
+    return max(counts.values(), default=0)
+
+
+def n_months(start, end) -> int:
+    """Calendar months the period touches."""
+    return (end.year - start.year) * 12 + end.month - start.month + 1

@@ -356,9 +356,11 @@ def _write_month(
     output_dir: Path,
     source: Mapping[str, str],
     common,
+    cluster: ClusterCogs | None = None,
 ) -> bool:
-    """Write the month's COGs, one per layer, that are missing or were made from something else;
-    remove its COGs of layers no longer asked for. Returns whether any was written."""
+    """Write the month's COGs, one per layer, that are missing or were made from something else
+    (on the cluster's workers with ``cluster``); remove its COGs of layers no longer asked for.
+    Returns whether any was written."""
     i = month.index
     wanted = {month.path(output_dir, layer) for layer in layers}
     stale = [
@@ -372,9 +374,7 @@ def _write_month(
         if _written_from(path, source):
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_cog(
-            path,
-            lambda ys, xs, layer=layer: np.stack([arrays[v][i, ys, xs] for v in layer.variables]),
+        options = dict(
             shape=(len(layer.variables), *common["shape"]),
             block=common["block"],
             dtype=layer.kind.dtype,
@@ -386,6 +386,11 @@ def _write_month(
             scale=layer.kind.scale,
             tags=source,
         )
+        if cluster is not None:
+            cluster.write(path, arrays, layer.variables, i, options)
+        else:
+            write_cog(path, lambda ys, xs, layer=layer: np.stack([arrays[v][i, ys, xs] for v in layer.variables]),
+                      **options)  # fmt: skip
         written = True
     for path in stale:
         path.unlink(missing_ok=True)
@@ -426,10 +431,13 @@ class Written:
         return [m.path(self.folder, self.layers[0]) for m in self.months]
 
 
-def write_months(monthly_path: str, folder: Path, *, label: str = "") -> Written | None:
+def write_months(
+    monthly_path: str, folder: Path, *, label: str = "", cluster: ClusterCogs | None = None
+) -> Written | None:
     """Write the COGs (one per layer) of every month of the monthly store at ``monthly_path`` with
     a clear pixel into ``folder``; ``None`` when no month has one. COGs made from the same request
-    and scenes are kept as they are."""
+    and scenes are kept as they are. With ``cluster``, the COGs are made on its Dask workers, all
+    months at once (else two months at a time in this process)."""
 
     attrs = store.read_attrs(monthly_path)
     if not attrs.get("complete"):
@@ -463,11 +471,12 @@ def write_months(monthly_path: str, folder: Path, *, label: str = "") -> Written
             log.info("export: %s has no clear pixel, skipped %s", month.tag, where)
             return None
         source = {SOURCE_TAG: f"{_made_from(attrs, ' '.join(month.sources))} {month.tag}"}
-        written = _write_month(month, layers, arrays, folder, source, common)
+        written = _write_month(month, layers, arrays, folder, source, common, cluster)
         log.info("export: %s %s %s", month.path(folder, mosaic), "written" if written else "is up to date", where)
         return month, written
 
-    with ThreadPoolExecutor(min(2, os.cpu_count() or 1)) as pool:
+    threads = max(1, len(months)) if cluster is not None else min(2, os.cpu_count() or 1)
+    with ThreadPoolExecutor(threads) as pool:
         done = [r for r in pool.map(export_one, months) if r is not None]
     if not done:
         return None
@@ -477,11 +486,11 @@ def write_months(monthly_path: str, folder: Path, *, label: str = "") -> Written
                    skipped)  # fmt: skip
 
 
-def export_months(monthly_path: str, output_dir: Path) -> list[Path]:
-    """Write every month's COGs (one per layer), STAC items, quick-looks and ``catalog.json``;
-    returns the mosaic paths."""
+def export_months(monthly_path: str, output_dir: Path, *, cluster: ClusterCogs | None = None) -> list[Path]:
+    """Write every month's COGs (one per layer; on the cluster's workers with ``cluster``), STAC
+    items, quick-looks and ``catalog.json``; returns the mosaic paths."""
 
-    written = write_months(monthly_path, output_dir)
+    written = write_months(monthly_path, output_dir, cluster=cluster)
     if written is None:
         raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
     kept, layers = written.months, written.layers
@@ -559,6 +568,57 @@ def _assemble_catalog(output_dir: Path, written: Written) -> None:
     catalog.normalize_hrefs(f"{output_dir.absolute()}/")
     catalog.make_all_asset_hrefs_relative()
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
+
+
+class ClusterCogs:
+    """Makes COGs on a Dask cluster's workers, this process writing the bytes they send back
+    (tmp file, rename): the compression and the overviews, the export's cost, run on the workers.
+
+    Where the workers see the monthly store (``relay`` False: a shared folder, object storage),
+    each reads its month's layer itself; else this process reads it and sends it (the tile's
+    layer of one month: bounded by ``tile_size``). Either way the COG is made by the same
+    :func:`write_cog` as in this process, so the files are the same.
+    """
+
+    def __init__(self, client: Any, monthly_path: str, relay: bool) -> None:
+        self.client, self.monthly_path, self.relay = client, monthly_path, relay
+
+    def write(self, path: Path, arrays: Mapping[str, Any], variables: Sequence[str], i: int,
+              options: Mapping[str, Any]) -> None:  # fmt: skip
+        if self.relay:
+            source: Any = np.stack([arrays[v][i] for v in variables])
+        else:
+            source = self.monthly_path
+        future = self.client.submit(cog_bytes, source, tuple(variables), i, path.name, dict(options), pure=False)
+        data = future.result()
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise WriteError(f"output_dir: cannot write {path}: {_write_problem(e, path.parent)}") from None
+
+
+def cog_bytes(source: Any, variables: Sequence[str], i: int, name: str, options: Mapping[str, Any]) -> bytes:
+    """On a worker: the COG of month ``i`` of ``variables`` (read from the monthly store at
+    ``source``, or given as a (bands, y, x) array), made in a temporary folder; its bytes."""
+    import tempfile
+
+    if isinstance(source, str):
+        arrays = store.dn_arrays(source, list(variables))
+
+        def read(ys: slice, xs: slice) -> np.ndarray:
+            return np.stack([arrays[v][i, ys, xs] for v in variables])
+    else:
+
+        def read(ys: slice, xs: slice) -> np.ndarray:
+            return source[:, ys, xs]
+
+    with tempfile.TemporaryDirectory(prefix="cubemosaic-cog-") as folder:
+        path = Path(folder) / name
+        write_cog(path, read, **options)
+        return path.read_bytes()
 
 
 #: GeoTIFF metadata tag naming the monthly store (its request) and month a COG was made from.

@@ -234,7 +234,7 @@ def _run(settings: Settings) -> Outputs:
     progress = TileProgress(len(units)) if grid is not None else None
     with ExitStack() as context:
         client = relay = None
-        if "cube" in stages or "composite" in stages:
+        if "cube" in stages or "composite" in stages or "export" in stages:
             client = context.enter_context(dask_client(settings.cluster))
             context.enter_context(worker_failures(settings.cluster, client))
             relay = choose_relay(client, _store_folders(out))
@@ -243,6 +243,8 @@ def _run(settings: Settings) -> Outputs:
         if grid is not None and "composite" in stages:
             write_tiled(out.monthly, grid, [{"id": u.tile, "index": _index(u.code)} for u in units],
                         overwrite=settings.overwrite, label="composite")  # fmt: skip
+        if "export" in stages:
+            _say_where_cogs_are_made(client, relay)
         for unit in units:
             if "cube" in stages:
                 _cube(settings, unit, plan, client, relay)
@@ -267,12 +269,13 @@ def _run(settings: Settings) -> Outputs:
                 if "composite" not in stages:
                     check_intact(unit.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
                 with _timed(f"export{unit.label}"):
+                    cogs = _cluster_cogs(client, unit.monthly, relay)
                     if grid is None:
                         from .export import export_months
 
-                        mosaics = export_months(unit.monthly, unit.root)
+                        mosaics = export_months(unit.monthly, unit.root, cluster=cogs)
                     else:
-                        exported += _export_tile(unit)
+                        exported += _export_tile(unit, cogs)
             if progress is not None:
                 progress.advance(unit.tile)
     shares: dict[Path, float] = {}
@@ -381,12 +384,30 @@ def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, relay: Any) -
         )
 
 
-def _export_tile(unit: Unit) -> list[Any]:
+def _cluster_cogs(client: Any, monthly: str, relay: Any) -> Any:
+    """The export's COGs made on the cluster's workers (None: in this process, no cluster)."""
+    if client is None:
+        return None
+    from .export import ClusterCogs
+
+    return ClusterCogs(client, monthly, relay=relay is not None)
+
+
+def _say_where_cogs_are_made(client: Any, relay: Any) -> None:
+    if client is None:
+        log.info("export: COGs made in this process (2 months at a time)")
+        return
+    how = "this process sends each month's layer and writes the files" if relay is not None else (
+        "they read the monthly store, this process writes the files")  # fmt: skip
+    log.info("export: COGs made on the cluster's Dask workers (%s)", how)
+
+
+def _export_tile(unit: Unit, cogs: Any = None) -> list[Any]:
     """The tile's COGs (its items are made with the Collection); a tile without any clear month has none."""
     from .collection import TileOutputs
     from .export import write_months
 
-    written = write_months(unit.monthly, unit.root, label=unit.label)
+    written = write_months(unit.monthly, unit.root, label=unit.label, cluster=cogs)
     if written is None:
         log.info("export: tile %s has no month with a clear pixel: no item", unit.tile)
         return []

@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
+import rasterio
 
 from conftest import assert_same_cogs, cli
 
@@ -147,6 +149,29 @@ def test_workers_that_cannot_see_the_job_folder_compute_and_the_client_writes(pr
     assert ran > 100, "the work ran on the gateway's workers"
     assert_same_cogs(demo_run, out)
     assert not list(out.glob(".cubemosaic-reach-*")), "no marker left behind"
+
+
+def test_a_tiled_run_exports_on_workers_that_cannot_see_the_job_folder(private_gateway, hidden_dir, tmp_path):
+    """A run cut into tiles, on workers that do not mount the job's folder: the workers make the
+    COGs too (this process sends each tile's month and writes the bytes back), and they are the
+    COGs the same tiled run makes in one process."""
+    local = tmp_path / "local"
+    proc = cli(["catalog=demo", "tile_size=128", f"output_dir={local}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "export: COGs made in this process" in proc.stderr
+    out = hidden_dir / "tiled-job"
+    with private_gateway.running_cluster() as (cluster, transitions):
+        proc = cli(["catalog=demo", "tile_size=128", f"output_dir={out}"],
+                   env=private_gateway.env(DASK_CLUSTER=cluster.name), cwd=hidden_dir)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "export: COGs made on the cluster's Dask workers (this process sends" in proc.stderr
+    tifs = sorted(local.glob("x*/monthly-mosaic-*/*.tif"))
+    assert len(tifs) == 6 * 4 * 2, "6 tiles x 4 months x (mosaic, count)"
+    for tif in tifs:
+        with rasterio.open(tif) as a, rasterio.open(out / tif.relative_to(local)) as b:
+            assert a.profile == b.profile and a.tags() == b.tags()
+            np.testing.assert_array_equal(a.read(), b.read())
+    assert (out / "collection.json").is_file() and (out / "monthly-mosaic-2022-01.vrt").is_file()
 
 
 def test_cube_then_mosaic_on_workers_that_see_no_disk(private_gateway, hidden_dir, demo_run):

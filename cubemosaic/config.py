@@ -97,7 +97,7 @@ class Config:
     chunk_size: int = 1024
     #: Pixels a side of a tile, the work unit of a large area (a grid wider or higher is cut into
     #: tiles of a fixed grid anchored to the CRS's origin; one that fits is one unit, untiled).
-    tile_size: int = 8192
+    tile_size: int = 4096
     output_dir: str = "output"
     #: Where cube.zarr and monthly.zarr go: ``null`` = output_dir, or an fsspec URL (s3://, gs://, az://).
     zarr_dir: str | None = None

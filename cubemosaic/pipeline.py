@@ -229,7 +229,6 @@ def _run(settings: Settings) -> Outputs:
     if grid is not None:
         log.info("tiles: the area is cut into %d tile(s) of up to %d x %d pixels (%s); each is a work unit, "
                  "resumed and skipped when done", len(units), grid.size, grid.size, units[0].code.rsplit("-", 1)[0])  # fmt: skip
-    exported: list[Any] = []
     mosaics: list[Path] = []
     progress = TileProgress(len(units)) if grid is not None else None
     with ExitStack() as context:
@@ -245,7 +244,11 @@ def _run(settings: Settings) -> Outputs:
                         overwrite=settings.overwrite, label="composite")  # fmt: skip
         if "export" in stages:
             _say_where_cogs_are_made(client, relay)
-        for unit in units:
+
+        def work(unit: Unit) -> list[Any]:
+            """The unit's stages; the tile's exported months (untiled: none, its catalog is written)."""
+            nonlocal mosaics
+            done: list[Any] = []
             if "cube" in stages:
                 _cube(settings, unit, plan, client, relay)
             if "composite" in stages:
@@ -275,9 +278,15 @@ def _run(settings: Settings) -> Outputs:
 
                         mosaics = export_months(unit.monthly, unit.root, cluster=cogs)
                     else:
-                        exported += _export_tile(unit, cogs)
+                        done = _export_tile(unit, cogs)
             if progress is not None:
                 progress.advance(unit.tile)
+            return done
+
+        in_flight = tiles_in_flight(client, len(units))
+        if in_flight > 1:
+            log.info("tiles: %d tile(s) at a time on the cluster's workers", in_flight)
+        exported = [t for part in _each(work, units, in_flight) for t in part]
     shares: dict[Path, float] = {}
     if grid is not None and "export" in stages:
         from .collection import assemble_collection
@@ -414,6 +423,41 @@ def _export_tile(unit: Unit, cogs: Any = None) -> list[Any]:
     return [TileOutputs(unit.tile, unit.code, written)]
 
 
+#: Dask tasks (block writes of a batch of days) a tile gives the cluster at once; tiles run side
+#: by side until the cluster's threads have this many each: a 2 x 2-shard tile's batch of 16 days
+#: is 64 tasks.
+TASKS_PER_TILE = 64
+#: At most this many tiles in flight in the job's process (each holds its graph and, relayed, its blocks).
+MAX_TILES_IN_FLIGHT = 8
+
+
+def tiles_in_flight(client: Any, n_units: int) -> int:
+    """How many tiles run side by side: one on the local threaded scheduler (its threads are the
+    machine's, one tile keeps them busy), else as many as the cluster's threads can keep busy."""
+    if client is None or n_units < 2:
+        return 1
+    threads = sum(client.nthreads().values())
+    return max(1, min(n_units, MAX_TILES_IN_FLIGHT, threads // TASKS_PER_TILE))
+
+
+def _each(work: Any, units: list[Unit], in_flight: int) -> list[Any]:
+    """``work`` of every unit, ``in_flight`` at a time, results in the units' order; the first
+    failure stops the run (the tiles still running end, none is started)."""
+    if in_flight == 1:
+        return [work(u) for u in units]
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="tile") as pool:
+        futures = [pool.submit(work, u) for u in units]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [f for f in futures if f.done() and f.exception() is not None]
+        if failed:
+            for f in futures:
+                f.cancel()
+            raise failed[0].exception()  # type: ignore[misc]
+        return [f.result() for f in futures]
+
+
 class TileProgress:
     """Tiles done / total, with the rate and the time left, in the log (one line a tile)."""
 
@@ -422,7 +466,7 @@ class TileProgress:
         self.start = clock()
 
     def advance(self, name: str | None) -> str:
-        self.done += 1
+        self.done += 1  # one thread at a time: tiles in flight advance it under the GIL, a line each
         spent = self.clock() - self.start
         rate = self.done / spent if spent > 0 else float("inf")
         left = (self.total - self.done) / rate if rate > 0 else 0.0

@@ -53,6 +53,12 @@ $graph:
       type: int
       doc: output pixel size in metres
       default: 20
+    tile-size:
+      type: int
+      doc: >-
+        pixels a side of a tile, the work unit of a large area: a larger grid is cut into tiles of a
+        fixed grid (outputs per tile, a STAC Collection and a VRT per month over them)
+      default: 4096
     max-items:
       type: int?
       doc: stop after this many scenes
@@ -93,7 +99,9 @@ $graph:
       outputSource: step_cube/kept-cube
     stac-catalog:
       type: Directory
-      doc: catalog.json and one folder per month with its COG, count and STAC item
+      doc: >-
+        catalog.json and one folder per month with its COG, count and STAC item; for an area cut
+        into tiles, collection.json, a VRT per month and one folder per tile
       outputSource: step_mosaic/stac-catalog
   steps:
     step_cube:
@@ -105,6 +113,7 @@ $graph:
         bands: bands
         collection: collection
         resolution: resolution
+        tile-size: tile-size
         max-items: max-items
         max-cloud-cover: max-cloud-cover
         catalog-url: catalog-url
@@ -162,6 +171,10 @@ $graph:
     resolution:
       type: int
       inputBinding: {prefix: "resolution=", separate: false}
+    tile-size:
+      type: int
+      default: 4096
+      inputBinding: {prefix: "tile_size=", separate: false}
     max-items:
       type: int?
       inputBinding: {prefix: "max_items=", separate: false}

@@ -25,11 +25,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import shapely
+from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
 from .errors import ConfigError
 from .scenes import Scene
+from .tiling import footprint
 from .urls import is_local, local_path
 
 __all__ = ["Figures", "check_feasible", "estimate"]
@@ -127,38 +130,36 @@ def estimate(
     largest_task = 0.0
     tasks = 0
     sizes: dict[str, float] = {}
+    crs = str(units[0][0].crs) if units else "EPSG:4326"
+    shapes = _Shapes(crs)
+    keys = (*band_keys, scl_key)
     for geobox, unit_scenes in units:
-        extent = geobox.extent
+        cell = shapely.box(*geobox.boundingbox)
         res = abs(geobox.resolution.x)
         ny, nx = geobox.shape
         shard = _shard(geobox.shape, chunk_size)
         shard_px = shard[0] * shard[1]
         blocks = math.ceil(ny / shard[0]) * math.ceil(nx / shard[1])
         by_day: dict = {}
+        # Each asset's pixels under the tile at the level the reader decodes, times its bytes a pixel.
+        grids = [(scene.assets[k], k) for scene in unit_scenes for k in keys if k in scene.assets]
+        grids = [(g, k) for g, k in grids if g.transform is not None and g.shape is not None]
+        overlaps = shapely.area(shapely.intersection([shapes.grid(g) for g, _ in grids], cell))
+        for (grid, key), overlap in zip(grids, overlaps, strict=True):
+            if overlap > 0:
+                native = abs(grid.transform[0])
+                pixels = overlap / (native * _nesting_factor(native, res)) ** 2
+                read += pixels * _bytes_per_pixel(grid.href, grid.shape, "scl" if key == scl_key else "band", sizes)
         for scene in unit_scenes:
             by_day.setdefault(scene.day, []).append(scene)
-            for key in (*band_keys, scl_key):
-                grid = scene.assets.get(key)
-                if grid is None or grid.transform is None or grid.shape is None:
-                    continue
-                native = abs(grid.transform[0])
-                own = GeoBox(grid.shape, _affine(grid.transform), grid.crs)
-                overlap = _overlap_area(own.extent, extent)
-                if overlap <= 0:
-                    continue
-                factor = _nesting_factor(native, res)
-                pixels = overlap / (native * factor) ** 2
-                kind = "scl" if key == scl_key else "band"
-                read += pixels * _bytes_per_pixel(grid.href, grid.shape, kind, sizes)
         for day_scenes in by_day.values():
-            cover = min(1.0, sum(_overlap_area(_footprint(s, extent), extent) for s in day_scenes) / extent.area)
-            cube_values += cover * ny * nx * n_bands
+            covered = shapely.area(shapely.intersection([shapes.footprint(s, cell) for s in day_scenes], cell))
+            cube_values += min(1.0, float(covered.sum()) / cell.area) * ny * nx * n_bands
         max_per_day = max((len(v) for v in by_day.values()), default=0)
         # A cube block: the fused output and one scene's bands (uint16), a mask per scene of the day (bool).
         cube_task = shard_px * (2 * n_bands * 2 + max_per_day)
         # A month block: every day of the month of each band (uint16), sorted in place, and its layers.
-        days_per_month = _max_days_per_month(by_day)
-        month_task = shard_px * (days_per_month * n_bands * 2 * 1.5 + n_layers * 2)
+        month_task = shard_px * (_max_days_per_month(by_day) * n_bands * 2 * 1.5 + n_layers * 2)
         largest_task = max(largest_task, cube_task, month_task)
         tasks += blocks * (len(by_day) + months)
     pixels = sum(g.shape[0] * g.shape[1] for g, _ in units)
@@ -228,26 +229,38 @@ def _shard(shape: tuple[int, int], chunk_size: int) -> tuple[int, int]:
     return out[0], out[1]
 
 
-def _affine(t):
-    from affine import Affine
+class _Shapes:
+    """Footprints and asset grids as shapely geometries in the output CRS, each projected once
+    (odc-geo's reprojection costs ~1 ms a geometry; a plan meets each grid in several tiles)."""
 
-    return Affine(*t)
+    def __init__(self, crs: str) -> None:
+        self.crs = crs
+        self.grids: dict[tuple, shapely.Geometry] = {}
+        self.footprints: dict[str, shapely.Geometry | None] = {}
+
+    def grid(self, grid) -> shapely.Geometry:
+        key = (grid.crs, grid.transform, grid.shape)
+        if key not in self.grids:
+            own = GeoBox(grid.shape, Affine(*grid.transform), grid.crs).extent
+            self.grids[key] = _to_crs(own, self.crs)
+        return self.grids[key]
+
+    def footprint(self, scene: Scene, cell: shapely.Geometry) -> shapely.Geometry:
+        """The scene's footprint (the whole ``cell`` where it states none)."""
+        if scene.id not in self.footprints:
+            fp = footprint(scene)
+            self.footprints[scene.id] = _to_crs(fp, self.crs) if fp is not None else None
+        found = self.footprints[scene.id]
+        return cell if found is None else found
 
 
-def _overlap_area(a: Geometry, b: Geometry) -> float:
-    """Area (in ``b``'s CRS units) of ``a`` and ``b`` in common."""
+def _to_crs(geom: Geometry, crs: str) -> shapely.Geometry:
+    """``geom`` in ``crs`` as shapely; empty where it cannot be projected (far outside the CRS's zone)."""
     try:
-        a2 = a.to_crs(b.crs) if a.crs != b.crs else a
-        return float(a2.intersection(b).area)
-    except Exception:  # noqa: BLE001  (a footprint that cannot be projected to the grid's CRS)
-        return 0.0
-
-
-def _footprint(scene: Scene, extent: Geometry) -> Geometry:
-    from .tiling import footprint
-
-    fp = footprint(scene)
-    return fp if fp is not None else extent
+        out = geom.to_crs(crs).geom
+        return out if out.is_valid else out.buffer(0)
+    except Exception:  # noqa: BLE001  (pyproj's errors for points outside the projection)
+        return shapely.Polygon()
 
 
 def _nesting_factor(native: float, res: float) -> int:

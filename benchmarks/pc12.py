@@ -324,7 +324,8 @@ def passes(start: dt.date, end: dt.date) -> list[Pass]:
 # --------------------------------------------------------------------------- items
 @lru_cache(maxsize=1)
 def _reference() -> dict:
-    for folder in (HERE.parent.parent / "shared" / "reference-items", Path("/work/shared/reference-items")):
+    # The repository's recorded copy (tests/data) first, then the shared folder beside it.
+    for folder in (HERE.parent / "tests" / "data", HERE.parent.parent / "shared" / "reference-items"):
         path = folder / REFERENCE
         if path.exists():
             return json.loads(path.read_text())

@@ -37,6 +37,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,12 +52,14 @@ RESULTS = HERE / "results"
 NAMES = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
 
 
-def measure(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 1800) -> dict:
-    """Run ``cmd``; wall seconds, peak RSS of the process tree (MB), exit code, stderr."""
+def measure(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 1800, stdout: bool = False) -> dict:
+    """Run ``cmd``; wall seconds, peak RSS of the process tree (MB), exit code, stderr (and its
+    stdout with ``stdout``)."""
     import psutil
 
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    out_file = tempfile.TemporaryFile("w+") if stdout else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out_file, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, **(env or {})))  # fmt: skip
     parent = psutil.Process(proc.pid)
     peak = 0
@@ -79,8 +82,13 @@ def measure(cmd: list[str], env: dict[str, str] | None = None, timeout: float = 
             timed_out = True
         time.sleep(0.05)
     reader.join(5)
-    return {"seconds": time.perf_counter() - start, "peak_mb": peak / 1e6, "rc": proc.returncode,
-            "timed_out": timed_out, "stderr": "".join(lines)}  # fmt: skip
+    result = {"seconds": time.perf_counter() - start, "peak_mb": peak / 1e6, "rc": proc.returncode,
+              "timed_out": timed_out, "stderr": "".join(lines)}  # fmt: skip
+    if stdout:
+        out_file.seek(0)
+        result["stdout"] = out_file.read()
+        out_file.close()
+    return result
 
 
 _TRUTHS: dict[tuple, object] = {}
@@ -188,7 +196,8 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-CASES = ("tile10", "year20", "http20", "year100", "memory24", "region20", "region60", "area20", "stats20")
+CASES = ("tile10", "year20", "http20", "year100", "memory24", "region20", "region60", "area20", "stats20",
+         "tiles20", "sparse20", "plan", "export2")  # fmt: skip
 
 
 def _served(archive, work: Path):
@@ -265,6 +274,26 @@ def main() -> int:
         long = bench_archive(24)
         rows[("memory24", "cubemosaic")] = run_cubemosaic(long, long.items_path, work / "memory24", long.truth(), 20)
 
+    import large  # benchmarks/large.py: tiles, the sparse AOI, the plan, the export on workers
+
+    large_checks: list[str] = []
+    if "tiles20" in args.case or "export2" in args.case:
+        rows.update(large.tiles_rows(work, run_peer, measure))
+    if "sparse20" in args.case:
+        rows.update(large.sparse_rows(work, run_cubemosaic, measure))
+    if "plan" in args.case:
+        from archive import area_archive as _area
+
+        rows.update(large.plan_rows(work, measure))
+        planned, more = large.planned_against_measured(work, measure, _served, _area(2))
+        rows.update(planned)
+        large_checks += more
+    if "export2" in args.case:
+        exported, more = large.export_rows(work, measure, work / "tiles20" / "2" / "cubemosaic")
+        rows.update(exported)
+        large_checks += more
+    large_checks = large.checks(rows, work) + large_checks
+
     stat_checks: list[str] = []
     if "stats20" in args.case:
         import composites as stats_case  # benchmarks/composites.py
@@ -293,7 +322,7 @@ def main() -> int:
     if ("memory24", "cubemosaic") in rows and ("year20", "cubemosaic") in rows:
         ratio = rows[("memory24", "cubemosaic")]["peak_mb"] / rows[("year20", "cubemosaic")]["peak_mb"]
         checks.append(f"peak memory 24 / 12 months = {ratio:.2f} (target <= 1.2)")
-    checks += stat_checks
+    checks += stat_checks + large_checks
     report = text + "\n\n" + "\n".join(f"- {c}" for c in checks) + "\n"
     print(report)
     RESULTS.mkdir(exist_ok=True)

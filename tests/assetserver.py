@@ -62,6 +62,8 @@ class AssetServer(_Server):
         self.requests = 0
         self.failed = 0
         self.refused = 0
+        #: Bytes of file content sent (what the clients read over the network).
+        self.bytes_served = 0
         self.hosts: set[str] = set()
         self._lock = threading.Lock()
         server = self
@@ -120,6 +122,8 @@ class AssetServer(_Server):
                 self.end_headers()
                 if body:
                     self.wfile.write(data[start : end + 1])
+                    with server._lock:
+                        server.bytes_served += end - start + 1
 
         self._start(Handler)
 

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pystac
 import requests
@@ -29,12 +28,11 @@ from shapely.geometry import shape
 
 from .errors import CatalogError, ConfigError, NothingFoundError, one_line
 from .s2 import asset_resolution
-from .urls import is_local
+from .urls import is_local, redact
 
 __all__ = [
     "SearchRequest",
     "asset_key",
-    "redact",
     "resolve_bands",
     "search",
 ]
@@ -72,17 +70,6 @@ class SearchRequest:
     @property
     def datetime_range(self) -> str:
         return f"{self.start_date.isoformat()}T00:00:00Z/{self.end_date.isoformat()}T23:59:59.999Z"
-
-
-def redact(url: str) -> str:
-    """A URL safe to log: no query string (SAS tokens, keys) and no user info."""
-    parts = urlsplit(str(url))
-    if not parts.scheme:
-        return str(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 # --------------------------------------------------------------------------- search

@@ -294,7 +294,7 @@ def _bytes_text(value: str) -> str:
 def _gateway(spec: ClusterSpec) -> Iterator[object]:
     from dask_gateway import Gateway
 
-    from .catalog import redact
+    from .urls import redact
     from .workerenv import carry_environment  # imports distributed: only where a gateway is used
 
     address = _address(spec)

@@ -27,8 +27,8 @@ from planetary_computer import sas
 from planetary_computer.settings import Settings
 from planetary_computer.utils import parse_blob_url
 
-from .catalog import redact
 from .errors import SigningError
+from .urls import redact
 
 __all__ = ["PlanetaryComputerSigner", "Refreshable", "read_signed", "signer"]
 

@@ -1,10 +1,14 @@
-"""Where a path or URL points: this machine's disk, or a service reached over the network."""
+"""URLs: where a path or URL points (this machine's disk, or a service reached over the network),
+and how one is written in a log line or a message (:func:`redact`).
+
+Standard library only: the workers' read path (:mod:`cubemosaic.signing`) and the cluster set-up
+import it without the catalog's clients (pystac-client, requests)."""
 
 from __future__ import annotations
 
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-__all__ = ["MEMORY_SCHEMES", "is_local", "local_path"]
+__all__ = ["MEMORY_SCHEMES", "is_local", "local_path", "redact"]
 
 #: fsspec schemes whose files live only in the process that writes them: a store there is lost
 #: when the run ends (and Dask worker processes each see their own).
@@ -24,3 +28,14 @@ def local_path(url: str) -> str:
         return url
     parts = urlsplit(url)
     return unquote(parts.path) if parts.netloc in ("", "localhost") else url
+
+
+def redact(url: str) -> str:
+    """A URL safe to log: no query string (SAS tokens, keys) and no user info."""
+    parts = urlsplit(str(url))
+    if not parts.scheme:
+        return str(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -28,9 +28,9 @@ from odc.geo.xr import xr_zeros
 from . import store
 from .blocks import lazy_blocks
 from .errors import AssetReadError, ReadError
-from .read import PLAIN, Access, SceneSource, day_block, read_ways
+from .read import PLAIN, Access, day_block, read_ways
 from .s2 import CloudMask
-from .scenes import Scene, parse_scene
+from .scenes import Scene, SceneSource, parse_scene
 
 __all__ = [
     "CubeSpec",

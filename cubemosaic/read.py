@@ -54,14 +54,13 @@ from rasterio.windows import Window
 
 from .errors import AssetReadError, SigningError, one_line
 from .s2 import CloudMask
+from .scenes import AssetGrid, SceneSource
 from .signing import Signer, read_signed
 
 __all__ = [
     "GDAL_READ_OPTIONS",
     "PLAIN",
     "Access",
-    "AssetGrid",
-    "SceneSource",
     "aoi_block",
     "day_block",
     "is_aligned",
@@ -110,34 +109,6 @@ PLAIN = Access()
 #: cores; each holds one asset's window of one block (uint16), so memory stays bounded.
 IO_THREADS = 12
 _IO_POOL = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cubemosaic-read")
-
-
-@dataclass(frozen=True)
-class AssetGrid:
-    """Where an asset's pixels are: href, CRS and affine transform (a, b, c, d, e, f), shape (None
-    where the catalog does not state them: the asset is then read through odc-loader's warping
-    reader); whose they are (item id and asset key), to name them when a read fails; and whether
-    it is JPEG2000 (whose reduced resolution levels are wavelet low-pass images, not samples)."""
-
-    href: str
-    crs: str | None
-    transform: tuple[float, float, float, float, float, float] | None
-    shape: tuple[int, int] | None
-    item_id: str = ""
-    key: str = ""
-    jpeg2000: bool = False
-    #: The item's lon/lat bbox (where the scene is, whatever its ``proj:`` fields say), if stated.
-    bbox: tuple[float, float, float, float] | None = None
-
-
-@dataclass(frozen=True)
-class SceneSource:
-    """What one scene contributes to a day: its bands (in output order), its SCL, its offset."""
-
-    item_id: str
-    bands: tuple[AssetGrid, ...]
-    scl: AssetGrid
-    offset: int
 
 
 def _factor(grid: AssetGrid, geobox) -> int | None:

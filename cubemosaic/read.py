@@ -37,21 +37,19 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
 import rasterio
-import shapely
 from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
-from odc.geo.geom import Geometry
 from odc.geo.geom import box as geom_box
 from odc.loader import RasterLoadParams, RasterSource, RioReader
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from .aoi import aoi_block
 from .errors import AssetReadError, SigningError, one_line
 from .s2 import CloudMask
 from .scenes import AssetGrid, SceneSource
@@ -61,7 +59,7 @@ __all__ = [
     "GDAL_READ_OPTIONS",
     "PLAIN",
     "Access",
-    "aoi_block",
+    "aoi_block",  # defined in cubemosaic.aoi; kept here for export.py until it imports it from there
     "day_block",
     "is_aligned",
     "read_ways",
@@ -392,28 +390,6 @@ def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndar
     up = masked.repeat(m, axis=0).repeat(m, axis=1) if m > 1 else masked
     sr, sc = round((row0 - r0) * m), round((col0 - c0) * m)
     return up[sr : sr + h, sc : sc + w]
-
-
-def aoi_block(aoi_wkt: str | None, geobox) -> np.ndarray:
-    """True for the pixels of ``geobox`` whose centre is inside the AOI polygon (WGS84 WKT);
-    all True without one. The same rule as rasterio's geometry_mask, through shapely's
-    ``contains_xy`` (GDAL's rasterizer warns spuriously from Dask's threads); cached per block,
-    since every day of a block asks again."""
-    if not aoi_wkt:
-        return np.ones(geobox.shape, dtype=bool)
-    return _inside(aoi_wkt, str(geobox.crs), tuple(geobox.transform)[:6], tuple(geobox.shape)).copy()
-
-
-@lru_cache(maxsize=64)
-def _inside(aoi_wkt: str, crs: str, transform: tuple[float, ...], shape: tuple[int, int]) -> np.ndarray:
-
-    area = Geometry(shapely.from_wkt(aoi_wkt), "EPSG:4326").to_crs(crs).geom
-    shapely.prepare(area)
-    a, b, c, d, e, f = transform
-    cols, rows = np.arange(shape[1]) + 0.5, np.arange(shape[0]) + 0.5
-    xs = c + a * cols[None, :] + b * rows[:, None]
-    ys = f + d * cols[None, :] + e * rows[:, None]
-    return shapely.contains_xy(area, xs, ys)
 
 
 def _harmonise(band: np.ndarray, offset: int) -> np.ndarray:

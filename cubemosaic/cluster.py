@@ -23,13 +23,11 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
+from .clusterspec import ClusterSpec, bytes_text, sizing
 from .errors import ClusterError, ConfigError
 
 __all__ = [
-    "ClusterSpec",
-    "check_spec",
     "check_versions",
     "dask_client",
     "gateway_requested",
@@ -40,40 +38,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ENV_SIZING = {
-    "worker_cores": "DASK_GATEWAY_WORKER_CORES",
-    "worker_cores_limit": "DASK_GATEWAY_WORKER_CORES_LIMIT",
-    "worker_memory": "DASK_GATEWAY_WORKER_MEMORY",
-    "max_cores": "DASK_GATEWAY_CLUSTER_MAX_CORES",
-    "max_memory": "DASK_GATEWAY_CLUSTER_MAX_RAM",
-}
-
-
-@dataclass
-class ClusterSpec:
-    """How to get a Dask cluster; also the Hydra schema of the ``cluster`` group (``conf/cluster/``)."""
-
-    #: ``auto``, ``local`` or ``gateway``.
-    kind: str = "auto"
-    #: Local: worker count (None = 1), threads per worker (None = all cores), processes or threads.
-    n_workers: int | None = None
-    threads_per_worker: int | None = None
-    processes: bool = False
-    memory_limit: str = "auto"
-    #: Local: a distributed LocalCluster with Dask's dashboard instead of the threaded scheduler.
-    dashboard: bool = False
-    #: Gateway: address (None = Dask config ``gateway.address``) and cluster name (None = ``DASK_CLUSTER``).
-    address: str | None = None
-    name: str | None = None
-    #: Gateway sizing of a started cluster (None = the Calrissian environment variable, if set).
-    worker_cores: float | None = None
-    worker_cores_limit: float | None = None
-    worker_memory: str | None = None
-    max_cores: float | None = None
-    max_memory: str | None = None
-    #: Gateway: adapt between 1 and the maximum number of workers instead of a fixed scale.
-    adaptive: bool = False
 
 
 def gateway_requested(spec: ClusterSpec | None = None) -> bool:
@@ -183,21 +147,14 @@ def _workers_ignore_interrupts(processes: bool) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _sizing(spec: ClusterSpec, key: str) -> str | None:
-    value = getattr(spec, key)
-    if value is None:
-        value = os.environ.get(ENV_SIZING[key]) or None
-    return None if value is None else str(value)
-
-
 def gateway_workers(spec: ClusterSpec) -> tuple[dict[str, object], int]:
     """Cluster options and worker count for a cluster we start, within the max cores and memory."""
     from dask.utils import parse_bytes
 
     options: dict[str, object] = {}
-    cores = _sizing(spec, "worker_cores")
-    limit = _sizing(spec, "worker_cores_limit") or cores
-    memory = _sizing(spec, "worker_memory")
+    cores = sizing(spec, "worker_cores")
+    limit = sizing(spec, "worker_cores_limit") or cores
+    memory = sizing(spec, "worker_memory")
     try:
         if cores:
             options["worker_cores"] = float(cores)
@@ -206,48 +163,14 @@ def gateway_workers(spec: ClusterSpec) -> tuple[dict[str, object], int]:
         if memory:
             options["worker_memory"] = memory
         counts = []
-        max_cores, max_memory = _sizing(spec, "max_cores"), _sizing(spec, "max_memory")
+        max_cores, max_memory = sizing(spec, "max_cores"), sizing(spec, "max_memory")
         if max_cores:
             counts.append(int(float(max_cores) // float(limit or 1)))
         if max_memory and memory:
-            counts.append(int(parse_bytes(_bytes_text(max_memory)) // parse_bytes(_bytes_text(memory))))
+            counts.append(int(parse_bytes(bytes_text(max_memory)) // parse_bytes(bytes_text(memory))))
     except ValueError as e:
         raise ConfigError("cluster", f"Dask Gateway sizing is not understood ({e})") from None
     return options, max(1, min(counts) if counts else 1)
-
-
-def check_spec(spec: ClusterSpec) -> None:
-    """:class:`ConfigError` naming the key of a memory size that is not one: ``cluster.memory_limit``
-    (a local cluster's, per worker: ``auto``, bytes such as ``4GB``, a share of the machine such as
-    ``0.5``, or 0 for none), a gateway cluster's ``worker_memory`` and ``max_memory`` (from the
-    command line or Calrissian's ``DASK_GATEWAY_*`` variables). Run with the rest of the
-    configuration, before any network call (a bad value used to fail after the search)."""
-    _memory("cluster.memory_limit", spec.memory_limit, local=True)
-    for key in ("worker_memory", "max_memory"):
-        value = _sizing(spec, key)
-        if value is not None:
-            _memory(f"cluster.{key}" if getattr(spec, key) is not None else ENV_SIZING[key], _bytes_text(value))
-
-
-def _memory(key: str, value: object, *, local: bool = False) -> None:
-    from dask.utils import parse_bytes
-
-    text = str(value).strip()
-    if local and text.lower() in ("auto", "0", "none"):
-        return
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if local and number is not None and number > 0:
-        return
-    example = "4GB, 0.5 (of the machine), auto or 0 (no limit)" if local else "4GB, 16Gi"
-    try:
-        size = parse_bytes(text)
-    except (ValueError, TypeError):
-        size = 0
-    if size <= 0:
-        raise ConfigError(key, f"{value!r} is not an amount of memory (e.g. {example})")
 
 
 @contextmanager
@@ -270,7 +193,7 @@ def worker_failures(spec: ClusterSpec, client: object | None) -> Iterator[None]:
 def _killed(spec: ClusterSpec, e: Exception) -> str:
     task = e.args[0] if e.args else "a task"
     if spec.kind == "gateway" or (spec.kind == "auto" and gateway_requested(spec)):
-        memory = _sizing(spec, "worker_memory")
+        memory = sizing(spec, "worker_memory")
         limit = f"worker_memory={memory}" if memory else "the gateway's default worker memory"
         remedy = "raise cluster.worker_memory (DASK_GATEWAY_WORKER_MEMORY)"
     else:
@@ -282,12 +205,6 @@ def _killed(spec: ClusterSpec, e: Exception) -> str:
         f"cluster: Dask workers died running {task} (KilledWorker); most often a worker goes over its memory "
         f"limit, here {limit}: {remedy}, or lower cluster.threads_per_worker or chunk_size"
     )
-
-
-def _bytes_text(value: str) -> str:
-    """'16' (GB, as Calrissian's eoap examples give it) or '16G' / '16 GiB' -> a parse_bytes string."""
-    text = str(value).strip()
-    return f"{text}G" if text.replace(".", "", 1).isdigit() else text
 
 
 @contextmanager

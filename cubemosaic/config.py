@@ -1,6 +1,6 @@
 """Configuration: Hydra structured-config schemas and their validation.
 
-The schemas (:class:`Config`, :class:`CatalogConf`, :class:`~cubemosaic.cluster.ClusterSpec`) are registered
+The schemas (:class:`Config`, :class:`CatalogConf`, :class:`~cubemosaic.clusterspec.ClusterSpec`) are registered
 in Hydra's ConfigStore so a misspelt key or a value of the wrong type is refused when
 the command line is composed. :func:`to_settings` then turns the loose config into a
 frozen, typed :class:`Settings` once, at the edge; library code never sees the Hydra
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .aoi import parse_aoi
-from .cluster import ClusterSpec, check_spec
+from .clusterspec import ClusterSpec, check_spec
 from .errors import ConfigError
 from .s2 import DEFAULT_MASK_CLASSES
 from .urls import MEMORY_SCHEMES, is_local, local_path

@@ -108,7 +108,8 @@ def test_remote_reads_get_more_threads_unless_the_user_set_them():
 
     import dask
 
-    from cubemosaic.cluster import REMOTE_THREADS_PER_CORE, ClusterSpec, waiting_on_network
+    from cubemosaic.cluster import REMOTE_THREADS_PER_CORE, waiting_on_network
+    from cubemosaic.clusterspec import ClusterSpec
 
     cores = os.cpu_count() or 1
     with dask.config.set(num_workers=cores):

@@ -28,7 +28,7 @@ from shapely.geometry import shape
 
 from .errors import CatalogError, ConfigError, NothingFoundError, one_line
 from .s2 import asset_resolution
-from .urls import is_local, redact
+from .urls import is_local, local_path, redact
 
 __all__ = [
     "SearchRequest",
@@ -106,7 +106,7 @@ def search(url: str, request: SearchRequest) -> list[pystac.Item]:
 
 
 def _absolute(url: str) -> str:
-    return url if "://" in url else str(Path(url).expanduser().absolute())
+    return str(Path(local_path(url)).expanduser().absolute()) if is_local(url) else url
 
 
 def _retry():
@@ -141,7 +141,7 @@ def _read_json(url: str) -> dict[str, Any]:
 
     try:
         if is_local(url):
-            text = Path(url.removeprefix("file://")).expanduser().read_text()
+            text = Path(local_path(url)).expanduser().read_text()
         else:
             with _session() as session:
                 resp = session.get(url, timeout=30)

@@ -22,7 +22,7 @@ from .aoi import parse_aoi
 from .clusterspec import ClusterSpec, check_spec
 from .errors import ConfigError
 from .s2 import DEFAULT_MASK_CLASSES
-from .urls import MEMORY_SCHEMES, is_local, local_path
+from .urls import MEMORY_SCHEMES, is_local, local_path, scheme
 
 __all__ = [
     "CatalogConf",
@@ -217,12 +217,13 @@ def _only_locks(folder: Path, litter: Sequence[str] = ()) -> bool:
     return True
 
 
-def _check_output_dir(path: Path, parameter: str = "output_dir") -> Path:
-    """Make sure the folder ``parameter`` names can be written (creates it, noted for
-    :func:`remove_created`; writes nothing else)."""
-    if "://" in str(path):
-        raise ConfigError(parameter, f"{path} must be a local folder")
-    path = path.expanduser().absolute()
+def _check_output_dir(value: str | os.PathLike[str], parameter: str = "output_dir") -> Path:
+    """The folder ``parameter`` names (a path or a ``file://`` URL), made sure it can be written
+    (creates it, noted for :func:`remove_created`; writes nothing else)."""
+    value = os.fspath(value)
+    if not is_local(value):
+        raise ConfigError(parameter, f"{value} must be a local folder")
+    path = Path(local_path(value)).expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise ConfigError(parameter, f"{path} exists and is not a folder")
     note_created(path)
@@ -239,10 +240,10 @@ def _zarr_dir(value: str | None, output_dir: Path) -> str:
     if not value:
         return str(output_dir)
     if is_local(value):  # a plain path or file:// URL: the same folder either way
-        return str(_check_output_dir(Path(local_path(value)), "zarr_dir"))
-    import fsspec
+        return str(_check_output_dir(value, "zarr_dir"))
+    import fsspec  # where object storage is named: fsspec's registry of protocols
 
-    protocol = value.split("://", 1)[0]
+    protocol = scheme(value)
     if protocol in MEMORY_SCHEMES:
         raise ConfigError(
             "zarr_dir",
@@ -336,7 +337,7 @@ def to_settings(cfg: Any) -> Settings:
     searches = cfg.stage in ("cube", "all")  # the other stages start from a written store
     if searches and catalog.name != "demo" and not url:
         raise ConfigError("catalog.url", "required: a STAC API URL or a static ItemCollection/catalog file")
-    if url and "://" not in url and not Path(url).expanduser().exists():
+    if url and is_local(url) and not Path(local_path(url)).expanduser().exists():
         raise ConfigError("catalog.url", f"{url} is neither a URL nor an existing file")
     if catalog.sign not in SIGNERS:
         raise ConfigError("catalog.sign", f"{catalog.sign!r} is not one of {', '.join(SIGNERS)}")
@@ -403,7 +404,7 @@ def to_settings(cfg: Any) -> Settings:
             raise ConfigError(f"cluster.{key}", f"must be positive, got {value}")
     spec = _cluster_spec(cluster)
     check_spec(spec)
-    output_dir = _check_output_dir(Path(os.fspath(cfg.output_dir)))
+    output_dir = _check_output_dir(cfg.output_dir)
     zarr_dir = _zarr_dir(cfg.zarr_dir, output_dir)
 
     return Settings(

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ClusterError, one_line
-from .urls import is_local
+from .urls import is_local, local_path
 
 __all__ = ["choose_relay"]
 
@@ -71,7 +71,7 @@ def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> o
     for parameter, folder in folders:
         if not is_local(folder):
             continue  # object storage: reached over the network, not through a shared disk
-        base = Path(folder.removeprefix("file://"))
+        base = Path(local_path(folder))
         marker = base / f".cubemosaic-reach-{uuid.uuid4().hex}"
         try:
             base.mkdir(parents=True, exist_ok=True)

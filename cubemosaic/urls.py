@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-__all__ = ["MEMORY_SCHEMES", "is_local", "local_path", "redact"]
+__all__ = ["MEMORY_SCHEMES", "is_local", "local_path", "redact", "scheme"]
 
 #: fsspec schemes whose files live only in the process that writes them: a store there is lost
 #: when the run ends (and Dask worker processes each see their own).
@@ -19,6 +19,11 @@ def is_local(url: str) -> bool:
     """Whether ``url`` is on this machine's disk: a plain path or a ``file://`` URL (not s3://,
     https://, gs://, ...)."""
     return "://" not in url or url.startswith("file://")
+
+
+def scheme(url: str) -> str:
+    """The scheme of a URL (``s3`` of ``s3://bucket/x``); ``""`` for a plain path."""
+    return url.split("://", 1)[0] if "://" in url else ""
 
 
 def local_path(url: str) -> str:

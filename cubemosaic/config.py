@@ -29,14 +29,25 @@ __all__ = [
     "ClusterSpec",
     "Config",
     "Settings",
+    "STAGES",
     "Stage",
     "conf_dir",
     "register_schemas",
     "to_settings",
 ]
 
+#: The one list of stages: each value ``stage=`` takes and the steps it runs, in order (``mosaic``
+#: is composite + export, the CWL workflow's second step). The configuration checks ``stage``
+#: against it; the pipeline runs its steps.
+STAGES: dict[str, tuple[str, ...]] = {
+    "cube": ("cube",),
+    "composite": ("composite",),
+    "export": ("export",),
+    "mosaic": ("composite", "export"),
+    "all": ("cube", "composite", "export"),
+}
+#: A value of ``stage`` (the keys of :data:`STAGES`), for type checkers.
 Stage = Literal["cube", "composite", "export", "mosaic", "all"]
-STAGES: tuple[str, ...] = ("cube", "composite", "export", "mosaic", "all")
 CLUSTER_KINDS: tuple[str, ...] = ("auto", "local", "gateway")
 SIGNERS: tuple[str, ...] = ("none", "planetary_computer")
 RESAMPLING: tuple[str, ...] = ("nearest", "average", "bilinear", "cubic", "mode", "min", "max")
@@ -262,7 +273,8 @@ def _cube_url(value: str | None, zarr_dir: str, stage: str) -> str:
         return f"{zarr_dir}/cube.zarr"
     if is_local(value):
         path = Path(local_path(value)).expanduser().absolute()
-        if stage in ("composite", "mosaic") and not (path / "zarr.json").is_file():
+        reads_given_cube = "composite" in STAGES[stage] and "cube" not in STAGES[stage]
+        if reads_given_cube and not (path / "zarr.json").is_file():
             raise ConfigError("cube_url", f"{path} is not a Zarr store (no zarr.json)")
         return str(path)
     return value.rstrip("/")
@@ -334,7 +346,7 @@ def to_settings(cfg: Any) -> Settings:
     url = catalog.url
     if cfg.stage not in STAGES:
         raise ConfigError("stage", f"{cfg.stage!r} is not one of {', '.join(STAGES)}")
-    searches = cfg.stage in ("cube", "all")  # the other stages start from a written store
+    searches = "cube" in STAGES[cfg.stage]  # the other stages start from a written store
     if searches and catalog.name != "demo" and not url:
         raise ConfigError("catalog.url", "required: a STAC API URL or a static ItemCollection/catalog file")
     if url and is_local(url) and not Path(local_path(url)).expanduser().exists():

@@ -122,3 +122,14 @@ def test_remote_reads_get_more_threads_unless_the_user_set_them():
             assert dask.config.get("num_workers") == cores, "the user's setting wins"
         with waiting_on_network(ClusterSpec(), object(), remote=True):
             assert dask.config.get("num_workers") == cores, "a cluster's workers are sized by the cluster"
+
+
+def test_one_list_of_stages():
+    """``stage=`` is checked against config.STAGES, and the pipeline runs the same steps for each."""
+    import typing
+
+    from cubemosaic import pipeline
+    from cubemosaic.config import STAGES, Stage
+
+    assert set(typing.get_args(Stage)) == set(STAGES)
+    assert pipeline.STAGES == STAGES  # until pipeline.py imports config.STAGES

@@ -14,12 +14,8 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-#: GDAL's block cache in MB, unless the user set one: GDAL's default (5% of the RAM) lets the
-#: export's COG driver cache as much of a month as fits, so memory grew with the grid (155 MB at
-#: 1000 px, 961 MB at 8000 px measured); 128 MB keeps it flat and was not slower. Set here, before
-#: GDAL first reads it: the config option set later (``rasterio.Env(GDAL_CACHEMAX=...)``) was
-#: measured to make the COG driver 2.5x slower.
-GDAL_CACHE_MB = 128
+from .tuning import GDAL_CACHE_MB
+
 os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
 
 __all__ = [

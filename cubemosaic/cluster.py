@@ -26,6 +26,7 @@ from contextlib import contextmanager
 
 from .clusterspec import ClusterSpec, bytes_text, sizing
 from .errors import ClusterError, ConfigError
+from .tuning import REMOTE_THREADS_PER_CORE
 
 __all__ = [
     "check_versions",
@@ -67,17 +68,10 @@ def dask_client(spec: ClusterSpec) -> Iterator[object]:
             yield client
 
 
-#: Dask threads per core for the cube stage of a local run whose assets are remote: its tasks wait
-#: on the network, not on a core. Measured over HTTP with 40 ms before each response (the
-#: benchmark's http20): 6 threads on 2 cores took the cube stage from 17.8 to 13.7 s. The
-#: composite, bound by its cores, keeps one thread a core.
-REMOTE_THREADS_PER_CORE = 3
-
-
 @contextmanager
 def waiting_on_network(spec: ClusterSpec, client: object | None, remote: bool) -> Iterator[None]:
-    """More threads on the local threaded scheduler for a stage that reads ``remote`` assets,
-    unless ``cluster.threads_per_worker`` is set (or the stage runs on a cluster's workers)."""
+    """More threads (:data:`~cubemosaic.tuning.REMOTE_THREADS_PER_CORE`) on the local threaded
+    scheduler for a stage that reads ``remote`` assets, unless ``cluster.threads_per_worker`` is set (or the stage runs on a cluster's workers)."""
     if client is not None or not remote or spec.threads_per_worker:
         yield
         return

@@ -31,6 +31,7 @@ from .errors import AssetReadError, ReadError
 from .read import PLAIN, Access, day_block, read_ways
 from .s2 import CloudMask
 from .scenes import Scene, SceneSource, parse_scene
+from .tuning import DAYS_PER_BATCH
 
 __all__ = [
     "CubeSpec",
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: 2: reflectance as float32 through a scale filter over uint16 (1: uint16 with a CF scale_factor).
 CUBE_FORMAT = 2
-#: Solar days computed together (one dask.array.store): enough to keep every thread busy.
-DAYS_PER_BATCH = 16
 
 
 @dataclass(frozen=True)

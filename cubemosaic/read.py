@@ -54,6 +54,7 @@ from .errors import AssetReadError, SigningError, one_line
 from .s2 import CloudMask
 from .scenes import AssetGrid, SceneSource
 from .signing import Signer, read_signed
+from .tuning import IO_THREADS, STRIP_PIXELS
 
 __all__ = [
     "GDAL_READ_OPTIONS",
@@ -103,9 +104,6 @@ class Access:
 PLAIN = Access()
 
 
-#: Reads in flight per process: I/O waits on the network, not on a core, so more threads than
-#: cores; each holds one asset's window of one block (uint16), so memory stays bounded.
-IO_THREADS = 12
 _IO_POOL = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cubemosaic-read")
 
 
@@ -443,12 +441,8 @@ def day_block(
     return out
 
 
-#: Native pixels (per band) an averaging strip holds at once: ~8 MB of uint16, plus its sums.
-STRIP_PIXELS = 4_000_000
-
-
 def _strips(sources: Sequence[SceneSource], geobox) -> list[slice]:
-    """Rows of ``geobox`` in strips whose native pixels stay under :data:`STRIP_PIXELS`."""
+    """Rows of ``geobox`` in strips whose native pixels stay under :data:`~cubemosaic.tuning.STRIP_PIXELS`."""
     k = max(max(_factor(g, geobox) or 1, 1) for s in sources for g in s.bands)
     h, w = geobox.shape
     rows = max(1, STRIP_PIXELS // (w * k * k))

@@ -297,6 +297,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import __version__
     from .config import conf_dir, register_schemas
     from .errors import ConfigError, CubeMosaicError
+    from .tuning import configure
+
+    configure()  # before anything can use GDAL (its block cache is read once)
 
     args = [_listify(a) for a in (sys.argv[1:] if argv is None else argv)]
     if "--version" in args:  # Hydra's own flag prints only Hydra's version

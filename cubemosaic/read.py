@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,7 @@ from .errors import AssetReadError, SigningError, one_line
 from .s2 import CloudMask
 from .scenes import AssetGrid, SceneSource
 from .signing import Signer, read_signed
-from .tuning import IO_THREADS, STRIP_PIXELS
+from .tuning import IO_THREADS, STRIP_PIXELS, configure
 
 __all__ = [
     "GDAL_READ_OPTIONS",
@@ -94,8 +95,9 @@ class Access:
         return {**GDAL_READ_OPTIONS, **dict(self.gdal)}
 
     def read(self, href: str, read: Callable[[str], T]) -> T:
-        """``read(url)`` under these GDAL settings, ``href`` signed close to the read."""
-
+        """``read(url)`` under these GDAL settings, ``href`` signed close to the read; the process's
+        own settings (:func:`cubemosaic.tuning.configure`) applied first, on whichever worker reads."""
+        configure()
         with rasterio.Env(**self.env()):
             return read_signed(href, self.sign, read)
 
@@ -104,7 +106,23 @@ class Access:
 PLAIN = Access()
 
 
-_IO_POOL = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cubemosaic-read")
+_IO_POOL: list[ThreadPoolExecutor] = []
+_IO_POOL_LOCK = threading.Lock()
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    """This process's pool of :data:`~cubemosaic.tuning.IO_THREADS` read threads, made at its first
+    day read, not at import: a process that imports the reader and reads nothing (the command
+    line, a Dask scheduler) starts no threads, and a forked child makes its own."""
+    if not _IO_POOL:
+        with _IO_POOL_LOCK:
+            if not _IO_POOL:
+                _IO_POOL.append(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cubemosaic-read"))
+    return _IO_POOL[0]
+
+
+# A pool made before a fork has no threads in the child: the child makes its own.
+os.register_at_fork(after_in_child=_IO_POOL.clear)
 
 
 def _factor(grid: AssetGrid, geobox) -> int | None:
@@ -427,7 +445,7 @@ def day_block(
     if not empty.any():
         return out
     # Every scene's mask at once, then each needed scene's bands at once, on the I/O pool.
-    maskeds = list(_IO_POOL.map(lambda s: _masked(s.scl, geobox, mask, access), sources))
+    maskeds = list(_io_pool().map(lambda s: _masked(s.scl, geobox, mask, access), sources))
     for scene, masked in zip(sources, maskeds, strict=True):
         if not (empty & ~masked).any():
             continue  # nothing this scene could fill: its bands are not read
@@ -485,10 +503,10 @@ def _average_scene(scene: SceneSource, geobox, mask: CloudMask, access: Access) 
     }
     # The scene's mask on each band resolution, then every band, on the I/O pool.
     masks = dict(
-        zip(natives, _IO_POOL.map(lambda k: _masked(scene.scl, natives[k], mask, access), natives), strict=True)
+        zip(natives, _io_pool().map(lambda k: _masked(scene.scl, natives[k], mask, access), natives), strict=True)
     )
     pairs = list(zip(scene.bands, shrinks, strict=True))
-    bands = list(_IO_POOL.map(lambda gk: _read(gk[0], natives[gk[1]], access), pairs))
+    bands = list(_io_pool().map(lambda gk: _read(gk[0], natives[gk[1]], access), pairs))
     for i, (band, k) in enumerate(zip(bands, shrinks, strict=True)):
         clear = ~masks[k] & (band != 0)
         dn = _harmonise(band, scene.offset)
@@ -511,7 +529,7 @@ def _scene_bands(
     """The scene's bands on ``geobox`` read with ``resampling`` (on the I/O pool) and harmonised,
     and where the scene is clear: not ``masked`` and every band has data. The one place the
     mask / offset rule meets the pixels, for both the nearest fuse and a warped average."""
-    bands = list(_IO_POOL.map(lambda g: _read(g, geobox, access, resampling), scene.bands))
+    bands = list(_io_pool().map(lambda g: _read(g, geobox, access, resampling), scene.bands))
     clear = ~masked
     for band in bands:
         clear &= band != 0

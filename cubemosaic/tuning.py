@@ -1,11 +1,19 @@
 """The numbers that set how fast a run goes and how much memory it takes, in one place, each with
-the measurement behind it (or, where none was recorded, what it was chosen for).
+the measurement behind it (or, where none was recorded, what it was chosen for); and
+:func:`configure`, the explicit step that applies the process-wide ones.
 
 The modules that use a constant import it from here; a change of one is a change of this file,
-to be made with a new measurement (``benchmarks/``).
+to be made with a new measurement (``benchmarks/``). Nothing is set when cubemosaic is imported:
+:func:`configure` does it, as odc-loader's ``configure_rio`` does for its reads. It is called by
+the command line before anything else and by every read of an asset (on whichever Dask worker
+runs it) before GDAL is used; a library user who writes COGs without reading first (the export
+alone) calls ``cubemosaic.configure()`` before touching GDAL.
 """
 
 from __future__ import annotations
+
+import os
+import threading
 
 __all__ = [
     "DAYS_PER_BATCH",
@@ -17,6 +25,7 @@ __all__ = [
     "REMOTE_THREADS_PER_CORE",
     "STRIP_PIXELS",
     "STRIP_VALUES",
+    "configure",
 ]
 
 # --------------------------------------------------------------------------- GDAL (every process)
@@ -24,7 +33,7 @@ __all__ = [
 #: export's COG driver cache as much of a month as fits, so memory grew with the grid (155 MB at
 #: 1000 px, 961 MB at 8000 px measured); 128 MB keeps it flat (peak 343 MB at 4000 px, 377 MB at
 #: 8000 px) and was not slower. Set as the environment variable before GDAL first reads it
-#: (cubemosaic/__init__.py): the config option set later (``rasterio.Env(GDAL_CACHEMAX=...)``) was
+#: (:func:`configure`): the config option set later (``rasterio.Env(GDAL_CACHEMAX=...)``) was
 #: measured to make the COG driver 2.5x slower.
 GDAL_CACHE_MB = 128
 
@@ -63,3 +72,18 @@ NETWORK_MAX = 24
 #: network stays in the CPU's cache: 1.9-2.1x faster than whole-block arrays on 1954 x 1980
 #: blocks (66 against 125 ms at 4 scenes, 165 against 344 ms at 12).
 STRIP_VALUES = 1 << 18
+
+_configured = threading.Lock()
+_done: list[bool] = []
+
+
+def configure() -> None:
+    """Apply the process-wide settings: GDAL's block cache (:data:`GDAL_CACHE_MB`, unless the
+    environment sets ``GDAL_CACHEMAX``). Idempotent and cheap after the first call; it must run
+    before GDAL's first read to take effect."""
+    if _done:
+        return
+    with _configured:
+        if not _done:
+            os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
+            _done.append(True)

@@ -185,6 +185,11 @@ def build_monthly(
         return []
 
     store.run_steps(
-        state, write, batch_size=MONTHS_PER_BATCH, label="composite", name=lambda i: f"month {str(months[i])[:7]}"
+        state,
+        write,
+        batch_size=MONTHS_PER_BATCH,
+        label="composite",
+        name=lambda i: f"month {str(months[i])[:7]}",
+        unit="months",
     )
     return path

@@ -275,5 +275,5 @@ def build_cube(
     def name(i: int) -> str:
         return f"day {i + 1}/{len(days)}: {days[i].day} ({len(days[i].items)} scene(s))"
 
-    store.run_steps(state, write, batch_size=DAYS_PER_BATCH, label="cube", name=name)
+    store.run_steps(state, write, batch_size=DAYS_PER_BATCH, label="cube", name=name, unit="days")
     return path

@@ -1,7 +1,7 @@
 """Whether the Dask workers reach the Zarr stores: checked before any Zarr I/O runs on them.
 
 On a Dask Gateway the workers run in pods of their own that do not mount the job's volume
-(DESIGN.md, "The platform as it really is"). A worker writing to a local ``zarr_dir`` then
+(Calrissian's ``dask-gateway`` branch gives them none: :mod:`cubemosaic.workerenv`). A worker writing to a local ``zarr_dir`` then
 writes to its own disk, where nobody reads it: the whole compute is lost and a later stage
 would report a wrong cause. So before a stage runs on a distributed cluster, the client
 writes a marker into each local store folder and every worker is asked whether it sees it.

@@ -25,6 +25,7 @@ from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
+from urllib3.util.retry import Retry
 
 from .errors import CatalogError, ConfigError, NothingFoundError, one_line
 from .s2 import asset_resolution
@@ -113,8 +114,6 @@ def _retry():
     """urllib3's retry policy for every request to a catalog: :data:`SEARCH_RETRIES` tries more on
     a failed connection or a :data:`RETRY_STATUS` answer, any method (a search is a POST that
     changes nothing), the last answer returned so that its status is named."""
-    from urllib3.util.retry import Retry
-
     return Retry(
         total=SEARCH_RETRIES,
         backoff_factor=SEARCH_BACKOFF_S,

@@ -21,12 +21,22 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+import dask
+import dask.config
+from dask.utils import parse_bytes
+from distributed import Client, KilledWorker, LocalCluster
 
 from .clusterspec import ClusterSpec, bytes_text, sizing
 from .errors import ClusterError, ConfigError
 from .tuning import REMOTE_THREADS_PER_CORE
+from .urls import redact
+from .workerenv import carry_environment
 
 __all__ = [
     "check_versions",
@@ -51,8 +61,6 @@ def gateway_requested(spec: ClusterSpec | None = None) -> bool:
 def _address(spec: ClusterSpec) -> str | None:
     """The gateway address: ``cluster.address``, Dask config ``gateway.address`` (Calrissian mounts it
     in /etc/dask), or ``DASK_GATEWAY_URL`` (which Calrissian also sets in the step's pod)."""
-    import dask.config
-
     return spec.address or dask.config.get("gateway.address", None) or os.environ.get("DASK_GATEWAY_URL") or None
 
 
@@ -71,12 +79,11 @@ def dask_client(spec: ClusterSpec) -> Iterator[object]:
 @contextmanager
 def waiting_on_network(spec: ClusterSpec, client: object | None, remote: bool) -> Iterator[None]:
     """More threads (:data:`~cubemosaic.tuning.REMOTE_THREADS_PER_CORE`) on the local threaded
-    scheduler for a stage that reads ``remote`` assets, unless ``cluster.threads_per_worker`` is set (or the stage runs on a cluster's workers)."""
+    scheduler for a stage that reads ``remote`` assets, unless ``cluster.threads_per_worker`` is set
+    (or the stage runs on a cluster's workers)."""
     if client is not None or not remote or spec.threads_per_worker:
         yield
         return
-    import dask
-
     threads = REMOTE_THREADS_PER_CORE * (os.cpu_count() or 1)
     with dask.config.set(num_workers=threads):
         log.info("cluster: %d thread(s) for the cube's remote reads (cluster.threads_per_worker to set)", threads)
@@ -90,15 +97,11 @@ CLOSE_TIMEOUT_S = 20
 @contextmanager
 def _local(spec: ClusterSpec) -> Iterator[object]:
     if not (spec.dashboard or spec.processes):
-        import dask
-
         threads = spec.threads_per_worker or os.cpu_count() or 1
         with dask.config.set(scheduler="threads", num_workers=threads):
             log.info("cluster: local, %d thread(s) in this process (cluster.dashboard=true for a dashboard)", threads)
             yield None
         return
-    from distributed import Client, LocalCluster
-
     workers = spec.n_workers or 1
     threads = spec.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     with _workers_ignore_interrupts(spec.processes):
@@ -128,9 +131,6 @@ def _workers_ignore_interrupts(processes: bool) -> Iterator[None]:
     """Start worker processes with SIGINT ignored (Python then installs no KeyboardInterrupt
     handler in them): Ctrl-C reaches the whole process group, and this process alone unwinds and
     closes the cluster, so the workers do not print their own tracebacks on the way."""
-    import signal
-    import threading
-
     if not processes or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -143,8 +143,6 @@ def _workers_ignore_interrupts(processes: bool) -> Iterator[None]:
 
 def gateway_workers(spec: ClusterSpec) -> tuple[dict[str, object], int]:
     """Cluster options and worker count for a cluster we start, within the max cores and memory."""
-    from dask.utils import parse_bytes
-
     options: dict[str, object] = {}
     cores = sizing(spec, "worker_cores")
     limit = sizing(spec, "worker_cores_limit") or cores
@@ -176,8 +174,6 @@ def worker_failures(spec: ClusterSpec, client: object | None) -> Iterator[None]:
     if client is None:
         yield
         return
-    from distributed import KilledWorker
-
     try:
         yield
     except KilledWorker as e:
@@ -203,10 +199,10 @@ def _killed(spec: ClusterSpec, e: Exception) -> str:
 
 @contextmanager
 def _gateway(spec: ClusterSpec) -> Iterator[object]:
+    # dask-gateway imported where a gateway is used: its import (aiohttp, its auth plugins) adds
+    # about a second to distributed's, for nothing on a local run or on a worker (which imports
+    # this module to run peak_mb).
     from dask_gateway import Gateway
-
-    from .urls import redact
-    from .workerenv import carry_environment  # imports distributed: only where a gateway is used
 
     address = _address(spec)
     if not address:
@@ -296,8 +292,6 @@ def peak_mb() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -10,6 +10,7 @@ object. All checks here run before any network call.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import shutil
 import tempfile
@@ -22,6 +23,7 @@ from .aoi import parse_aoi
 from .clusterspec import ClusterSpec, check_spec
 from .errors import ConfigError
 from .s2 import DEFAULT_MASK_CLASSES
+from .statistics import composite
 from .urls import MEMORY_SCHEMES, is_local, local_path, scheme
 
 __all__ = [
@@ -118,6 +120,8 @@ class Config:
 
 def register_schemas() -> None:
     """Register the schemas in Hydra's ConfigStore (``config.yaml`` extends ``cubemosaic_schema``)."""
+    # Hydra imported where the schemas are registered (the command line): a library user builds
+    # Settings with to_settings and never needs it.
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
@@ -252,7 +256,9 @@ def _zarr_dir(value: str | None, output_dir: Path) -> str:
         return str(output_dir)
     if is_local(value):  # a plain path or file:// URL: the same folder either way
         return str(_check_output_dir(value, "zarr_dir"))
-    import fsspec  # where object storage is named: fsspec's registry of protocols
+    # fsspec imported where object storage is named (its registry of protocols): about half a
+    # second of the command line's start-up otherwise.
+    import fsspec
 
     protocol = scheme(value)
     if protocol in MEMORY_SCHEMES:
@@ -291,8 +297,6 @@ def _names(value: Any) -> tuple[str, ...]:
 
 def _composites(cfg: Any, bands: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``statistic`` and ``provenance`` checked (names, method, clashes with band names)."""
-    from .statistics import composite  # numpy only: the start-up path stays light
-
     statistics = tuple(s.lower() for s in _names(cfg.statistic))
     provenance = tuple(p.lower() for p in _names(cfg.provenance))
     composite(bands, statistics, provenance, str(cfg.percentile_method))  # raises ConfigError
@@ -309,8 +313,6 @@ MIN_GRID_PIXELS = 2
 def _extent_m(bbox: tuple[float, float, float, float]) -> tuple[float, float]:
     """(width, height) in metres of a lon/lat box, on the sphere at its middle latitude (within
     1 % of any UTM zone's, which is all a check against a few pixels needs)."""
-    import math
-
     x0, y0, x1, y1 = bbox
     metres_per_degree = 6371008.8 * math.pi / 180
     return (x1 - x0) * metres_per_degree * math.cos(math.radians((y0 + y1) / 2)), (y1 - y0) * metres_per_degree
@@ -335,7 +337,7 @@ def _cluster_spec(cluster: Any) -> ClusterSpec:
     """The ``cluster`` node as a :class:`ClusterSpec` (a composed DictConfig, or one already)."""
     if isinstance(cluster, ClusterSpec):
         return cluster
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf  # a composed config comes with Hydra: only then is it needed
 
     return OmegaConf.to_object(cluster)
 
@@ -397,7 +399,7 @@ def to_settings(cfg: Any) -> Settings:
     if cfg.chunk_size < 64 or cfg.chunk_size > 8192:
         raise ConfigError("chunk_size", f"must lie in 64-8192 pixels, got {cfg.chunk_size}")
     if cfg.crs is not None:
-        from odc.geo import CRS  # light; pyproj underneath
+        from odc.geo import CRS  # only for a crs= given: odc-geo imports pyproj, slow to import
 
         try:
             CRS(cfg.crs)

@@ -4,29 +4,25 @@ The stages are plain functions, callable from Python or a notebook::
 
     from cubemosaic import SearchRequest, search, resolve_bands, build_cube, build_monthly, export_months
 
-Heavy libraries (odc-loader, dask, rasterio) are imported only when a stage runs.
+Heavy libraries (odc-loader, dask, rasterio) are imported only when a stage runs, and importing
+cubemosaic sets nothing and starts nothing: :func:`configure` applies the process-wide settings
+(GDAL's block cache, :mod:`cubemosaic.tuning`); the command line and every asset read call it,
+a library user who writes COGs before reading anything calls it first.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 from typing import Any
 
 __version__ = "0.1.0"
-
-#: GDAL's block cache in MB, unless the user set one: GDAL's default (5% of the RAM) lets the
-#: export's COG driver cache as much of a month as fits, so memory grew with the grid (155 MB at
-#: 1000 px, 961 MB at 8000 px measured); 128 MB keeps it flat and was not slower. Set here, before
-#: GDAL first reads it: the config option set later (``rasterio.Env(GDAL_CACHEMAX=...)``) was
-#: measured to make the COG driver 2.5x slower.
-GDAL_CACHE_MB = 128
-os.environ.setdefault("GDAL_CACHEMAX", str(GDAL_CACHE_MB))
 
 __all__ = [
     "SearchRequest",
     "Settings",
     "build_cube",
     "build_monthly",
+    "configure",
     "dask_client",
     "ensure_demo",
     "export_months",
@@ -41,6 +37,7 @@ _WHERE = {
     "resolve_bands": "catalog",
     "build_cube": "cube",
     "build_monthly": "composite",
+    "configure": "tuning",
     "export_months": "export",
     "dask_client": "cluster",
     "ensure_demo": "demo",
@@ -50,8 +47,8 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
+    # The stages' modules are imported when first asked for (``from cubemosaic import build_cube``),
+    # not with the package: ``import cubemosaic`` (a worker unpickling a task, ``--help``) stays light.
     if name in _WHERE:
-        import importlib
-
         return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
     raise AttributeError(f"module 'cubemosaic' has no attribute {name!r}")

@@ -21,28 +21,52 @@ run takes away the folders it created and left empty.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from typing import Any
+
+# Hydra and the configuration are on every path of the command line (``--help`` included); the
+# stages' heavy libraries (dask, odc-loader, rasterio) are imported by the pipeline when a stage runs.
+import hydra
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from hydra.utils import get_original_cwd
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from . import __version__
+from .clusterspec import ClusterSpec
+from .config import (
+    CatalogConf,
+    Config,
+    conf_dir,
+    note_created,
+    register_schemas,
+    remove_created,
+    to_settings,
+)
+from .errors import ConfigError, CubeMosaicError
+from .pipeline import run
+from .tuning import configure
 
 log = logging.getLogger("cubemosaic")
 
 
 def compose(overrides: Sequence[str]):
     """The composed config for ``overrides`` (raises :class:`ConfigError` with one line)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from .config import conf_dir, register_schemas
-    from .errors import ConfigError
-
     register_schemas()
     overrides = [_listify(o) for o in overrides]
     GlobalHydra.instance().clear()
@@ -75,8 +99,6 @@ def _listify(override: str) -> str:
 
 
 def _parses(override: str) -> bool:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     try:
         OverridesParser.create().parse_override(override)
     except Exception:  # Hydra's grammar errors: quote the value
@@ -87,11 +109,6 @@ def _parses(override: str) -> bool:
 def _refuse_unknown_keys(cfg) -> None:
     """Hydra lets ``+key=value`` add a key the schema does not have (a misspelt ``+resolutoin=60`` would
     be ignored): refuse every key that is not a field of :class:`~cubemosaic.config.Config`."""
-    from dataclasses import fields
-
-    from .config import CatalogConf, ClusterSpec, Config
-    from .errors import ConfigError
-
     nodes = [("", cfg, Config), ("catalog.", cfg.catalog, CatalogConf), ("cluster.", cfg.cluster, ClusterSpec)]
     for prefix, node, schema in nodes:
         known = {f.name for f in fields(schema)}
@@ -102,8 +119,6 @@ def _refuse_unknown_keys(cfg) -> None:
 
 def _explain(e: Exception) -> tuple[str, str]:
     """(parameter, problem) from a Hydra/OmegaConf composition error."""
-    import re
-
     cause = e
     while cause.__cause__ is not None:
         cause = cause.__cause__
@@ -116,7 +131,7 @@ def _explain(e: Exception) -> tuple[str, str]:
         if listed:
             options = sorted(line.strip() for line in listed.group(1).splitlines() if line.strip())
         else:
-            options = sorted(p.stem for p in (_conf_dir() / group).glob("*.yaml"))
+            options = sorted(p.stem for p in (conf_dir() / group).glob("*.yaml"))
         return group, f"no option {option!r}; choose one of {', '.join(options)}"
     key = getattr(cause, "full_key", None) or getattr(cause, "key", None)
     if key and "not in" in text:
@@ -126,15 +141,7 @@ def _explain(e: Exception) -> tuple[str, str]:
     return "override", (str(e).splitlines() or [text])[0]
 
 
-def _conf_dir():
-    from .config import conf_dir
-
-    return conf_dir()
-
-
 def _setup_logging(debug: bool) -> None:
-    import warnings
-
     if not debug:
         # odc-loader warps pixel arrays in memory, which rasterio reports as "not georeferenced".
         warnings.filterwarnings("ignore", message="Dataset has no geotransform")
@@ -159,14 +166,6 @@ def _interrupt(signum, frame) -> None:
 
 def _job(cfg: Any) -> None:
     """Hydra's task function: one job, in ``output_dir`` (the job's run directory)."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.utils import get_original_cwd
-    from omegaconf import OmegaConf
-
-    from .config import to_settings
-    from .errors import CubeMosaicError
-    from .pipeline import run
-
     _started.append(True)
     try:
         _refuse_unknown_keys(cfg)
@@ -210,23 +209,16 @@ def _working_dir(folder: str) -> Iterator[None]:
 
 def _remove_created(litter: Sequence[str] = ()) -> None:
     """A refused run takes away the folders it created and left empty (never one the user had)."""
-    from .config import remove_created
-
     for folder in remove_created(litter):
         log.debug("removed %s, which this refused run had created", folder)
 
 
 def _hydra_error(e: BaseException) -> bool:
     """Whether ``e`` comes from Hydra or OmegaConf (an override or config the user wrote)."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     return isinstance(e, HydraException | OmegaConfBaseException)
 
 
 def _register_resolvers() -> None:
-    from omegaconf import OmegaConf
-
     if not OmegaConf.has_resolver("expanduser"):
         OmegaConf.register_new_resolver("expanduser", _run_dir)
     if not OmegaConf.has_resolver("cubemosaic_job_folder"):
@@ -239,8 +231,6 @@ _swept: list[str] = []
 
 def _swept_keys(args: Sequence[str]) -> list[str]:
     """The keys ``args`` sweep (``resolution=60,120``, ``catalog.url=glob(...)``, ...)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
     keys = []
     for arg in args:
@@ -262,9 +252,6 @@ def _job_folder(_root_: Any) -> str:
     ``output_dir`` itself interpolates (``output_dir=sweep/r${resolution}`` already differs per
     job: used as given), ``output_dir`` and the keys ``override_dirname.exclude_keys`` lists (they
     do not change the outputs). Nothing left: the job writes into ``output_dir`` itself."""
-    import hashlib
-    import re
-
     node = _root_._get_node("output_dir")
     raw = str(node._value()) if node is not None else ""  # before interpolation: ${resolution} ...
     excluded = set(_root_.hydra.job.config.override_dirname.exclude_keys or ())
@@ -286,19 +273,13 @@ def _job_folder(_root_: Any) -> str:
 def _run_dir(path: Any) -> str:
     """``hydra.run.dir``/``hydra.sweep.dir``: ``path`` with ``~`` expanded, noted (before Hydra
     creates it) as this run's if it does not exist yet, so a refused run takes it away."""
-    from .config import note_created
-
     expanded = os.path.expanduser(str(path))
     note_created(expanded)
     return expanded
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import hydra
-
-    from . import __version__
-    from .config import conf_dir, register_schemas
-    from .errors import ConfigError, CubeMosaicError
+    configure()  # before anything can use GDAL (its block cache is read once)
 
     args = [_listify(a) for a in (sys.argv[1:] if argv is None else argv)]
     if "--version" in args:  # Hydra's own flag prints only Hydra's version

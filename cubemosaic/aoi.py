@@ -2,7 +2,8 @@
 
 :func:`parse_aoi` turns ``aoi=`` into a :class:`Aoi`: the box the search and the output grid use,
 and, for a polygon, its WKT (WGS84), outside which every pixel is no data. Bad geometry is
-refused here, in one line naming ``aoi``, before any search. Shapely reads and checks the
+refused here, in one line naming ``aoi``, before any search; :func:`aoi_block` says which pixels of
+a block are inside the polygon (for the reads and the export). Shapely reads and checks the
 geometry; only the choice of what to accept is written here.
 """
 
@@ -10,16 +11,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 from shapely.geometry import shape
 from shapely.validation import explain_validity
 
 from .errors import ConfigError
 
-__all__ = ["Aoi", "parse_aoi"]
+__all__ = ["Aoi", "aoi_block", "parse_aoi"]
 
 #: GeoJSON ``crs`` members (the 2008 draft) that still mean WGS84 longitude/latitude.
 _WGS84_NAMES = ("urn:ogc:def:crs:OGC:1.3:CRS84", "urn:ogc:def:crs:EPSG::4326", "EPSG:4326", "CRS84")
@@ -142,3 +145,29 @@ def _polygon(geom, where: str) -> Aoi:
     if geom.area == 0:
         raise ConfigError("aoi", f"{where} is empty (no area)")
     return Aoi((x0, y0, x1, y1), geom.wkt)
+
+
+def aoi_block(aoi_wkt: str | None, geobox) -> np.ndarray:
+    """True for the pixels of ``geobox`` whose centre is inside the AOI polygon (WGS84 WKT);
+    all True without one. The same rule as rasterio's geometry_mask, through shapely's
+    ``contains_xy`` (GDAL's rasterizer warns spuriously from Dask's threads); cached per block,
+    since every day of a block asks again."""
+    if not aoi_wkt:
+        return np.ones(geobox.shape, dtype=bool)
+    return _inside(aoi_wkt, str(geobox.crs), tuple(geobox.transform)[:6], tuple(geobox.shape)).copy()
+
+
+@lru_cache(maxsize=64)
+def _inside(aoi_wkt: str, crs: str, transform: tuple[float, ...], shape: tuple[int, int]) -> np.ndarray:
+    # odc-geo (pyproj) imported here, where a polygon is put on a grid: config imports this module
+    # to parse aoi=, and the command line's start-up (``--help``, a refused configuration) does not
+    # need pyproj.
+    from odc.geo.geom import Geometry
+
+    area = Geometry(shapely.from_wkt(aoi_wkt), "EPSG:4326").to_crs(crs).geom
+    shapely.prepare(area)
+    a, b, c, d, e, f = transform
+    cols, rows = np.arange(shape[1]) + 0.5, np.arange(shape[0]) + 0.5
+    xs = c + a * cols[None, :] + b * rows[:, None]
+    ys = f + d * cols[None, :] + e * rows[:, None]
+    return shapely.contains_xy(area, xs, ys)

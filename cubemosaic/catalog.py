@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pystac
 import requests
@@ -26,15 +25,15 @@ from pystac_client.conformance import ConformanceClasses
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
 from shapely.geometry import shape
+from urllib3.util.retry import Retry
 
 from .errors import CatalogError, ConfigError, NothingFoundError, one_line
 from .s2 import asset_resolution
-from .urls import is_local
+from .urls import is_local, local_path, redact
 
 __all__ = [
     "SearchRequest",
     "asset_key",
-    "redact",
     "resolve_bands",
     "search",
 ]
@@ -74,17 +73,6 @@ class SearchRequest:
         return f"{self.start_date.isoformat()}T00:00:00Z/{self.end_date.isoformat()}T23:59:59.999Z"
 
 
-def redact(url: str) -> str:
-    """A URL safe to log: no query string (SAS tokens, keys) and no user info."""
-    parts = urlsplit(str(url))
-    if not parts.scheme:
-        return str(url)
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
 # --------------------------------------------------------------------------- search
 def search(url: str, request: SearchRequest) -> list[pystac.Item]:
     """Items matching ``request`` from the STAC API or static file at ``url``, sorted by time."""
@@ -119,15 +107,13 @@ def search(url: str, request: SearchRequest) -> list[pystac.Item]:
 
 
 def _absolute(url: str) -> str:
-    return url if "://" in url else str(Path(url).expanduser().absolute())
+    return str(Path(local_path(url)).expanduser().absolute()) if is_local(url) else url
 
 
 def _retry():
     """urllib3's retry policy for every request to a catalog: :data:`SEARCH_RETRIES` tries more on
     a failed connection or a :data:`RETRY_STATUS` answer, any method (a search is a POST that
     changes nothing), the last answer returned so that its status is named."""
-    from urllib3.util.retry import Retry
-
     return Retry(
         total=SEARCH_RETRIES,
         backoff_factor=SEARCH_BACKOFF_S,
@@ -154,7 +140,7 @@ def _read_json(url: str) -> dict[str, Any]:
 
     try:
         if is_local(url):
-            text = Path(url.removeprefix("file://")).expanduser().read_text()
+            text = Path(local_path(url)).expanduser().read_text()
         else:
             with _session() as session:
                 resp = session.get(url, timeout=30)

@@ -21,15 +21,24 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
+import dask
+import dask.config
+from dask.utils import parse_bytes
+from distributed import Client, KilledWorker, LocalCluster
+
+from .clusterspec import ClusterSpec, bytes_text, sizing
 from .errors import ClusterError, ConfigError
+from .tuning import REMOTE_THREADS_PER_CORE
+from .urls import redact
+from .workerenv import carry_environment
 
 __all__ = [
-    "ClusterSpec",
-    "check_spec",
     "check_versions",
     "dask_client",
     "gateway_requested",
@@ -40,40 +49,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ENV_SIZING = {
-    "worker_cores": "DASK_GATEWAY_WORKER_CORES",
-    "worker_cores_limit": "DASK_GATEWAY_WORKER_CORES_LIMIT",
-    "worker_memory": "DASK_GATEWAY_WORKER_MEMORY",
-    "max_cores": "DASK_GATEWAY_CLUSTER_MAX_CORES",
-    "max_memory": "DASK_GATEWAY_CLUSTER_MAX_RAM",
-}
-
-
-@dataclass
-class ClusterSpec:
-    """How to get a Dask cluster; also the Hydra schema of the ``cluster`` group (``conf/cluster/``)."""
-
-    #: ``auto``, ``local`` or ``gateway``.
-    kind: str = "auto"
-    #: Local: worker count (None = 1), threads per worker (None = all cores), processes or threads.
-    n_workers: int | None = None
-    threads_per_worker: int | None = None
-    processes: bool = False
-    memory_limit: str = "auto"
-    #: Local: a distributed LocalCluster with Dask's dashboard instead of the threaded scheduler.
-    dashboard: bool = False
-    #: Gateway: address (None = Dask config ``gateway.address``) and cluster name (None = ``DASK_CLUSTER``).
-    address: str | None = None
-    name: str | None = None
-    #: Gateway sizing of a started cluster (None = the Calrissian environment variable, if set).
-    worker_cores: float | None = None
-    worker_cores_limit: float | None = None
-    worker_memory: str | None = None
-    max_cores: float | None = None
-    max_memory: str | None = None
-    #: Gateway: adapt between 1 and the maximum number of workers instead of a fixed scale.
-    adaptive: bool = False
 
 
 def gateway_requested(spec: ClusterSpec | None = None) -> bool:
@@ -86,8 +61,6 @@ def gateway_requested(spec: ClusterSpec | None = None) -> bool:
 def _address(spec: ClusterSpec) -> str | None:
     """The gateway address: ``cluster.address``, Dask config ``gateway.address`` (Calrissian mounts it
     in /etc/dask), or ``DASK_GATEWAY_URL`` (which Calrissian also sets in the step's pod)."""
-    import dask.config
-
     return spec.address or dask.config.get("gateway.address", None) or os.environ.get("DASK_GATEWAY_URL") or None
 
 
@@ -103,22 +76,14 @@ def dask_client(spec: ClusterSpec) -> Iterator[object]:
             yield client
 
 
-#: Dask threads per core for the cube stage of a local run whose assets are remote: its tasks wait
-#: on the network, not on a core. Measured over HTTP with 40 ms before each response (the
-#: benchmark's http20): 6 threads on 2 cores took the cube stage from 17.8 to 13.7 s. The
-#: composite, bound by its cores, keeps one thread a core.
-REMOTE_THREADS_PER_CORE = 3
-
-
 @contextmanager
 def waiting_on_network(spec: ClusterSpec, client: object | None, remote: bool) -> Iterator[None]:
-    """More threads on the local threaded scheduler for a stage that reads ``remote`` assets,
-    unless ``cluster.threads_per_worker`` is set (or the stage runs on a cluster's workers)."""
+    """More threads (:data:`~cubemosaic.tuning.REMOTE_THREADS_PER_CORE`) on the local threaded
+    scheduler for a stage that reads ``remote`` assets, unless ``cluster.threads_per_worker`` is set
+    (or the stage runs on a cluster's workers)."""
     if client is not None or not remote or spec.threads_per_worker:
         yield
         return
-    import dask
-
     threads = REMOTE_THREADS_PER_CORE * (os.cpu_count() or 1)
     with dask.config.set(num_workers=threads):
         log.info("cluster: %d thread(s) for the cube's remote reads (cluster.threads_per_worker to set)", threads)
@@ -132,15 +97,11 @@ CLOSE_TIMEOUT_S = 20
 @contextmanager
 def _local(spec: ClusterSpec) -> Iterator[object]:
     if not (spec.dashboard or spec.processes):
-        import dask
-
         threads = spec.threads_per_worker or os.cpu_count() or 1
         with dask.config.set(scheduler="threads", num_workers=threads):
             log.info("cluster: local, %d thread(s) in this process (cluster.dashboard=true for a dashboard)", threads)
             yield None
         return
-    from distributed import Client, LocalCluster
-
     workers = spec.n_workers or 1
     threads = spec.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
     with _workers_ignore_interrupts(spec.processes):
@@ -170,9 +131,6 @@ def _workers_ignore_interrupts(processes: bool) -> Iterator[None]:
     """Start worker processes with SIGINT ignored (Python then installs no KeyboardInterrupt
     handler in them): Ctrl-C reaches the whole process group, and this process alone unwinds and
     closes the cluster, so the workers do not print their own tracebacks on the way."""
-    import signal
-    import threading
-
     if not processes or threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -183,21 +141,12 @@ def _workers_ignore_interrupts(processes: bool) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _sizing(spec: ClusterSpec, key: str) -> str | None:
-    value = getattr(spec, key)
-    if value is None:
-        value = os.environ.get(ENV_SIZING[key]) or None
-    return None if value is None else str(value)
-
-
 def gateway_workers(spec: ClusterSpec) -> tuple[dict[str, object], int]:
     """Cluster options and worker count for a cluster we start, within the max cores and memory."""
-    from dask.utils import parse_bytes
-
     options: dict[str, object] = {}
-    cores = _sizing(spec, "worker_cores")
-    limit = _sizing(spec, "worker_cores_limit") or cores
-    memory = _sizing(spec, "worker_memory")
+    cores = sizing(spec, "worker_cores")
+    limit = sizing(spec, "worker_cores_limit") or cores
+    memory = sizing(spec, "worker_memory")
     try:
         if cores:
             options["worker_cores"] = float(cores)
@@ -206,48 +155,14 @@ def gateway_workers(spec: ClusterSpec) -> tuple[dict[str, object], int]:
         if memory:
             options["worker_memory"] = memory
         counts = []
-        max_cores, max_memory = _sizing(spec, "max_cores"), _sizing(spec, "max_memory")
+        max_cores, max_memory = sizing(spec, "max_cores"), sizing(spec, "max_memory")
         if max_cores:
             counts.append(int(float(max_cores) // float(limit or 1)))
         if max_memory and memory:
-            counts.append(int(parse_bytes(_bytes_text(max_memory)) // parse_bytes(_bytes_text(memory))))
+            counts.append(int(parse_bytes(bytes_text(max_memory)) // parse_bytes(bytes_text(memory))))
     except ValueError as e:
         raise ConfigError("cluster", f"Dask Gateway sizing is not understood ({e})") from None
     return options, max(1, min(counts) if counts else 1)
-
-
-def check_spec(spec: ClusterSpec) -> None:
-    """:class:`ConfigError` naming the key of a memory size that is not one: ``cluster.memory_limit``
-    (a local cluster's, per worker: ``auto``, bytes such as ``4GB``, a share of the machine such as
-    ``0.5``, or 0 for none), a gateway cluster's ``worker_memory`` and ``max_memory`` (from the
-    command line or Calrissian's ``DASK_GATEWAY_*`` variables). Run with the rest of the
-    configuration, before any network call (a bad value used to fail after the search)."""
-    _memory("cluster.memory_limit", spec.memory_limit, local=True)
-    for key in ("worker_memory", "max_memory"):
-        value = _sizing(spec, key)
-        if value is not None:
-            _memory(f"cluster.{key}" if getattr(spec, key) is not None else ENV_SIZING[key], _bytes_text(value))
-
-
-def _memory(key: str, value: object, *, local: bool = False) -> None:
-    from dask.utils import parse_bytes
-
-    text = str(value).strip()
-    if local and text.lower() in ("auto", "0", "none"):
-        return
-    try:
-        number = float(text)
-    except ValueError:
-        number = None
-    if local and number is not None and number > 0:
-        return
-    example = "4GB, 0.5 (of the machine), auto or 0 (no limit)" if local else "4GB, 16Gi"
-    try:
-        size = parse_bytes(text)
-    except (ValueError, TypeError):
-        size = 0
-    if size <= 0:
-        raise ConfigError(key, f"{value!r} is not an amount of memory (e.g. {example})")
 
 
 @contextmanager
@@ -259,8 +174,6 @@ def worker_failures(spec: ClusterSpec, client: object | None) -> Iterator[None]:
     if client is None:
         yield
         return
-    from distributed import KilledWorker
-
     try:
         yield
     except KilledWorker as e:
@@ -270,7 +183,7 @@ def worker_failures(spec: ClusterSpec, client: object | None) -> Iterator[None]:
 def _killed(spec: ClusterSpec, e: Exception) -> str:
     task = e.args[0] if e.args else "a task"
     if spec.kind == "gateway" or (spec.kind == "auto" and gateway_requested(spec)):
-        memory = _sizing(spec, "worker_memory")
+        memory = sizing(spec, "worker_memory")
         limit = f"worker_memory={memory}" if memory else "the gateway's default worker memory"
         remedy = "raise cluster.worker_memory (DASK_GATEWAY_WORKER_MEMORY)"
     else:
@@ -284,18 +197,12 @@ def _killed(spec: ClusterSpec, e: Exception) -> str:
     )
 
 
-def _bytes_text(value: str) -> str:
-    """'16' (GB, as Calrissian's eoap examples give it) or '16G' / '16 GiB' -> a parse_bytes string."""
-    text = str(value).strip()
-    return f"{text}G" if text.replace(".", "", 1).isdigit() else text
-
-
 @contextmanager
 def _gateway(spec: ClusterSpec) -> Iterator[object]:
+    # dask-gateway imported where a gateway is used: its import (aiohttp, its auth plugins) adds
+    # about a second to distributed's, for nothing on a local run or on a worker (which imports
+    # this module to run peak_mb).
     from dask_gateway import Gateway
-
-    from .catalog import redact
-    from .workerenv import carry_environment  # imports distributed: only where a gateway is used
 
     address = _address(spec)
     if not address:
@@ -385,8 +292,6 @@ def peak_mb() -> float:
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

@@ -26,14 +26,13 @@ from .kernels import count_block, median_block, sorting_network, valid_count
 from .relay import relay_month_blocks
 from .statistics import REFLECTANCE, Composite, Layer, MonthBlock
 from .statistics import composite as make_composite
+from .tuning import MONTHS_PER_BATCH
 
 __all__ = ["build_monthly", "count_block", "median_block", "month_starts", "sorting_network", "valid_count"]
 
 log = logging.getLogger(__name__)
 #: 2: reflectance as float32 through a scale filter over uint16 (1: uint16 with a CF scale_factor).
 MONTHLY_FORMAT = 2
-#: Months computed together (one dask.array.store).
-MONTHS_PER_BATCH = 4
 
 
 def month_starts(times: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -186,6 +185,11 @@ def build_monthly(
         return []
 
     store.run_steps(
-        state, write, batch_size=MONTHS_PER_BATCH, label="composite", name=lambda i: f"month {str(months[i])[:7]}"
+        state,
+        write,
+        batch_size=MONTHS_PER_BATCH,
+        label="composite",
+        name=lambda i: f"month {str(months[i])[:7]}",
+        unit="months",
     )
     return path

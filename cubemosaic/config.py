@@ -1,6 +1,6 @@
 """Configuration: Hydra structured-config schemas and their validation.
 
-The schemas (:class:`Config`, :class:`CatalogConf`, :class:`~cubemosaic.cluster.ClusterSpec`) are registered
+The schemas (:class:`Config`, :class:`CatalogConf`, :class:`~cubemosaic.clusterspec.ClusterSpec`) are registered
 in Hydra's ConfigStore so a misspelt key or a value of the wrong type is refused when
 the command line is composed. :func:`to_settings` then turns the loose config into a
 frozen, typed :class:`Settings` once, at the edge; library code never sees the Hydra
@@ -10,6 +10,7 @@ object. All checks here run before any network call.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import shutil
 import tempfile
@@ -19,24 +20,38 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .aoi import parse_aoi
-from .cluster import ClusterSpec, check_spec
+from .clusterspec import ClusterSpec, check_spec
 from .errors import ConfigError
 from .s2 import DEFAULT_MASK_CLASSES
-from .urls import MEMORY_SCHEMES, is_local, local_path
+from .statistics import composite
+from .urls import MEMORY_SCHEMES, is_local, local_path, scheme
 
 __all__ = [
     "CatalogConf",
     "ClusterSpec",
     "Config",
     "Settings",
+    "STAGES",
     "Stage",
     "conf_dir",
     "register_schemas",
     "to_settings",
 ]
 
-Stage = Literal["cube", "composite", "export", "mosaic", "all"]
-STAGES: tuple[str, ...] = ("cube", "composite", "export", "mosaic", "all", "plan")
+#: The one list of stages: each value ``stage=`` takes and the steps it runs, in order (``mosaic``
+#: is composite + export, the CWL workflow's second step). The configuration checks ``stage``
+#: against it; the pipeline runs its steps.
+STAGES: dict[str, tuple[str, ...]] = {
+    "cube": ("cube",),
+    "composite": ("composite",),
+    "export": ("export",),
+    "mosaic": ("composite", "export"),
+    "all": ("cube", "composite", "export"),
+    # Searches and plans (scenes, tiles, bytes, memory), runs no step and writes nothing.
+    "plan": (),
+}
+#: A value of ``stage`` (the keys of :data:`STAGES`), for type checkers.
+Stage = Literal["cube", "composite", "export", "mosaic", "all", "plan"]
 CLUSTER_KINDS: tuple[str, ...] = ("auto", "local", "gateway")
 SIGNERS: tuple[str, ...] = ("none", "planetary_computer")
 RESAMPLING: tuple[str, ...] = ("nearest", "average", "bilinear", "cubic", "mode", "min", "max")
@@ -110,6 +125,8 @@ class Config:
 
 def register_schemas() -> None:
     """Register the schemas in Hydra's ConfigStore (``config.yaml`` extends ``cubemosaic_schema``)."""
+    # Hydra imported where the schemas are registered (the command line): a library user builds
+    # Settings with to_settings and never needs it.
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
@@ -221,12 +238,13 @@ def _only_locks(folder: Path, litter: Sequence[str] = ()) -> bool:
     return True
 
 
-def _check_output_dir(path: Path, parameter: str = "output_dir") -> Path:
-    """Make sure the folder ``parameter`` names can be written (creates it, noted for
-    :func:`remove_created`; writes nothing else)."""
-    if "://" in str(path):
-        raise ConfigError(parameter, f"{path} must be a local folder")
-    path = path.expanduser().absolute()
+def _check_output_dir(value: str | os.PathLike[str], parameter: str = "output_dir") -> Path:
+    """The folder ``parameter`` names (a path or a ``file://`` URL), made sure it can be written
+    (creates it, noted for :func:`remove_created`; writes nothing else)."""
+    value = os.fspath(value)
+    if not is_local(value):
+        raise ConfigError(parameter, f"{value} must be a local folder")
+    path = Path(local_path(value)).expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise ConfigError(parameter, f"{path} exists and is not a folder")
     note_created(path)
@@ -243,10 +261,12 @@ def _zarr_dir(value: str | None, output_dir: Path) -> str:
     if not value:
         return str(output_dir)
     if is_local(value):  # a plain path or file:// URL: the same folder either way
-        return str(_check_output_dir(Path(local_path(value)), "zarr_dir"))
+        return str(_check_output_dir(value, "zarr_dir"))
+    # fsspec imported where object storage is named (its registry of protocols): about half a
+    # second of the command line's start-up otherwise.
     import fsspec
 
-    protocol = value.split("://", 1)[0]
+    protocol = scheme(value)
     if protocol in MEMORY_SCHEMES:
         raise ConfigError(
             "zarr_dir",
@@ -265,7 +285,8 @@ def _cube_url(value: str | None, zarr_dir: str, stage: str) -> str:
         return f"{zarr_dir}/cube.zarr"
     if is_local(value):
         path = Path(local_path(value)).expanduser().absolute()
-        if stage in ("composite", "mosaic") and not (path / "zarr.json").is_file():
+        reads_given_cube = "composite" in STAGES[stage] and "cube" not in STAGES[stage]
+        if reads_given_cube and not (path / "zarr.json").is_file():
             raise ConfigError("cube_url", f"{path} is not a Zarr store (no zarr.json)")
         return str(path)
     return value.rstrip("/")
@@ -282,8 +303,6 @@ def _names(value: Any) -> tuple[str, ...]:
 
 def _composites(cfg: Any, bands: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``statistic`` and ``provenance`` checked (names, method, clashes with band names)."""
-    from .statistics import composite  # numpy only: the start-up path stays light
-
     statistics = tuple(s.lower() for s in _names(cfg.statistic))
     provenance = tuple(p.lower() for p in _names(cfg.provenance))
     composite(bands, statistics, provenance, str(cfg.percentile_method))  # raises ConfigError
@@ -305,8 +324,6 @@ MIN_GRID_PIXELS = 2
 def _extent_m(bbox: tuple[float, float, float, float]) -> tuple[float, float]:
     """(width, height) in metres of a lon/lat box, on the sphere at its middle latitude (within
     1 % of any UTM zone's, which is all a check against a few pixels needs)."""
-    import math
-
     x0, y0, x1, y1 = bbox
     metres_per_degree = 6371008.8 * math.pi / 180
     return (x1 - x0) * metres_per_degree * math.cos(math.radians((y0 + y1) / 2)), (y1 - y0) * metres_per_degree
@@ -331,7 +348,7 @@ def _cluster_spec(cluster: Any) -> ClusterSpec:
     """The ``cluster`` node as a :class:`ClusterSpec` (a composed DictConfig, or one already)."""
     if isinstance(cluster, ClusterSpec):
         return cluster
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf  # a composed config comes with Hydra: only then is it needed
 
     return OmegaConf.to_object(cluster)
 
@@ -342,10 +359,10 @@ def to_settings(cfg: Any) -> Settings:
     url = catalog.url
     if cfg.stage not in STAGES:
         raise ConfigError("stage", f"{cfg.stage!r} is not one of {', '.join(STAGES)}")
-    searches = cfg.stage in ("cube", "all", "plan")  # the other stages start from a written store
+    searches = "cube" in STAGES[cfg.stage] or cfg.stage == "plan"  # the others start from a written store
     if searches and catalog.name != "demo" and not url:
         raise ConfigError("catalog.url", "required: a STAC API URL or a static ItemCollection/catalog file")
-    if url and "://" not in url and not Path(url).expanduser().exists():
+    if url and is_local(url) and not Path(local_path(url)).expanduser().exists():
         raise ConfigError("catalog.url", f"{url} is neither a URL nor an existing file")
     if catalog.sign not in SIGNERS:
         raise ConfigError("catalog.sign", f"{catalog.sign!r} is not one of {', '.join(SIGNERS)}")
@@ -395,7 +412,7 @@ def to_settings(cfg: Any) -> Settings:
     if cfg.tile_size < MIN_TILE_SIZE or cfg.tile_size > MAX_TILE_SIZE:
         raise ConfigError("tile_size", f"must lie in {MIN_TILE_SIZE}-{MAX_TILE_SIZE} pixels, got {cfg.tile_size}")
     if cfg.crs is not None:
-        from odc.geo import CRS  # light; pyproj underneath
+        from odc.geo import CRS  # only for a crs= given: odc-geo imports pyproj, slow to import
 
         try:
             CRS(cfg.crs)
@@ -414,7 +431,7 @@ def to_settings(cfg: Any) -> Settings:
             raise ConfigError(f"cluster.{key}", f"must be positive, got {value}")
     spec = _cluster_spec(cluster)
     check_spec(spec)
-    output_dir = _check_output_dir(Path(os.fspath(cfg.output_dir)))
+    output_dir = _check_output_dir(cfg.output_dir)
     zarr_dir = _zarr_dir(cfg.zarr_dir, output_dir)
 
     return Settings(

@@ -28,9 +28,10 @@ from odc.geo.xr import xr_zeros
 from . import store
 from .blocks import lazy_blocks
 from .errors import AssetReadError, ReadError
-from .read import PLAIN, Access, SceneSource, day_block, read_ways
+from .read import PLAIN, Access, day_block, read_ways
 from .s2 import CloudMask
-from .scenes import Scene, parse_scene
+from .scenes import Scene, SceneSource, parse_scene
+from .tuning import DAYS_PER_BATCH
 
 __all__ = [
     "CubeSpec",
@@ -44,8 +45,6 @@ log = logging.getLogger(__name__)
 
 #: 2: reflectance as float32 through a scale filter over uint16 (1: uint16 with a CF scale_factor).
 CUBE_FORMAT = 2
-#: Solar days computed together (one dask.array.store): enough to keep every thread busy.
-DAYS_PER_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -276,5 +275,5 @@ def build_cube(
     def name(i: int) -> str:
         return f"day {i + 1}/{len(days)}: {days[i].day} ({len(days[i].items)} scene(s))"
 
-    store.run_steps(state, write, batch_size=DAYS_PER_BATCH, label="cube", name=name)
+    store.run_steps(state, write, batch_size=DAYS_PER_BATCH, label="cube", name=name, unit="days")
     return path

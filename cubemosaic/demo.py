@@ -43,6 +43,7 @@ from scipy.ndimage import distance_transform_edt
 from .errors import OutputError
 from .s2 import BASELINE_CHANGE, BOA_OFFSET_DN
 from .s2 import DEFAULT_MASK_CLASSES as mask_classes
+from .tuning import configure
 from .urls import is_local, local_path
 
 __all__ = ["DemoArchive", "DemoSpec", "ensure_demo", "make_archive", "default_cache_dir"]
@@ -190,6 +191,7 @@ def ensure_demo(spec: DemoSpec | None = None, cache_dir: Path | None = None) -> 
     """Return the archive for ``spec``, generating it first if the cache lacks it (or holds it
     incomplete: its items, an asset file or the truth missing). A cache folder that cannot be
     written is :class:`OutputError` naming it and ``CUBEMOSAIC_DEMO_DIR``."""
+    configure()  # the archive is written with GDAL, often the process's first use of it
     spec = spec or DemoSpec()
     root = (cache_dir or default_cache_dir()) / f"demo-{spec.key}"
     archive = DemoArchive(root=root, spec=spec)

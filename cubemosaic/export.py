@@ -50,10 +50,11 @@ from . import __version__, store
 from .blocks import block_slices
 from .errors import OutputError, WriteError, one_line
 from .quicklook import Quicklook, month_quicklook, overview_picture
-from .read import aoi_block
+from .aoi import aoi_block
 from .s2 import CloudMask
 from .statistics import COUNT_KEY, REFLECTANCE, Composite, Layer, count_layer
 from .tiling import GRID_EXTENSION
+from .tuning import EXPORT_THREADS
 
 __all__ = [
     "Month",
@@ -94,8 +95,9 @@ def write_cog(
 
     Streamed, so memory does not grow with the grid: each ``block`` (the store's shard) is read
     and written into a tiled GeoTIFF on disk beside ``path``, and GDAL's COG driver makes the
-    COG and its overviews from that file through its block cache (GDAL's default, 5% of the usable
-    RAM; setting ``GDAL_CACHEMAX`` at all was measured to make the COG driver 2.5x slower).
+    COG and its overviews from that file through its block cache (:data:`cubemosaic.tuning.GDAL_CACHE_MB`,
+    set as ``GDAL_CACHEMAX`` in the environment by :func:`cubemosaic.tuning.configure` before GDAL's
+    first read; set later as a config option it was measured to make the COG driver 2.5x slower).
     Every band carries ``scale`` (offset 0) as GDAL band metadata, so GDAL, QGIS and rioxarray
     (``mask_and_scale=True``) read reflectance as the Zarr store gives it; bands named red,
     green, blue first are tagged as such (colour interpretation), so viewers show true colour.
@@ -475,7 +477,7 @@ def write_months(
         log.info("export: %s %s %s", month.path(folder, mosaic), "written" if written else "is up to date", where)
         return month, written
 
-    threads = max(1, len(months)) if cluster is not None else min(2, os.cpu_count() or 1)
+    threads = max(1, len(months)) if cluster is not None else min(EXPORT_THREADS, os.cpu_count() or 1)
     with ThreadPoolExecutor(threads) as pool:
         done = [r for r in pool.map(export_one, months) if r is not None]
     if not done:

@@ -16,6 +16,8 @@ from functools import cache
 import bottleneck as bn
 import numpy as np
 
+from .tuning import NETWORK_MAX, STRIP_VALUES
+
 __all__ = [
     "PERCENTILE_METHODS",
     "count_block",
@@ -26,11 +28,6 @@ __all__ = [
     "sorting_network",
     "valid_count",
 ]
-
-#: Longest time axis sorted with a sorting network; longer months use bottleneck / numpy.
-NETWORK_MAX = 24
-#: Values (time x pixels) in one strip: a few hundred kB per array, so the network stays in cache.
-STRIP_VALUES = 1 << 18
 
 
 @cache
@@ -53,7 +50,7 @@ def sorting_network(n: int) -> tuple[tuple[int, int], ...]:
 
 
 def _strips(block: np.ndarray) -> Iterator[slice]:
-    """Row slices of ``block`` (t, y, x) holding about :data:`STRIP_VALUES` values each."""
+    """Row slices of ``block`` (t, y, x) holding about :data:`~cubemosaic.tuning.STRIP_VALUES` values each."""
     rows = max(1, STRIP_VALUES // max(1, block.shape[2] * max(1, block.shape[0])))
     for y in range(0, block.shape[1], rows):
         yield slice(y, y + rows)

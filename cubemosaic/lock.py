@@ -124,7 +124,7 @@ def store_lease(
     A run that finds another's unexpired lease refuses in one line; a killed run's lease expires
     after ``lease_seconds``, so it never blocks for good. Written by hand: fsspec has no lease.
     """
-    import fsspec
+    import fsspec  # only for a zarr_dir on object storage: the command line imports this module at start
 
     fs, root = fsspec.core.url_to_fs(url)
     key = f"{root.rstrip('/')}/{LEASE_NAME}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .config import Settings
+from .config import STAGES, Settings
 from .errors import OutputError, WriteError
 from .lock import run_lock, store_lease
 from .urls import is_local, local_path
@@ -25,14 +25,6 @@ log = logging.getLogger(__name__)
 #: A disk full, a quota, a read-only file system: the user's to fix, named in one line.
 FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
-STAGES = {
-    "plan": (),
-    "cube": ("cube",),
-    "composite": ("composite",),
-    "export": ("export",),
-    "mosaic": ("composite", "export"),
-    "all": ("cube", "composite", "export"),
-}
 
 
 @dataclass(frozen=True)
@@ -423,17 +415,11 @@ def _export_tile(unit: Unit, cogs: Any = None) -> list[Any]:
     return [TileOutputs(unit.tile, unit.code, written)]
 
 
-#: Dask tasks (block writes of a batch of days) a tile gives the cluster at once; tiles run side
-#: by side until the cluster's threads have this many each: a 2 x 2-shard tile's batch of 16 days
-#: is 64 tasks.
-TASKS_PER_TILE = 64
-#: At most this many tiles in flight in the job's process (each holds its graph and, relayed, its blocks).
-MAX_TILES_IN_FLIGHT = 8
-
-
 def tiles_in_flight(client: Any, n_units: int) -> int:
     """How many tiles run side by side: one on the local threaded scheduler (its threads are the
     machine's, one tile keeps them busy), else as many as the cluster's threads can keep busy."""
+    from .tuning import MAX_TILES_IN_FLIGHT, TASKS_PER_TILE
+
     if client is None or n_units < 2:
         return 1
     threads = sum(client.nthreads().values())

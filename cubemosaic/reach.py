@@ -1,7 +1,7 @@
 """Whether the Dask workers reach the Zarr stores: checked before any Zarr I/O runs on them.
 
 On a Dask Gateway the workers run in pods of their own that do not mount the job's volume
-(DESIGN.md, "The platform as it really is"). A worker writing to a local ``zarr_dir`` then
+(Calrissian's ``dask-gateway`` branch gives them none: :mod:`cubemosaic.workerenv`). A worker writing to a local ``zarr_dir`` then
 writes to its own disk, where nobody reads it: the whole compute is lost and a later stage
 would report a wrong cause. So before a stage runs on a distributed cluster, the client
 writes a marker into each local store folder and every worker is asked whether it sees it.
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ClusterError, one_line
-from .urls import is_local
+from .urls import is_local, local_path
 
 __all__ = ["choose_relay"]
 
@@ -71,7 +71,7 @@ def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> o
     for parameter, folder in folders:
         if not is_local(folder):
             continue  # object storage: reached over the network, not through a shared disk
-        base = Path(folder.removeprefix("file://"))
+        base = Path(local_path(folder))
         marker = base / f".cubemosaic-reach-{uuid.uuid4().hex}"
         try:
             base.mkdir(parents=True, exist_ok=True)

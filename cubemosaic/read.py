@@ -33,36 +33,34 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from functools import lru_cache
 from typing import TypeVar
 
 import numpy as np
 import rasterio
-import shapely
 from affine import Affine
 from odc.geo import CRS
 from odc.geo.geobox import GeoBox
-from odc.geo.geom import Geometry
 from odc.geo.geom import box as geom_box
 from odc.loader import RasterLoadParams, RasterSource, RioReader
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from .aoi import aoi_block
 from .errors import AssetReadError, SigningError, one_line
 from .s2 import CloudMask
+from .scenes import AssetGrid, SceneSource
 from .signing import Signer, read_signed
+from .tuning import IO_THREADS, STRIP_PIXELS, configure
 
 __all__ = [
     "GDAL_READ_OPTIONS",
     "PLAIN",
     "Access",
-    "AssetGrid",
-    "SceneSource",
-    "aoi_block",
     "day_block",
     "is_aligned",
     "read_ways",
@@ -96,8 +94,9 @@ class Access:
         return {**GDAL_READ_OPTIONS, **dict(self.gdal)}
 
     def read(self, href: str, read: Callable[[str], T]) -> T:
-        """``read(url)`` under these GDAL settings, ``href`` signed close to the read."""
-
+        """``read(url)`` under these GDAL settings, ``href`` signed close to the read; the process's
+        own settings (:func:`cubemosaic.tuning.configure`) applied first, on whichever worker reads."""
+        configure()
         with rasterio.Env(**self.env()):
             return read_signed(href, self.sign, read)
 
@@ -106,38 +105,23 @@ class Access:
 PLAIN = Access()
 
 
-#: Reads in flight per process: I/O waits on the network, not on a core, so more threads than
-#: cores; each holds one asset's window of one block (uint16), so memory stays bounded.
-IO_THREADS = 12
-_IO_POOL = ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cubemosaic-read")
+_IO_POOL: list[ThreadPoolExecutor] = []
+_IO_POOL_LOCK = threading.Lock()
 
 
-@dataclass(frozen=True)
-class AssetGrid:
-    """Where an asset's pixels are: href, CRS and affine transform (a, b, c, d, e, f), shape (None
-    where the catalog does not state them: the asset is then read through odc-loader's warping
-    reader); whose they are (item id and asset key), to name them when a read fails; and whether
-    it is JPEG2000 (whose reduced resolution levels are wavelet low-pass images, not samples)."""
-
-    href: str
-    crs: str | None
-    transform: tuple[float, float, float, float, float, float] | None
-    shape: tuple[int, int] | None
-    item_id: str = ""
-    key: str = ""
-    jpeg2000: bool = False
-    #: The item's lon/lat bbox (where the scene is, whatever its ``proj:`` fields say), if stated.
-    bbox: tuple[float, float, float, float] | None = None
+def _io_pool() -> ThreadPoolExecutor:
+    """This process's pool of :data:`~cubemosaic.tuning.IO_THREADS` read threads, made at its first
+    day read, not at import: a process that imports the reader and reads nothing (the command
+    line, a Dask scheduler) starts no threads, and a forked child makes its own."""
+    if not _IO_POOL:
+        with _IO_POOL_LOCK:
+            if not _IO_POOL:
+                _IO_POOL.append(ThreadPoolExecutor(IO_THREADS, thread_name_prefix="cubemosaic-read"))
+    return _IO_POOL[0]
 
 
-@dataclass(frozen=True)
-class SceneSource:
-    """What one scene contributes to a day: its bands (in output order), its SCL, its offset."""
-
-    item_id: str
-    bands: tuple[AssetGrid, ...]
-    scl: AssetGrid
-    offset: int
+# A pool made before a fork has no threads in the child: the child makes its own.
+os.register_at_fork(after_in_child=_IO_POOL.clear)
 
 
 def _factor(grid: AssetGrid, geobox) -> int | None:
@@ -423,28 +407,6 @@ def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndar
     return up[sr : sr + h, sc : sc + w]
 
 
-def aoi_block(aoi_wkt: str | None, geobox) -> np.ndarray:
-    """True for the pixels of ``geobox`` whose centre is inside the AOI polygon (WGS84 WKT);
-    all True without one. The same rule as rasterio's geometry_mask, through shapely's
-    ``contains_xy`` (GDAL's rasterizer warns spuriously from Dask's threads); cached per block,
-    since every day of a block asks again."""
-    if not aoi_wkt:
-        return np.ones(geobox.shape, dtype=bool)
-    return _inside(aoi_wkt, str(geobox.crs), tuple(geobox.transform)[:6], tuple(geobox.shape)).copy()
-
-
-@lru_cache(maxsize=64)
-def _inside(aoi_wkt: str, crs: str, transform: tuple[float, ...], shape: tuple[int, int]) -> np.ndarray:
-
-    area = Geometry(shapely.from_wkt(aoi_wkt), "EPSG:4326").to_crs(crs).geom
-    shapely.prepare(area)
-    a, b, c, d, e, f = transform
-    cols, rows = np.arange(shape[1]) + 0.5, np.arange(shape[0]) + 0.5
-    xs = c + a * cols[None, :] + b * rows[:, None]
-    ys = f + d * cols[None, :] + e * rows[:, None]
-    return shapely.contains_xy(area, xs, ys)
-
-
 def _harmonise(band: np.ndarray, offset: int) -> np.ndarray:
     """``band`` with the baseline offset removed, valid values kept >= 1, in place:
     clip(band - offset, 1, 65535) in uint16 is max(band, offset + 1) - offset."""
@@ -482,7 +444,7 @@ def day_block(
     if not empty.any():
         return out
     # Every scene's mask at once, then each needed scene's bands at once, on the I/O pool.
-    maskeds = list(_IO_POOL.map(lambda s: _masked(s.scl, geobox, mask, access), sources))
+    maskeds = list(_io_pool().map(lambda s: _masked(s.scl, geobox, mask, access), sources))
     for scene, masked in zip(sources, maskeds, strict=True):
         if not (empty & ~masked).any():
             continue  # nothing this scene could fill: its bands are not read
@@ -496,12 +458,8 @@ def day_block(
     return out
 
 
-#: Native pixels (per band) an averaging strip holds at once: ~8 MB of uint16, plus its sums.
-STRIP_PIXELS = 4_000_000
-
-
 def _strips(sources: Sequence[SceneSource], geobox) -> list[slice]:
-    """Rows of ``geobox`` in strips whose native pixels stay under :data:`STRIP_PIXELS`."""
+    """Rows of ``geobox`` in strips whose native pixels stay under :data:`~cubemosaic.tuning.STRIP_PIXELS`."""
     k = max(max(_factor(g, geobox) or 1, 1) for s in sources for g in s.bands)
     h, w = geobox.shape
     rows = max(1, STRIP_PIXELS // (w * k * k))
@@ -544,10 +502,10 @@ def _average_scene(scene: SceneSource, geobox, mask: CloudMask, access: Access) 
     }
     # The scene's mask on each band resolution, then every band, on the I/O pool.
     masks = dict(
-        zip(natives, _IO_POOL.map(lambda k: _masked(scene.scl, natives[k], mask, access), natives), strict=True)
+        zip(natives, _io_pool().map(lambda k: _masked(scene.scl, natives[k], mask, access), natives), strict=True)
     )
     pairs = list(zip(scene.bands, shrinks, strict=True))
-    bands = list(_IO_POOL.map(lambda gk: _read(gk[0], natives[gk[1]], access), pairs))
+    bands = list(_io_pool().map(lambda gk: _read(gk[0], natives[gk[1]], access), pairs))
     for i, (band, k) in enumerate(zip(bands, shrinks, strict=True)):
         clear = ~masks[k] & (band != 0)
         dn = _harmonise(band, scene.offset)
@@ -570,7 +528,7 @@ def _scene_bands(
     """The scene's bands on ``geobox`` read with ``resampling`` (on the I/O pool) and harmonised,
     and where the scene is clear: not ``masked`` and every band has data. The one place the
     mask / offset rule meets the pixels, for both the nearest fuse and a warped average."""
-    bands = list(_IO_POOL.map(lambda g: _read(g, geobox, access, resampling), scene.bands))
+    bands = list(_io_pool().map(lambda g: _read(g, geobox, access, resampling), scene.bands))
     clear = ~masked
     for band in bands:
         clear &= band != 0

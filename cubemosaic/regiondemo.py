@@ -56,6 +56,7 @@ from rasterio.shutil import copy as rio_copy
 
 from .demo import BANDS, SCL_KEY, default_cache_dir
 from .s2 import BASELINE_CHANGE, BOA_OFFSET_DN, DEFAULT_MASK_CLASSES
+from .tuning import configure
 
 __all__ = ["RegionArchive", "RegionSpec", "Tile", "acquisition_days", "ensure_region", "layout", "make_region"]
 
@@ -394,6 +395,7 @@ def _extent(tiles: Sequence[Tile], epsg: int) -> tuple[float, float, float, floa
 
 def ensure_region(spec: RegionSpec | None = None, cache_dir: Path | None = None) -> RegionArchive:
     """The archive for ``spec``, generated first if the cache lacks it."""
+    configure()  # the archive is written with GDAL, often the process's first use of it
     spec = spec or RegionSpec()
     root = (cache_dir or default_cache_dir()) / f"region-{spec.key}"
     archive = RegionArchive(root=root, spec=spec)

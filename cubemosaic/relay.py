@@ -5,7 +5,7 @@ volume; :mod:`cubemosaic.reach` finds out). Blocks travel over Dask's comms inst
 disk: the cube's day blocks come back here and are written into their regions; for the
 composite, each month-block of the cube is read here and sent to a worker, whose median and
 count come back and are written. At most a bounded window of blocks is in flight (twice the
-workers' threads, at most :data:`MAX_IN_FLIGHT`), so memory on both sides stays that of a few
+workers' threads, at most :data:`~cubemosaic.tuning.MAX_IN_FLIGHT`), so memory on both sides stays that of a few
 blocks, never a month of the whole grid. Written by hand: Dask's ``store`` makes the workers
 write, and nothing in dask or xarray streams results to the client's own store.
 """
@@ -20,11 +20,10 @@ import numpy as np
 from distributed import as_completed
 
 from .blocks import block_slices
+from .tuning import MAX_IN_FLIGHT
 
-__all__ = ["MAX_IN_FLIGHT", "relay_month_blocks", "relay_steps"]
+__all__ = ["relay_month_blocks", "relay_steps"]
 
-#: Upper bound of blocks in flight (each a few tens of MB at the default chunk size).
-MAX_IN_FLIGHT = 8
 J = TypeVar("J")
 
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pystac
-from scipy.ndimage import binary_dilation
 
 from .errors import ReadError
 
@@ -107,6 +106,10 @@ class CloudMask:
         out = np.take(masked, classes)
         r = self.radius_px(pixel_size)
         if r:
+            # scipy's ndimage imported where a mask is dilated: this module is imported by config,
+            # and ndimage took about a second of the command line's start-up (``--help`` included).
+            from scipy.ndimage import binary_dilation
+
             yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
             # At least the pixel's neighbours where the pixels are coarser than the dilation
             # (the warped read dilates on output pixels, which can be 60 or 100 m).

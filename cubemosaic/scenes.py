@@ -1,8 +1,12 @@
 """STAC items parsed once into scenes: what the readers, the cube's signature and its provenance use.
 
+The reader's inputs are defined here, where they are made: :class:`AssetGrid` (where an asset's
+pixels are) and :class:`SceneSource` (what one scene gives a day's read); :mod:`cubemosaic.read`
+takes them, and this module does not import the reader.
+
 After the search (and the band resolution) in :mod:`cubemosaic.catalog`, this is the one module
 that reads an item's raw STAC fields: its id and time, its CRS, platform and processing
-baseline, and for each asset where its pixels are (:class:`~cubemosaic.read.AssetGrid`) and the
+baseline, and for each asset where its pixels are (:class:`AssetGrid`) and the
 offset its reflectance carries. The Sentinel-2 rules it applies (solar day, CRS, offset) are
 :mod:`cubemosaic.s2`'s.
 """
@@ -16,10 +20,37 @@ from typing import Any
 
 import pystac
 
-from .read import AssetGrid, SceneSource
 from .s2 import item_crs, item_offset, solar_day, stated_crs
 
-__all__ = ["Scene", "asset_grid", "parse_scene"]
+__all__ = ["AssetGrid", "Scene", "SceneSource", "asset_grid", "parse_scene"]
+
+
+@dataclass(frozen=True)
+class AssetGrid:
+    """Where an asset's pixels are: href, CRS and affine transform (a, b, c, d, e, f), shape (None
+    where the catalog does not state them: the asset is then read through odc-loader's warping
+    reader); whose they are (item id and asset key), to name them when a read fails; and whether
+    it is JPEG2000 (whose reduced resolution levels are wavelet low-pass images, not samples)."""
+
+    href: str
+    crs: str | None
+    transform: tuple[float, float, float, float, float, float] | None
+    shape: tuple[int, int] | None
+    item_id: str = ""
+    key: str = ""
+    jpeg2000: bool = False
+    #: The item's lon/lat bbox (where the scene is, whatever its ``proj:`` fields say), if stated.
+    bbox: tuple[float, float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class SceneSource:
+    """What one scene contributes to a day: its bands (in output order), its SCL, its offset."""
+
+    item_id: str
+    bands: tuple[AssetGrid, ...]
+    scl: AssetGrid
+    offset: int
 
 
 @dataclass(frozen=True)

@@ -21,14 +21,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlparse
 
-import planetary_computer
-import requests
-from planetary_computer import sas
-from planetary_computer.settings import Settings
-from planetary_computer.utils import parse_blob_url
-
-from .catalog import redact
 from .errors import SigningError
+from .urls import redact
 
 __all__ = ["PlanetaryComputerSigner", "Refreshable", "read_signed", "signer"]
 
@@ -57,11 +51,16 @@ class PlanetaryComputerSigner:
     @classmethod
     def from_environment(cls) -> PlanetaryComputerSigner:
         """The settings the planetary-computer package reads here (environment, settings file)."""
+        # The planetary-computer package is imported where a signer uses it, not with this module:
+        # it imports pystac-client and requests, which a worker reading another catalog's assets
+        # (this module is on every read's path) does not need.
+        from planetary_computer.settings import Settings
 
         settings = Settings.get()
         return cls(sas_url=settings.sas_url, subscription_key=settings.subscription_key)
 
     def _configure(self) -> None:
+        from planetary_computer.settings import Settings  # lazy: see from_environment
 
         settings = Settings.get()
         if self.sas_url and settings.sas_url != self.sas_url:
@@ -70,6 +69,8 @@ class PlanetaryComputerSigner:
             settings.subscription_key = self.subscription_key
 
     def __call__(self, href: str) -> str:
+        import planetary_computer  # lazy: see from_environment
+        import requests
 
         self._configure()
         try:
@@ -79,6 +80,9 @@ class PlanetaryComputerSigner:
 
     def refresh(self, href: str) -> str:
         """Sign ``href`` with a new token (the cached one for its container is dropped)."""
+        from planetary_computer import sas  # lazy: see from_environment
+        from planetary_computer.settings import Settings
+        from planetary_computer.utils import parse_blob_url
 
         self._configure()
         parsed = urlparse(href)

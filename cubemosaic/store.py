@@ -47,6 +47,7 @@ from zarr.core.array import AsyncArray
 from zarr.core.sync import sync
 
 from .errors import OutputError, WriteError, one_line
+from .progress import Progress
 from .relay import relay_steps
 from .s2 import REFLECTANCE_SCALE
 from .urls import is_local
@@ -504,18 +505,20 @@ def run_steps(
     batch_size: int,
     label: str,
     name: Callable[[int], str],
+    unit: str = "steps",
 ) -> None:
     """Write every step ``state``'s store still lacks, ``batch_size`` at a time: ``write(batch)``
     stores the batch's steps and returns the inputs it left out; then the steps are recorded as
-    done (an interrupted run resumes after the last recorded batch). Logs each step by ``name``."""
+    done (an interrupted run resumes after the last recorded batch). Logs each step by ``name``
+    once it is recorded, ``written [done/total]`` with the rate and the time left
+    (:class:`~cubemosaic.progress.Progress`, a bar as well on a terminal)."""
     todo = [i for i in range(state.steps) if i not in state.done]
-    done = len(state.done)
-    for batch in batches(todo, batch_size):
-        skipped = write(batch)
-        mark_done(state.path, batch, skipped=skipped)
-        for i in batch:
-            done += 1
-            log.info("%s: %s written [%d/%d]", label, name(i), done, state.steps)
+    with Progress(state.steps, label, done=len(state.done), unit=unit, verb="written", log=log) as progress:
+        for batch in batches(todo, batch_size):
+            skipped = write(batch)
+            mark_done(state.path, batch, skipped=skipped)
+            for i in batch:
+                progress.advance(name=name(i))
     if not todo:
         mark_done(state.path, [])  # a store finished by an older version: its record made whole
         log.info("%s: %s already complete", label, state.path)

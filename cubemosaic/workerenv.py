@@ -1,13 +1,18 @@
 """The client's storage credentials, carried to the Dask Gateway workers.
 
 Calrissian gives Gateway workers an image, cores and memory, and nothing else: no volume, no
-environment (DESIGN.md, "The platform as it really is"). Workers that write ``zarr_dir=s3://...``
+environment (its ``dask-gateway`` branch, Duke-GCB/calrissian PR #208, the 0.19.0 this project
+targets). Workers that write ``zarr_dir=s3://...``
 or read private assets need the credentials the job was started with, so a worker plugin
 carries the client's own values of the variables the storage libraries read (botocore/s3fs
 and GDAL: ``AWS_*`` but those naming files; adlfs: ``AZURE_STORAGE_*``; gcsfs: ``GOOGLE_CLOUD_PROJECT``; fsspec:
 ``FSSPEC_*``; the Planetary Computer SDK: ``PC_SDK_*``) into each worker's environment, for
 workers that join later too. The values travel over Dask's comms (TLS through a Gateway)
 and are never logged: the plugin's ``repr`` and the log line name the variables only.
+
+GDAL's settings are not carried: each worker applies cubemosaic's own
+(:func:`cubemosaic.tuning.configure`) at its first read of an asset, and a catalog's
+(``catalog.gdal``) travel with the read tasks (:class:`cubemosaic.read.Access`).
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ import pytest
 import rasterio
 import xarray as xr
 
-from cubemosaic.read import Access, AssetGrid, _masked, is_aligned
+from cubemosaic.read import Access, _masked, is_aligned
 from cubemosaic.s2 import CloudMask
+from cubemosaic.scenes import AssetGrid
 from cubemosaic.store import open_dn
 
 #: Haze ring of the test archive and the dilation that matches it (metres).

@@ -17,7 +17,10 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     import rasterio.transform
 
+    import cubemosaic
     from cubemosaic.export import write_cog
+
+    cubemosaic.configure()  # GDAL's block cache, as a library user sets it before writing COGs
 
     n, out = int(sys.argv[1]), Path(sys.argv[2])
 

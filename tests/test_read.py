@@ -10,8 +10,9 @@ from odc.geo.geobox import GeoBox
 from rasterio.transform import from_origin
 
 from cubemosaic.errors import AssetReadError
-from cubemosaic.read import PLAIN, AssetGrid, SceneSource, day_block, is_aligned
+from cubemosaic.read import PLAIN, day_block, is_aligned
 from cubemosaic.s2 import CloudMask
+from cubemosaic.scenes import AssetGrid, SceneSource
 
 X0, Y0 = 500000.0, 5000000.0
 CRS = "EPSG:32610"

@@ -95,7 +95,7 @@ def test_sorting_network_median_equals_bottleneck(t):
     from cubemosaic.kernels import _median_bottleneck
 
     rng = np.random.default_rng(t)
-    # Tall enough to be reduced in several strips of rows (kernels.STRIP_VALUES) when t > 2.
+    # Tall enough to be reduced in several strips of rows (tuning.STRIP_VALUES) when t > 2.
     block = rng.integers(1, 65535, (t, 3000, 50), endpoint=True).astype(np.uint16)
     block[rng.random(block.shape) < 0.4] = 0
     block[:, :3, :3] = 0
@@ -108,7 +108,9 @@ def test_remote_reads_get_more_threads_unless_the_user_set_them():
 
     import dask
 
-    from cubemosaic.cluster import REMOTE_THREADS_PER_CORE, ClusterSpec, waiting_on_network
+    from cubemosaic.cluster import waiting_on_network
+    from cubemosaic.clusterspec import ClusterSpec
+    from cubemosaic.tuning import REMOTE_THREADS_PER_CORE
 
     cores = os.cpu_count() or 1
     with dask.config.set(num_workers=cores):
@@ -121,3 +123,15 @@ def test_remote_reads_get_more_threads_unless_the_user_set_them():
             assert dask.config.get("num_workers") == cores, "the user's setting wins"
         with waiting_on_network(ClusterSpec(), object(), remote=True):
             assert dask.config.get("num_workers") == cores, "a cluster's workers are sized by the cluster"
+
+
+def test_one_list_of_stages():
+    """``stage=`` is checked against config.STAGES, and the pipeline runs the same steps for each."""
+    import typing
+
+    from cubemosaic import pipeline
+    from cubemosaic.config import STAGES, Stage
+
+    assert set(typing.get_args(Stage)) == set(STAGES)
+    assert pipeline.STAGES is STAGES
+    assert STAGES["plan"] == (), "stage=plan runs no step"

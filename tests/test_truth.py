@@ -164,7 +164,8 @@ def test_a_20m_asset_is_read_at_10m_by_repeating_its_pixels(tmp_path):
     from rasterio.transform import from_origin
     from rasterio.warp import Resampling, reproject
 
-    from cubemosaic.read import Access, AssetGrid, _read, is_aligned
+    from cubemosaic.read import Access, _read, is_aligned
+    from cubemosaic.scenes import AssetGrid
 
     rng = np.random.default_rng(0)
     native = rng.integers(1, 12, size=(30, 40), dtype=np.uint16)

@@ -1,49 +1,30 @@
-"""Shared fixtures: the demo archive, CLI runs in subprocesses, a STAC API on loopback."""
+"""Shared fixtures: the demo archive, CLI runs in subprocesses, and the loopback servers of tests/servers.py;\nthe fast/slow split by folder (tests/unit, tests/integration)."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import requests
 
 from cubemosaic.demo import DemoArchive, ensure_demo
 
+from servers import loopback_gateway, moto_s3, serve_stac
+
 BANDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
 
-#: Fixtures that start a service on loopback or run the whole job in a subprocess.
-SLOW_FIXTURES = {"demo_run", "gateway", "private_gateway", "s3", "stac_api", "full_disk"}
-#: Calls in a test's body that start a process (the CLI, cwltool, a helper script, a server).
-SLOW_CALLS = (
-    "cli(",
-    "_run(",
-    "_run_main(",
-    "_cwltool(",
-    "subprocess.",
-    "_export_peak_mb(",
-    "_monthly(",
-    "_loopback_gateway(",
-    "Server(",
-)
+INTEGRATION = Path(__file__).parent / "integration"
 
 
 def pytest_collection_modifyitems(items):
-    """Mark ``slow`` every test that starts a process or a service, so that the fast layer
-    (``python -m pytest -m "not slow"``: the modules' own functions, in this process) runs alone."""
-    import inspect
-
+    """Mark ``slow`` every test under tests/integration/ (the CLI in a subprocess, cwltool, a gateway,
+    an S3 or STAC server), so that the fast layer, tests/unit/ (the modules' own functions, in this
+    process), runs alone with ``python -m pytest -m "not slow"`` (or ``python -m pytest tests/unit``)."""
     for item in items:
-        function = getattr(item, "function", None)
-        source = inspect.getsource(function) if function is not None else ""
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or any(call in source for call in SLOW_CALLS):
+        if INTEGRATION in item.path.parents:
             item.add_marker(pytest.mark.slow)
 
 
@@ -90,42 +71,6 @@ def demo_run(demo, tmp_path_factory) -> Path:
     return out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, what: str, tries: int = 200) -> None:
-    """Poll ``url`` until it answers 2xx (a server started on loopback is up)."""
-    for _ in range(tries):
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start")
-
-
-@contextmanager
-def serve_stac(items_path: Path):
-    """A real STAC API (``rustac serve``) on loopback serving ``items_path``; yields its URL."""
-    exe = shutil.which("rustac") or str(Path(sys.executable).parent / "rustac")
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "serve", "--addr", f"127.0.0.1:{port}", str(items_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}", "rustac serve")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
 @pytest.fixture(scope="session")
 def stac_api(demo) -> str:
     """The demo archive's items behind a real STAC API on loopback."""
@@ -168,18 +113,6 @@ def assert_monthly_matches_truth(
         np.testing.assert_array_equal(monthly["count"].values, t["count"].values)
 
 
-def rehost_items(items: Path, root: Path, base: str, out: Path) -> Path:
-    """``items`` with every asset file below ``root`` served at ``base``/<its path below root>; written to ``out``."""
-    doc = json.loads(items.read_text())
-    for feature in doc["features"]:
-        for asset in feature["assets"].values():
-            path = Path(asset["href"].removeprefix("file://"))
-            if root in path.parents:
-                asset["href"] = f"{base}/{path.relative_to(root).as_posix()}"
-    out.write_text(json.dumps(doc))
-    return out
-
-
 def truncated_asset_items(demo, tmp_path: Path, index: int = 3, key: str = "B08") -> tuple[Path, dict]:
     """The demo's items with one asset replaced by a truncated copy: (items.json, the item)."""
     doc = json.loads(demo.items_path.read_text())
@@ -193,94 +126,10 @@ def truncated_asset_items(demo, tmp_path: Path, index: int = 3, key: str = "B08"
     return items, item
 
 
-class LoopbackGateway:
-    """A running dask-gateway-server on loopback and the environment that points at it."""
-
-    def __init__(self, address: str, password: str) -> None:
-        self.address = address
-        self.password = password
-        #: Gateway clients and clusters opened by a test, closed at the end of the session.
-        self.keep: list[object] = []
-
-    @contextmanager
-    def running_cluster(self):
-        """A one-worker cluster started as Calrissian would; yields (cluster, transitions()).
-
-        ``transitions()`` reads the scheduler's task-transition counter: proof that work ran there.
-        """
-        cluster = self.client().new_cluster()
-        self.keep.append(cluster)
-        try:
-            cluster.scale(1)
-            dask = cluster.get_client()
-            dask.wait_for_workers(1, timeout=120)
-            yield cluster, lambda: dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
-            dask.close()
-        finally:
-            cluster.shutdown()
-
-    def close(self) -> None:
-        from cubemosaic.cluster import close_gateway
-
-        for obj in self.keep:
-            close_gateway(getattr(obj, "gateway", obj))
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {
-            "DASK_GATEWAY__ADDRESS": self.address,
-            "DASK_GATEWAY__AUTH__TYPE": "basic",
-            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": "tester",
-            "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": self.password,
-            **extra,
-        }
-
-    def client(self, password: str | None = None):
-        from dask_gateway import BasicAuth, Gateway
-
-        client = Gateway(self.address, auth=BasicAuth("tester", password or self.password))
-        self.keep.append(client)
-        return client
-
-
-@contextmanager
-def _loopback_gateway(workdir: Path, hidden: Path | None = None, default_commands: bool = False, **env: str):
-    """A real dask-gateway-server on 127.0.0.1 run in ``workdir``; with ``hidden``, its workers
-    each see an empty folder there instead of the client's; with ``default_commands``, it starts
-    them with its defaults (``dask-scheduler``, ``dask-worker`` on PATH). ``env``: more environment
-    for the server (``PATH`` and ``PYTHONPATH`` reach its schedulers and workers)."""
-    exe = str(Path(sys.executable).parent / "dask-gateway-server")
-    proxy_port, api_port = free_port(), free_port()
-    password = "test-only-password"
-    env = dict(
-        os.environ,
-        TEST_GATEWAY_API_PORT=str(api_port),
-        TEST_GATEWAY_PROXY_PORT=str(proxy_port),
-        TEST_GATEWAY_PASSWORD=password,
-        TEST_GATEWAY_HIDDEN_DIR=str(hidden or ""),
-        TEST_GATEWAY_DEFAULT_COMMANDS="1" if default_commands else "",
-        **env,
-    )
-    log = open(workdir / "gateway.log", "w")
-    config = Path(__file__).parent / "gateway_config.py"
-    proc = subprocess.Popen(
-        [exe, "-f", str(config)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    address = f"http://127.0.0.1:{proxy_port}"
-    try:
-        wait_for_http(f"{address}/api/health", "dask-gateway-server")
-        loopback = LoopbackGateway(address, password)
-        yield loopback
-        loopback.close()
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
-        log.close()
-
-
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory):
     """A real Dask Gateway (dask-gateway-server, UnsafeLocalBackend) on 127.0.0.1 whose workers share our disk."""
-    with _loopback_gateway(tmp_path_factory.mktemp("gateway")) as loopback:
+    with loopback_gateway(tmp_path_factory.mktemp("gateway")) as loopback:
         yield loopback
 
 
@@ -297,34 +146,15 @@ def private_gateway(tmp_path_factory, hidden_dir):
     Mounting a tmpfs in a mount namespace needs root (as CI and the development machines run)."""
     if os.geteuid() != 0:
         pytest.skip("a gateway whose workers see no job folder needs root (unshare -m, mount -t tmpfs)")
-    with _loopback_gateway(tmp_path_factory.mktemp("private-gateway"), hidden=hidden_dir) as loopback:
+    with loopback_gateway(tmp_path_factory.mktemp("private-gateway"), hidden=hidden_dir) as loopback:
         yield loopback
 
 
 @pytest.fixture(scope="session")
-def s3(tmp_path_factory):
+def s3():
     """moto's S3 server on 127.0.0.1 with a bucket, and the environment that reaches it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "test-key",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-    boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id="test-key",
-        aws_secret_access_key="test-secret",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="cubes")
-    yield env
-    server.stop()
+    with moto_s3("cubes") as env:
+        yield env
 
 
 def one_line_error(proc, *needles: str) -> str:

@@ -3,136 +3,15 @@ the demo archive's files (tests/oracle.py), at 20 m and at 60 m, with the offset
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-import oracle
 import pystac
 import pytest
 import rasterio
 
-from cubemosaic import kernels
-from cubemosaic.errors import ConfigError
-from cubemosaic.statistics import DAY, FLOAT, REFLECTANCE, Composite, MonthBlock, composite, parse_statistic
-
+import oracle
 from conftest import cli
 
 DEMO_AREA = ["start_date=2021-12-01", "end_date=2022-03-31", "aoi=[-122.325,47.535,-122.265,47.575]"]
-
-
-def _block(t: int, seed: int = 0, shape=(40, 30)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    block = rng.integers(1, 9000, (t, *shape)).astype(np.uint16)
-    block[rng.random(block.shape) < 0.3] = 0
-    block[:, :2, :2] = 0  # pixels without any observation
-    return block
-
-
-@pytest.mark.parametrize("method", sorted(kernels.PERCENTILE_METHODS))
-@pytest.mark.parametrize("t", [1, 2, 5, 12, 24, 30])
-def test_the_percentile_kernel_is_numpys(method, t):
-    block = _block(t, seed=t)
-    values = np.where(block == 0, np.nan, block.astype(np.float64))
-    for q in (0, 2.5, 25, 50, 75, 90, 100):
-        expected = oracle.percentile(values, q, method, rounded=False)  # numpy's percentile
-        np.testing.assert_array_equal(kernels.percentile_block(block, q, method), expected, err_msg=f"q={q}")
-    with warnings.catch_warnings():  # and nanpercentile itself, on a few pixels (it goes pixel by pixel)
-        warnings.simplefilter("ignore", RuntimeWarning)
-        some = np.nanpercentile(values[:, :6, :6], 25, axis=0, method=method)
-    np.testing.assert_array_equal(kernels.percentile_block(block[:, :6, :6], 25, method), some)
-
-
-def test_p50_is_the_median():
-    block = _block(9, seed=3)
-    np.testing.assert_array_equal(kernels.to_dn(kernels.percentile_block(block, 50)), kernels.median_block(block)[0])
-
-
-def test_the_medoid_takes_every_band_from_one_day():
-    rng = np.random.default_rng(5)
-    blocks = [_block(7, seed=s) for s in (1, 2, 3)]
-    blocks[1][rng.random(blocks[1].shape) < 0.1] = 0  # a band missing on its own: not a clear observation
-    values, chosen = kernels.medoid_block(blocks)
-    clear = kernels.clear_mask(blocks)
-    for y, x in [(5, 5), (10, 20), (39, 29), (0, 0), (20, 3)]:
-        obs = [t for t in range(7) if clear[t, y, x]]
-        if not obs:
-            assert chosen[y, x] == -1 and all(v[y, x] == 0 for v in values)
-            continue
-        pts = np.array([[b[t, y, x] for b in blocks] for t in obs], dtype=float)
-        med = np.median(pts, axis=0)
-        best = obs[int(np.argmin(np.linalg.norm(pts - med, axis=1)))]
-        assert chosen[y, x] == best
-        assert [v[y, x] for v in values] == [b[best, y, x] for b in blocks]
-
-
-def test_first_and_last_day_and_count():
-    block = _block(6, seed=8)
-    days = np.array([2, 7, 12, 17, 22, 27], dtype=np.uint8)
-    out = Composite(("red",), provenance=("first_day", "last_day")).reduce(MonthBlock({"red": block}, days))
-    valid = block != 0
-    for y, x in [(0, 0), (3, 4), (30, 20)]:
-        seen = days[valid[:, y, x]]
-        assert out["first_day"][y, x] == (seen.min() if seen.size else 0)
-        assert out["last_day"][y, x] == (seen.max() if seen.size else 0)
-        assert out["count"][y, x] == seen.size
-    assert out["first_day"].dtype == np.uint8 and out["count"].dtype == np.uint16
-
-
-def test_each_statistic_declares_its_layers():
-    c = composite(["red", "nir"], ["p25", "median", "medoid", "geomedian"], ["first_day", "iqr"])
-    layers = {layer.key: layer for layer in c.layers()}
-    assert list(layers) == [
-        "mosaic",
-        "median",
-        "medoid",
-        "medoid_day",
-        "geomedian",
-        "mads",
-        "count",
-        "first_day",
-        "iqr",
-    ]
-    assert layers["mosaic"].variables == ("red", "nir") and layers["mosaic"].kind is REFLECTANCE
-    assert layers["median"].variables == ("red_median", "nir_median") and layers["median"].suffix == "-median"
-    assert layers["medoid_day"].kind is DAY and layers["mads"].kind is FLOAT
-    assert layers["iqr"].variables == ("red_iqr", "nir_iqr")
-    out = c.reduce(MonthBlock({"red": _block(5, 1), "nir": _block(5, 2)}, np.arange(1, 6, dtype=np.uint8)))
-    declared = {v: layer.kind.dtype for layer in c.layers() for v in layer.variables}
-    assert {k: str(v.dtype) for k, v in out.items()} == declared, "every variable computed, of its declared dtype"
-
-
-@pytest.mark.parametrize(
-    ("names", "method", "parameter"),
-    [
-        (["p101"], "linear", "statistic"),
-        (["mean"], "linear", "statistic"),
-        (["p25", "p25"], "linear", "statistic"),
-        (["p25"], "cubic", "percentile_method"),
-        ([], "linear", "statistic"),
-    ],
-)
-def test_unknown_statistics_are_refused_naming_the_parameter(names, method, parameter):
-    with pytest.raises(ConfigError) as e:
-        composite(["red"], names, (), method)
-    assert e.value.parameter == parameter
-
-
-def test_a_percentile_by_name():
-    p = parse_statistic("P2.5", "hazen")
-    assert (p.name, p.q, p.method) == ("p2.5", 2.5, "hazen")
-
-
-def test_geomedian_against_an_independent_weiszfeld(demo):
-    month = oracle.clear_observations(demo)["2021-12"].isel(y=slice(0, 60), x=slice(0, 80))
-    bands = ["red", "green", "blue", "nir"]
-    blocks = {b: np.nan_to_num(month[b].values, nan=0).astype(np.uint16) for b in bands}
-    out = Composite(tuple(bands), (parse_statistic("geomedian"),)).reduce(MonthBlock(blocks, month["day"].values))
-    reference = _assert_geomedian(month, bands, np.stack([out[b] for b in bands]), "2021-12")
-    n = kernels.clear_mask(list(blocks.values())).sum(axis=0)
-    has = n >= 3  # where the geometric median is unique, so the MADs are comparable
-    emad = oracle.emad(month, bands, reference)
-    # emad is a median of distances to the geometric median, which itself may differ by 1 DN (1e-4)
-    np.testing.assert_allclose(out["emad"][has], emad[has], rtol=0, atol=1e-4)
 
 
 def _assert_geomedian(month, bands, got: np.ndarray, tag: str) -> np.ndarray:
@@ -251,14 +130,3 @@ def test_every_statistic_of_a_run_against_the_oracle(demo, tmp_path, resolution)
         assert "25th percentile" in item.properties["processing:lineage"]
         with rasterio.open(item.assets["medoid_day"].get_absolute_href()) as src:
             assert src.dtypes[0] == "uint8" and src.nodata == 0
-
-
-@pytest.mark.parametrize("t", [1, 2, 3, 4, 5, 8, 13, 24, 25])
-def test_the_float_median_is_numpys(t):
-    block = _block(t, seed=40 + t)
-    block[:, -1, :3] = 65535
-    values = np.where(block == 0, np.nan, block.astype(np.float64))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        expected = np.nanmedian(values, axis=0)
-    np.testing.assert_array_equal(kernels.median_float(block), expected)

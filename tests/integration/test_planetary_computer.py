@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 
 import pytest
-from assetserver import AssetServer, SasTokenStandIn
 
-from conftest import assert_monthly_matches_truth, assert_same_cogs, cli, rehost_items
+from conftest import assert_monthly_matches_truth, assert_same_cogs, cli
+from servers import AssetServer, SasTokenStandIn, rehost_items
 
 ACCOUNT, CONTAINER = "sentinel2l2a01", "sentinel2-l2"
 DEMO_AREA = ["start_date=2021-12-01", "end_date=2022-03-31", "aoi=[-122.325,47.535,-122.265,47.575]", "resolution=20"]

@@ -1,19 +1,61 @@
-"""Servers on loopback for the tests: an asset server (range requests, failures on demand, a
-token check, usable as GDAL's HTTP proxy for blob-storage hrefs) and a SAS-token stand-in."""
+"""Servers on loopback, for the tests and the benchmarks alike: an asset server (range requests,
+failures on demand, a token check, usable as GDAL's HTTP proxy for blob-storage hrefs), a
+SAS-token stand-in, a STAC API (``rustac serve``), a Dask Gateway (dask-gateway-server) and an
+S3 server (moto). Each picks a free port on 127.0.0.1, so several test processes can run them at
+once. Nothing here is a pytest fixture: tests/conftest.py wraps them in fixtures; the benchmarks
+import them with ``tests/`` on ``sys.path``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import secrets
+import shutil
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
+
+import requests
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, what: str, tries: int = 200) -> None:
+    """Poll ``url`` until it answers 2xx (a server started on loopback is up)."""
+    for _ in range(tries):
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start")
+
+
+def rehost_items(items: Path, root: Path, base: str, out: Path) -> Path:
+    """``items`` with every asset file below ``root`` served at ``base``/<its path below root>; written to ``out``."""
+    doc = json.loads(items.read_text())
+    for feature in doc["features"]:
+        for asset in feature["assets"].values():
+            path = Path(asset["href"].removeprefix("file://"))
+            if root in path.parents:
+                asset["href"] = f"{base}/{path.relative_to(root).as_posix()}"
+    out.write_text(json.dumps(doc))
+    return out
 
 
 class _Server:
@@ -203,3 +245,133 @@ class SasTokenStandIn(_Server):
                 return False
             self.used[sig] += 1
             return True
+
+
+@contextmanager
+def serve_stac(items_path: Path):
+    """A real STAC API (``rustac serve``) on loopback serving ``items_path``; yields its URL."""
+    exe = shutil.which("rustac") or str(Path(sys.executable).parent / "rustac")
+    port = free_port()
+    proc = subprocess.Popen(
+        [exe, "serve", "--addr", f"127.0.0.1:{port}", str(items_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}", "rustac serve")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+class LoopbackGateway:
+    """A running dask-gateway-server on loopback and the environment that points at it."""
+
+    def __init__(self, address: str, password: str) -> None:
+        self.address = address
+        self.password = password
+        #: Gateway clients and clusters opened by a test, closed at the end of the session.
+        self.keep: list[object] = []
+
+    @contextmanager
+    def running_cluster(self):
+        """A one-worker cluster started as Calrissian would; yields (cluster, transitions()).
+
+        ``transitions()`` reads the scheduler's task-transition counter: proof that work ran there.
+        """
+        cluster = self.client().new_cluster()
+        self.keep.append(cluster)
+        try:
+            cluster.scale(1)
+            dask = cluster.get_client()
+            dask.wait_for_workers(1, timeout=120)
+            yield cluster, lambda: dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
+            dask.close()
+        finally:
+            cluster.shutdown()
+
+    def close(self) -> None:
+        from cubemosaic.cluster import close_gateway
+
+        for obj in self.keep:
+            close_gateway(getattr(obj, "gateway", obj))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {
+            "DASK_GATEWAY__ADDRESS": self.address,
+            "DASK_GATEWAY__AUTH__TYPE": "basic",
+            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": "tester",
+            "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": self.password,
+            **extra,
+        }
+
+    def client(self, password: str | None = None):
+        from dask_gateway import BasicAuth, Gateway
+
+        client = Gateway(self.address, auth=BasicAuth("tester", password or self.password))
+        self.keep.append(client)
+        return client
+
+
+@contextmanager
+def loopback_gateway(workdir: Path, hidden: Path | None = None, default_commands: bool = False, **env: str):
+    """A real dask-gateway-server on 127.0.0.1 run in ``workdir``; with ``hidden``, its workers
+    each see an empty folder there instead of the client's; with ``default_commands``, it starts
+    them with its defaults (``dask-scheduler``, ``dask-worker`` on PATH). ``env``: more environment
+    for the server (``PATH`` and ``PYTHONPATH`` reach its schedulers and workers)."""
+    exe = str(Path(sys.executable).parent / "dask-gateway-server")
+    proxy_port, api_port = free_port(), free_port()
+    password = "test-only-password"
+    env = dict(
+        os.environ,
+        TEST_GATEWAY_API_PORT=str(api_port),
+        TEST_GATEWAY_PROXY_PORT=str(proxy_port),
+        TEST_GATEWAY_PASSWORD=password,
+        TEST_GATEWAY_HIDDEN_DIR=str(hidden or ""),
+        TEST_GATEWAY_DEFAULT_COMMANDS="1" if default_commands else "",
+        **env,
+    )
+    log = open(workdir / "gateway.log", "w")
+    config = Path(__file__).parent / "gateway_config.py"
+    proc = subprocess.Popen(
+        [exe, "-f", str(config)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    address = f"http://127.0.0.1:{proxy_port}"
+    try:
+        wait_for_http(f"{address}/api/health", "dask-gateway-server")
+        loopback = LoopbackGateway(address, password)
+        yield loopback
+        loopback.close()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
+        log.close()
+
+
+@contextmanager
+def moto_s3(bucket: str = "cubes") -> Iterator[dict[str, str]]:
+    """moto's S3 server on 127.0.0.1 with ``bucket``; yields the environment that reaches it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {
+        "AWS_ACCESS_KEY_ID": "test-key",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
+    try:
+        boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            aws_access_key_id="test-key",
+            aws_secret_access_key="test-secret",
+            region_name="us-east-1",
+        ).create_bucket(Bucket=bucket)
+        yield env
+    finally:
+        server.stop()

@@ -4,15 +4,12 @@ transparent where the mosaic has no data; one overview picture of all months."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import rasterio
 from PIL import Image
 
-from cubemosaic.quicklook import MAX_SIDE, month_quicklook
-
-from conftest import small_mosaic
+from cubemosaic.quicklook import MAX_SIDE
 
 
 def test_every_month_has_a_thumbnail_that_is_not_blank(demo_run):
@@ -35,12 +32,3 @@ def test_every_month_has_a_thumbnail_that_is_not_blank(demo_run):
         assert (rgba[..., 3][nodata] == 0).all(), f"{png.name} shows nodata"
     with Image.open(demo_run / "overview.png") as im:
         assert im.width > im.height and np.asarray(im)[..., :3].std() > 10
-
-
-def test_bands_without_red_green_blue_show_the_first_three_and_say_so(tmp_path: Path):
-    mosaic, count, _ = small_mosaic(tmp_path, ("nir", "swir16", "swir22", "rededge1"), seed=0)
-    ql = month_quicklook(mosaic, count, tmp_path / "q.png")
-    assert ql.bands == ("nir", "swir16", "swir22") and "no red/green/blue" in ql.title
-    rgba = np.asarray(Image.open(ql.path))
-    assert (rgba[:10, :, 3] == 0).all() and (rgba[10:, :, 3] == 255).all()
-    assert abs(ql.clear_share - 54 / 64) < 1e-6

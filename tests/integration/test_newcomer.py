@@ -7,11 +7,9 @@ import json
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from conftest import cli, small_mosaic
+from conftest import cli
 
 SMALL = ["catalog=demo", "resolution=120"]  # the demo at 120 m: a whole job in about a second
 
@@ -35,15 +33,6 @@ def test_a_run_ends_with_a_summary(tmp_path):
     assert f"summary: catalog {out / 'catalog.json'}" in lines
     last = proc.stderr.strip().splitlines()
     assert last[-1].endswith(f"done: outputs in {out}") and "summary: catalog" in last[-2], "the summary closes the run"
-
-
-def test_clear_percent_never_rounds_up_to_100():
-    from cubemosaic.quicklook import clear_percent
-
-    assert clear_percent(0.9958) == "99.5%"
-    assert clear_percent(0.99999) == "99.9%"
-    assert clear_percent(1.0) == "100%"
-    assert clear_percent(0.0) == "0.0%"
 
 
 @pytest.mark.parametrize(
@@ -90,49 +79,6 @@ def test_debug_keeps_the_exit_code_of_a_configuration_error(bad, tmp_path):
     assert debug.stderr.strip().splitlines()[-1] == plain.stderr.strip().splitlines()[-1]
 
 
-def test_two_bands_make_a_false_colour_picture_of_both(tmp_path):
-    from cubemosaic.quicklook import month_quicklook
-
-    mosaic, count, data = small_mosaic(tmp_path, ("nir", "red"))
-    ql = month_quicklook(mosaic, count, tmp_path / "q.png")
-    assert ql.bands == ("nir", "red")
-    assert "nir as red" in ql.title and "red as green and blue" in ql.title, ql.title
-    assert "no green/blue band" in ql.title and "no red/green/blue" not in ql.title, ql.title
-    rgba = np.asarray(Image.open(ql.path)).astype(int)
-    r, g, b = (rgba[10:, :, i] for i in range(3))
-    assert (g == b).all(), "green and blue show the second band"
-    assert np.corrcoef(r.ravel(), data[0, 10:].ravel())[0, 1] > 0.9, "red shows nir"
-    assert np.corrcoef(g.ravel(), data[1, 10:].ravel())[0, 1] > 0.9, "green shows red"
-
-
-def test_one_band_is_grey_and_says_which_colours_are_missing(tmp_path):
-    from cubemosaic.quicklook import month_quicklook
-
-    mosaic, count, _ = small_mosaic(tmp_path, ("green",))
-    ql = month_quicklook(mosaic, count, tmp_path / "q.png")
-    assert ql.bands == ("green",) and ql.title.startswith("Grey (no red/blue band)"), ql.title
-
-
-def test_the_overview_caption_never_rounds_up_to_100(tmp_path, monkeypatch):
-    from PIL import ImageDraw
-
-    from cubemosaic.quicklook import Quicklook, month_quicklook, overview_picture
-
-    mosaic, count, _ = small_mosaic(tmp_path, ("red", "green", "blue"))
-    look = month_quicklook(mosaic, count, tmp_path / "q.png")
-    said: list[str] = []
-    original = ImageDraw.ImageDraw.text
-    monkeypatch.setattr(
-        ImageDraw.ImageDraw, "text", lambda self, xy, text, **kw: said.append(text) or original(self, xy, text, **kw)
-    )
-    looks = [
-        ("2021-12", Quicklook(look.path, look.bands, look.title, 0.9958)),
-        ("2022-01", Quicklook(look.path, look.bands, look.title, 1.0)),
-    ]
-    overview_picture(looks, tmp_path / "overview.png")
-    assert said == ["2021-12", "clear 99.5%", "2022-01", "clear 100%"]
-
-
 def test_a_run_with_two_bands_lists_what_its_quicklooks_show(tmp_path):
     out = tmp_path / "out"
     proc = cli([*SMALL, "bands=nir,red", f"output_dir={out}"], cwd=tmp_path)
@@ -171,7 +117,7 @@ def _readme_commands(flag: str) -> list[list[str]]:
     """The ``python -m cubemosaic <flag> ...`` commands the README shows (in backticks or a code block)."""
     import shlex
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     found = re.findall(r"python -m cubemosaic (" + re.escape(flag) + r"[^`#\n]*)", readme)
     return [shlex.split(command) for command in dict.fromkeys(found)]
 

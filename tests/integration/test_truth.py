@@ -17,28 +17,6 @@ def _truth_on(grid, truth):
     return truth.sel(x=grid.x.values, y=grid.y.values)
 
 
-def test_demo_has_what_real_archives_have(demo, truth):
-    import json
-
-    items = json.loads(demo.items_path.read_text())["features"]
-    baselines = {i["properties"]["s2:processing_baseline"] for i in items}
-    assert baselines == {"03.01", "04.00"}
-    days = [i["properties"]["datetime"][:10] for i in items]
-    assert any(d < "2022-01-25" for d in days) and any(d >= "2022-01-25" for d in days)
-    assert len(days) > len(set(days)), "two tiles of the same solar day"
-    with rasterio.open(items[0]["assets"]["B04"]["href"]) as ds:
-        assert ds.profile["tiled"] and ds.overviews(1) and ds.nodata == 0 and ds.res == (10, 10)
-    with rasterio.open(items[0]["assets"]["SCL"]["href"]) as ds:
-        assert ds.res == (20, 20)
-    scl_classes = set()
-    for it in items:
-        with rasterio.open(it["assets"]["SCL"]["href"]) as ds:
-            scl_classes |= set(np.unique(ds.read(1)).tolist())
-    assert {0, 3, 8, 9, 10}.issubset(scl_classes)
-    # The truth has pixels without a clear answer, and most pixels with one.
-    assert (truth["count"] == 0).any() and float((truth["count"] > 0).mean()) > 0.8
-
-
 def test_monthly_median_matches_truth(demo_run, truth):
     monthly = open_dn(demo_run / "monthly.zarr")
     assert monthly.sizes["time"] == 4 and (monthly.time.values == truth.time.values).all()
@@ -77,26 +55,6 @@ def test_the_warped_path_matches_truth_too(demo, truth, tmp_path):
     assert proc.returncode == 0, proc.stderr
     monthly = open_dn(out / "monthly.zarr")
     assert_monthly_matches_truth(monthly, truth)
-
-
-def test_grid_alignment_decides_the_reader():
-    import pystac
-    from odc.geo.geobox import GeoBox
-
-    from cubemosaic.read import is_aligned
-    from cubemosaic.scenes import asset_grid
-
-    item = pystac.Item("x", None, None, __import__("datetime").datetime(2022, 1, 1), {"proj:epsg": 32610})
-    item.add_asset(
-        "B04",
-        pystac.Asset(
-            "b.tif", extra_fields={"proj:shape": [100, 100], "proj:transform": [10, 0, 500000, 0, -10, 5000000]}
-        ),
-    )
-    grid = asset_grid(item, "B04", "EPSG:32610")
-    assert is_aligned(grid, GeoBox.from_bbox((500100, 4999000, 500900, 4999900), "EPSG:32610", resolution=20))
-    assert not is_aligned(grid, GeoBox.from_bbox((500105, 4999000, 500905, 4999900), "EPSG:32610", resolution=15))
-    assert not is_aligned(grid, GeoBox.from_bbox((500100, 4999000, 500900, 4999900), "EPSG:32611", resolution=20))
 
 
 def test_many_blocks_per_day_give_the_same_cogs(demo_run, tmp_path):
@@ -155,44 +113,6 @@ def test_coarse_grids_take_each_value_from_inside_its_output_pixel(demo, truth, 
     assert float(abs(monthly.x[1] - monthly.x[0])) == resolution
     # The 20 m pixel nearest resampling takes: the one at the output pixel's centre (odd shrinks of 20 m).
     assert_monthly_matches_truth(monthly, truth, nearest=True)
-
-
-def test_a_20m_asset_is_read_at_10m_by_repeating_its_pixels(tmp_path):
-    """The aligned reader upsamples by an integer factor (a 20 m SCL at 10 m): exact nearest."""
-    from affine import Affine
-    from odc.geo.geobox import GeoBox
-    from rasterio.transform import from_origin
-    from rasterio.warp import Resampling, reproject
-
-    from cubemosaic.read import Access, AssetGrid, _read, is_aligned
-
-    rng = np.random.default_rng(0)
-    native = rng.integers(1, 12, size=(30, 40), dtype=np.uint16)
-    path = tmp_path / "scl.tif"
-    transform = from_origin(500000, 5000000, 20, 20)
-    profile = dict(driver="GTiff", width=40, height=30, count=1, dtype="uint16", crs="EPSG:32610")
-    with rasterio.open(path, "w", transform=transform, **profile) as dst:
-        dst.write(native, 1)
-    grid = AssetGrid(str(path), "EPSG:32610", tuple(transform)[:6], (30, 40))
-    # Starts mid asset pixel (an odd number of 10 m pixels in) and runs past the asset's edge.
-    geobox = GeoBox.from_bbox((500130, 4999550, 500850, 4999930), "EPSG:32610", resolution=10)
-    assert is_aligned(grid, geobox)
-    shifted = GeoBox(geobox.shape, Affine(10, 0, 500135, 0, -10, 4999930), "EPSG:32610")  # half a 10 m pixel off
-    assert not is_aligned(grid, shifted)
-    got = _read(grid, geobox, Access())
-    want = np.zeros(geobox.shape, dtype=np.uint16)
-    reproject(
-        native,
-        want,
-        src_transform=transform,
-        src_crs="EPSG:32610",
-        dst_transform=geobox.transform,
-        dst_crs="EPSG:32610",
-        resampling=Resampling.nearest,
-        dst_nodata=0,
-    )
-    np.testing.assert_array_equal(got, want)
-    assert (got[:, -1] == 0).all() and got[0, 0] == native[3, 6]
 
 
 def _paste(data: np.ndarray, origin: tuple[float, float], res: float, grid, k: int) -> np.ndarray:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import copy
 import json
 
-from conftest import assert_same_cogs, cli, serve_stac
+from conftest import assert_same_cogs, cli
+from servers import serve_stac
 
 ES_KEYS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir", "SCL": "scl"}
 
@@ -77,23 +78,3 @@ def test_stac_1_1_layout_from_a_static_file(demo, demo_run, tmp_path):
     proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_same_cogs(demo_run, out)
-
-
-def test_the_offset_the_item_states_wins_over_the_date():
-    """Scale and offset as STAC 1.0 raster:bands, STAC 1.1 bands or asset fields decide the offset."""
-    import datetime as dt
-
-    import pystac
-
-    from cubemosaic.s2 import item_offset
-
-    def item(**asset_fields) -> pystac.Item:
-        it = pystac.Item("x", None, None, dt.datetime(2021, 6, 1, tzinfo=dt.timezone.utc), {})
-        it.add_asset("B04", pystac.Asset("b.tif", extra_fields=asset_fields))
-        return it
-
-    assert item_offset(item(), "B04") == 0  # before 2022-01-25, nothing stated
-    assert item_offset(item(**{"raster:bands": [{"scale": 0.0001, "offset": -0.1}]}), "B04") == 1000
-    assert item_offset(item(bands=[{"name": "B04", "raster:scale": 0.0001, "raster:offset": -0.1}]), "B04") == 1000
-    assert item_offset(item(**{"raster:scale": 0.0001, "raster:offset": -0.1}), "B04") == 1000
-    assert item_offset(item(**{"raster:bands": [{"scale": 0.0001, "offset": 0.0}]}), "B04") == 0

@@ -17,50 +17,8 @@ import json
 import re
 from pathlib import Path
 
-import pystac
-
-from cubemosaic.catalog import resolve_bands
-from cubemosaic.s2 import item_offset
-
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 LAYOUT = DATA / "cdse-layout-S2B_MSIL2A_20240805T101559_N0511_R065_T32TPT.json"
-
-
-def test_bands_and_the_mask_resolve_to_the_native_resolution_asset():
-    item = pystac.Item.from_dict(json.loads(LAYOUT.read_text()))
-    bands, scl = resolve_bands([item], ["red", "green", "blue", "nir", "B8A", "swir16"])
-    assert bands == {
-        "red": "B04_10m",
-        "green": "B03_10m",
-        "blue": "B02_10m",
-        "nir": "B08_10m",
-        "B8A": "B8A_20m",
-        "swir16": "B11_20m",
-    }
-    assert scl == "SCL_20m"
-    assert item_offset(item, "B04_10m") == 1000  # raster:offset -0.1 at scale 0.0001
-
-
-def test_keys_alone_are_enough():
-    """Some CDSE records carry no band list: the key (``B04_10m``) still names band and resolution."""
-    doc = json.loads(LAYOUT.read_text())
-    for asset in doc["assets"].values():
-        asset.pop("bands", None)
-        asset.pop("gsd", None)
-        asset.pop("proj:transform", None)
-    item = pystac.Item.from_dict(doc)
-    bands, scl = resolve_bands([item], ["B04", "B8A"])
-    assert bands == {"B04": "B04_10m", "B8A": "B8A_20m"} and scl == "SCL_20m"
-
-
-def test_the_processing_version_decides_the_offset_where_no_asset_states_one():
-    doc = json.loads(LAYOUT.read_text())
-    for asset in doc["assets"].values():
-        asset.pop("raster:offset", None)
-    doc["properties"]["datetime"] = "2021-06-01T10:00:00Z"  # before the 2022 baseline change...
-    assert item_offset(pystac.Item.from_dict(doc), "B04_10m") == 1000  # ...but reprocessed: 05.11
-    doc["properties"]["processing:version"] = "03.01"
-    assert item_offset(pystac.Item.from_dict(doc), "B04_10m") == 0
 
 
 def _jp2(src: str) -> bytes:

@@ -96,7 +96,7 @@ def _one_line(proc, *needles):
 
 
 def test_unreachable_gateway(tmp_path):
-    from conftest import free_port
+    from servers import free_port
 
     address = f"http://127.0.0.1:{free_port()}"
     env = {"DASK_GATEWAY__ADDRESS": address, "DASK_GATEWAY__AUTH__TYPE": "basic"}
@@ -167,10 +167,10 @@ def test_cube_then_mosaic_on_workers_that_see_no_disk(private_gateway, hidden_di
 def test_a_stock_gateway_with_its_default_commands(tmp_path, demo_run):
     """dask-gateway-server (and its Helm chart) starts `dask-scheduler` and `dask-worker`, which
     current distributed no longer installs: cubemosaic's environment provides them."""
-    from conftest import _loopback_gateway
+    from servers import loopback_gateway
 
     bindir = os.path.dirname(sys.executable)
-    with _loopback_gateway(tmp_path, default_commands=True, PATH=f"{bindir}:{os.environ.get('PATH', '')}") as stock:
+    with loopback_gateway(tmp_path, default_commands=True, PATH=f"{bindir}:{os.environ.get('PATH', '')}") as stock:
         out = tmp_path / "out"
         proc = cli(["catalog=demo", "cluster=gateway", f"output_dir={out}"], env=stock.env(**SIZING), cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
@@ -214,12 +214,12 @@ def test_object_storage_credentials_reach_workers_that_have_no_environment(gatew
 def test_workers_without_our_code_fail_fast_in_one_line(tmp_path, hidden_dir):
     """Neither path can work when the workers' image lacks cubemosaic (they can neither write the
     store nor compute a block for the relay): one line before any compute, no traceback."""
-    from conftest import _loopback_gateway
+    from servers import loopback_gateway
 
     stub = tmp_path / "stub" / "cubemosaic"
     stub.mkdir(parents=True)
     (stub / "__init__.py").write_text('raise ImportError("this image has no cubemosaic")\n')
-    with _loopback_gateway(tmp_path, PYTHONPATH=str(stub.parent)) as bare:
+    with loopback_gateway(tmp_path, PYTHONPATH=str(stub.parent)) as bare:
         proc = cli(["catalog=demo", "cluster=gateway", f"output_dir={tmp_path / 'out'}"], env=bare.env(**SIZING),
                    cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 1, proc.stderr

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from assetserver import AssetServer
 
-from conftest import assert_same_cogs, cli, rehost_items, truncated_asset_items
+from conftest import assert_same_cogs, cli, truncated_asset_items
+from servers import AssetServer, rehost_items
 
 
 def _http_items(demo, url: str, tmp_path):
@@ -94,40 +94,3 @@ def test_a_truncated_file_over_http_is_named_or_skipped(demo, tmp_path):
     assert last.startswith(f"cubemosaic: error: cannot read asset B08 of item {victim['id']}"), last
     assert skipped.returncode == 0, skipped.stderr[-2000:]
     assert f"skipped asset B08 of item {victim['id']}" in skipped.stderr
-
-
-def _days(items_path, *datetimes: str) -> list:
-    import pystac
-
-    features = json.loads(items_path.read_text())["features"]
-    return [pystac.Item.from_dict(f) for f in features if f["properties"]["datetime"] in datetimes]
-
-
-def test_the_reader_names_the_asset_it_failed_on_without_reading_anything_again(demo, tmp_path, monkeypatch):
-    """cubemosaic's reader raises AssetReadError (item id, band, problem) where the read fails; no
-    pass re-reads the batch's assets to find the culprit. With on_read_error=skip the scene is left
-    out and recorded, the day written without it; when every scene fails, skipping would leave
-    nothing, and that is an error, not an empty mosaic."""
-    import cubemosaic.cube as cube
-    from cubemosaic import store
-    from cubemosaic.errors import AssetReadError, ReadError
-    from cubemosaic.s2 import CloudMask
-
-    items_path, victim = truncated_asset_items(demo, tmp_path)
-    other = json.loads(items_path.read_text())["features"][0]["properties"]["datetime"]
-    items = _days(items_path, victim["properties"]["datetime"], other)
-    assert len(items) == 2
-    bands = {"red": "B04", "nir": "B08"}
-    geobox = cube.output_geobox(demo.bbox_lonlat(), "EPSG:32610", 20)
-
-    def build(name: str, scenes, **kw) -> str:
-        return cube.build_cube(scenes, str(tmp_path / name), cube.CubeSpec(geobox, bands, "SCL", CloudMask()), **kw)
-
-    with pytest.raises(AssetReadError) as e:
-        build("a.zarr", items)
-    assert (e.value.item_id, e.value.band) == (victim["id"], "B08")
-    assert str(e.value).startswith(f"cannot read asset B08 of item {victim['id']}: ")
-    attrs = store.read_attrs(build("b.zarr", items, on_read_error="skip"))
-    assert attrs["complete"] and [(s["item"], s["band"]) for s in attrs["skipped"]] == [(victim["id"], "B08")]
-    with pytest.raises(ReadError, match="every scene of 1 day.s. failed to read"):
-        build("c.zarr", _days(items_path, victim["properties"]["datetime"]), on_read_error="skip")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cubemosaic.demo import DemoArchive, ensure_demo
@@ -195,3 +196,35 @@ def small_mosaic(tmp_path: Path, names: tuple[str, ...], seed: int = 1):
     with rasterio.open(tmp_path / "c.tif", "w", **profile) as dst:
         dst.write((data[:1] > 0).astype("uint16"))
     return tmp_path / "m.tif", tmp_path / "c.tif", data
+
+
+def dn_block(t: int, seed: int = 0, shape=(40, 30)) -> np.ndarray:
+    """A random (t, y, x) uint16 block of DN, about 30% nodata (0), none at all in its top-left 2 x 2 pixels."""
+    rng = np.random.default_rng(seed)
+    block = rng.integers(1, 9000, (t, *shape)).astype(np.uint16)
+    block[rng.random(block.shape) < 0.3] = 0
+    block[:, :2, :2] = 0  # pixels without any observation
+    return block
+
+
+def search_request(**kw):
+    """The demo's search (its area and months), with ``kw`` changed."""
+    import datetime as dt
+
+    from cubemosaic.catalog import SearchRequest
+
+    base = dict(
+        collection="sentinel-2-l2a",
+        bbox=(-122.325, 47.535, -122.265, 47.575),
+        start_date=dt.date(2021, 12, 1),
+        end_date=dt.date(2022, 3, 31),
+    )
+    return SearchRequest(**(base | kw))
+
+
+def demo_settings(tmp_path: Path, *overrides: str):
+    """The settings ``python -m cubemosaic catalog=demo output_dir=<tmp_path>/out <overrides>`` runs with (in this process)."""
+    from cubemosaic.__main__ import compose
+    from cubemosaic.config import to_settings
+
+    return to_settings(compose(["catalog=demo", f"output_dir={tmp_path / 'out'}", *overrides]))

@@ -13,18 +13,10 @@ from cubemosaic.catalog import SearchRequest, asset_key, resolve_bands, search
 from cubemosaic.errors import CatalogError, ConfigError, NothingFoundError
 from cubemosaic.s2 import item_offset
 
+from conftest import search_request
+
 #: A real Planetary Computer item, as recorded in shared/reference-items.
 PC_ITEM = Path(__file__).parents[1] / "data" / "planetary-computer-S2B_MSIL2A_20190629T212529_R043_T06VVN.json"
-
-
-def _request(**kw) -> SearchRequest:
-    base = dict(
-        collection="sentinel-2-l2a",
-        bbox=(-122.325, 47.535, -122.265, 47.575),
-        start_date=dt.date(2021, 12, 1),
-        end_date=dt.date(2022, 3, 31),
-    )
-    return SearchRequest(**(base | kw))
 
 
 # --------------------------------------------------------------------------- bands
@@ -108,7 +100,7 @@ def test_stac_1_1_bands_field():
 
 
 def test_an_item_missing_a_band_is_named(demo):
-    items = search(str(demo.items_path), _request())
+    items = search(str(demo.items_path), search_request())
     del items[2].assets["B04"]
     with pytest.raises(CatalogError, match=items[2].id):
         resolve_bands(items, ["red"])
@@ -116,19 +108,19 @@ def test_an_item_missing_a_band_is_named(demo):
 
 # --------------------------------------------------------------------------- search
 def test_static_file_filters(demo):
-    every = search(str(demo.items_path), _request())
+    every = search(str(demo.items_path), search_request())
     assert len(every) == 19
     assert [i.datetime for i in every] == sorted(i.datetime for i in every)
-    clear = search(str(demo.items_path), _request(max_cloud_cover=50))
+    clear = search(str(demo.items_path), search_request(max_cloud_cover=50))
     assert 0 < len(clear) < len(every)
     assert all(i.properties["eo:cloud_cover"] <= 50 for i in clear)
-    assert len(search(str(demo.items_path), _request(max_items=3))) == 3
-    jan = search(str(demo.items_path), _request(start_date=dt.date(2022, 1, 1), end_date=dt.date(2022, 1, 31)))
+    assert len(search(str(demo.items_path), search_request(max_items=3))) == 3
+    jan = search(str(demo.items_path), search_request(start_date=dt.date(2022, 1, 1), end_date=dt.date(2022, 1, 31)))
     assert {i.datetime.month for i in jan} == {1} and len(jan) == 5
     with pytest.raises(NothingFoundError):
-        search(str(demo.items_path), _request(bbox=(10.0, 10.0, 11.0, 11.0)))
+        search(str(demo.items_path), search_request(bbox=(10.0, 10.0, 11.0, 11.0)))
     with pytest.raises(NothingFoundError):
-        search(str(demo.items_path), _request(collection="landsat-c2-l2"))
+        search(str(demo.items_path), search_request(collection="landsat-c2-l2"))
 
 
 def test_static_catalog_file(demo, tmp_path):
@@ -137,8 +129,8 @@ def test_static_catalog_file(demo, tmp_path):
         catalog.add_item(pystac.Item.from_dict(feature))
     catalog.normalize_hrefs(str(tmp_path / "cat"))
     catalog.save(pystac.CatalogType.SELF_CONTAINED)
-    found = search(str(tmp_path / "cat" / "catalog.json"), _request(max_cloud_cover=50))
-    assert [i.id for i in found] == [i.id for i in search(str(demo.items_path), _request(max_cloud_cover=50))]
+    found = search(str(tmp_path / "cat" / "catalog.json"), search_request(max_cloud_cover=50))
+    assert [i.id for i in found] == [i.id for i in search(str(demo.items_path), search_request(max_cloud_cover=50))]
 
 
 DATA = Path(__file__).parents[1] / "data"
@@ -206,7 +198,7 @@ def test_a_malformed_item_is_named_by_its_id_before_any_read(demo, tmp_path, cha
     import datetime as dt
     import json
 
-    from cubemosaic.catalog import SearchRequest, search
+    from cubemosaic.catalog import search
     from cubemosaic.errors import CatalogError
 
     doc = json.loads(demo.items_path.read_text())
@@ -297,7 +289,7 @@ def test_a_transient_failure_on_the_second_page_is_retried(demo, monkeypatch, st
     import json
 
     from cubemosaic import catalog
-    from cubemosaic.catalog import SearchRequest, search
+    from cubemosaic.catalog import search
 
     monkeypatch.setattr(catalog, "SEARCH_BACKOFF_S", 0.01)
     features = json.loads(demo.items_path.read_text())["features"]
@@ -317,7 +309,7 @@ def test_a_search_that_keeps_failing_names_the_status(demo, monkeypatch):
     import json
 
     from cubemosaic import catalog
-    from cubemosaic.catalog import SearchRequest, search
+    from cubemosaic.catalog import search
     from cubemosaic.errors import CatalogError
 
     monkeypatch.setattr(catalog, "SEARCH_BACKOFF_S", 0.01)

@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-
-def _settings(tmp_path: Path, *overrides: str):
-    from cubemosaic.__main__ import compose
-    from cubemosaic.config import to_settings
-
-    return to_settings(compose(["catalog=demo", f"output_dir={tmp_path / 'out'}", *overrides]))
+from conftest import demo_settings
 
 
 @pytest.mark.parametrize(
@@ -39,7 +33,7 @@ def test_a_worker_killed_for_memory_is_one_line_naming_the_limit(tmp_path, monke
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    spec = _settings(tmp_path, *overrides).cluster
+    spec = demo_settings(tmp_path, *overrides).cluster
     with pytest.raises(ClusterError) as e, worker_failures(spec, client=object()):
         raise KilledWorker("('month-abc', 0, 0, 0)", "tcp://127.0.0.1:1234", 3)
     line = str(e.value)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cubemosaic.s2 import CloudMask
+
+from conftest import demo_settings
 
 
 def test_a_dilation_under_one_scl_pixel_is_refused_and_coarse_pixels_grow_by_one():
@@ -81,22 +82,15 @@ def test_a_bare_band_list_means_a_list(override, bands, tmp_path):
     assert settings.bands == bands and settings.debug is True
 
 
-def _settings(tmp_path: Path, *overrides: str):
-    from cubemosaic.__main__ import compose
-    from cubemosaic.config import to_settings
-
-    return to_settings(compose(["catalog=demo", f"output_dir={tmp_path / 'out'}", *overrides]))
-
-
 # --------------------------------------------------------------------------- zarr_dir URLs
 def test_zarr_dir_as_a_file_url_is_the_folder(tmp_path):
     stores = tmp_path / "my stores"
-    assert _settings(tmp_path, f"zarr_dir={stores.as_uri()}").zarr_dir == str(stores)
+    assert demo_settings(tmp_path, f"zarr_dir={stores.as_uri()}").zarr_dir == str(stores)
     assert stores.is_dir()
     cube = tmp_path / "c.zarr"
     cube.mkdir()
     (cube / "zarr.json").write_text("{}")
-    assert _settings(tmp_path, f"cube_url={cube.as_uri()}", "stage=mosaic").cube_url == str(cube)
+    assert demo_settings(tmp_path, f"cube_url={cube.as_uri()}", "stage=mosaic").cube_url == str(cube)
 
 
 @pytest.mark.parametrize(
@@ -113,7 +107,7 @@ def test_zarr_dir_that_cannot_hold_stores_is_refused_as_zarr_dir(tmp_path, zarr_
     blocker = tmp_path / "a-file"
     blocker.write_text("mine")
     with pytest.raises(ConfigError) as e:
-        _settings(tmp_path, f"zarr_dir={zarr_dir.format(file=blocker)}")
+        demo_settings(tmp_path, f"zarr_dir={zarr_dir.format(file=blocker)}")
     for needle in needles:
         assert needle in str(e.value)
     assert "output_dir" not in str(e.value) and e.value.exit_code == 2
@@ -137,13 +131,13 @@ def test_memory_sizes_are_validated_with_the_rest(tmp_path, monkeypatch, overrid
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(ConfigError) as e:
-        _settings(tmp_path, *overrides)
+        demo_settings(tmp_path, *overrides)
     assert str(e.value).startswith(needle) and e.value.exit_code == 2
 
 
 @pytest.mark.parametrize("value", ["auto", "4GB", "0.5", "2e9", "0", "1.5 GiB"])
 def test_memory_limits_that_are_sizes_pass(tmp_path, value):
-    limit = _settings(tmp_path, "cluster.processes=true", f"cluster.memory_limit={value}").cluster.memory_limit
+    limit = demo_settings(tmp_path, "cluster.processes=true", f"cluster.memory_limit={value}").cluster.memory_limit
     assert (
         float(limit) == float(value) if value[0].isdigit() and " " not in value and "B" not in value else limit == value
     )
@@ -157,6 +151,8 @@ def test_an_area_under_a_pixel_is_refused_before_the_search(tmp_path, aoi):
     from cubemosaic.errors import ConfigError
 
     with pytest.raises(ConfigError) as e:
-        _settings(tmp_path, f"aoi={aoi}", "resolution=20")
+        demo_settings(tmp_path, f"aoi={aoi}", "resolution=20")
     assert str(e.value).startswith("aoi: the area is ") and "under 2 pixels on a side at resolution=20;" in str(e.value)
-    assert _settings(tmp_path, f"aoi={aoi}", "resolution=5").resolution == 5  # four times finer: two pixels at least
+    assert (
+        demo_settings(tmp_path, f"aoi={aoi}", "resolution=5").resolution == 5
+    )  # four times finer: two pixels at least

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
 import numpy as np
@@ -12,7 +11,7 @@ import cubemosaic.read as read
 from cubemosaic.composite import _month
 from cubemosaic.cube import CubeSpec, group_by_solar_day, load_day, output_geobox
 from cubemosaic.read import Access
-from cubemosaic.s2 import CloudMask, solar_day
+from cubemosaic.s2 import CloudMask
 from cubemosaic.statistics import Composite
 
 BANDS = {"red": "B04", "nir": "B08"}
@@ -64,28 +63,3 @@ def test_a_month_reads_nothing_until_computed():
     has = ~np.isnan(np.nanmax(expected, axis=0))
     assert np.abs(red[0][has] - np.nanmedian(expected, axis=0)[has]).max() <= 0.5
     assert first.dtype == np.uint8 and set(np.unique(first)) <= {0, 2, 3, 4}
-
-
-def _item(when: str, lon: float = -122.3, **props) -> pystac.Item:
-    return pystac.Item(
-        id=f"s-{when}-{lon}",
-        geometry=None,
-        bbox=[lon - 0.5, 47, lon + 0.5, 48],
-        datetime=dt.datetime.fromisoformat(when),
-        properties=dict(props),
-    )
-
-
-def test_solar_day_groups_adjacent_tiles_and_splits_at_local_midnight():
-    # 23:30 UTC at lon 150 E is the next local morning; at lon 120 W still the same day.
-    assert solar_day(_item("2022-03-01T23:30:00+00:00", lon=150)) == dt.date(2022, 3, 2)
-    assert solar_day(_item("2022-03-01T19:10:00+00:00", lon=-122)) == dt.date(2022, 3, 1)
-    days = group_by_solar_day(
-        [
-            _item("2022-03-01T19:10:05+00:00", lon=-122.9),
-            _item("2022-03-01T19:10:00+00:00"),
-            _item("2022-03-06T19:10:00+00:00"),
-        ]
-    )
-    assert [len(d.items) for d in days] == [2, 1]
-    assert days[0].items[0].datetime < days[0].items[1].datetime

@@ -11,6 +11,7 @@ from cubemosaic import kernels
 from cubemosaic.composite import median_block
 
 import oracle
+from conftest import dn_block
 
 
 @pytest.mark.parametrize("t", [1, 2, 3, 5, 8, 12, 17, 24, 25, 31])
@@ -26,18 +27,10 @@ def test_sorting_network_median_equals_bottleneck(t):
     np.testing.assert_array_equal(median_block(block), _median_bottleneck(block))
 
 
-def _block(t: int, seed: int = 0, shape=(40, 30)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    block = rng.integers(1, 9000, (t, *shape)).astype(np.uint16)
-    block[rng.random(block.shape) < 0.3] = 0
-    block[:, :2, :2] = 0  # pixels without any observation
-    return block
-
-
 @pytest.mark.parametrize("method", sorted(kernels.PERCENTILE_METHODS))
 @pytest.mark.parametrize("t", [1, 2, 5, 12, 24, 30])
 def test_the_percentile_kernel_is_numpys(method, t):
-    block = _block(t, seed=t)
+    block = dn_block(t, seed=t)
     values = np.where(block == 0, np.nan, block.astype(np.float64))
     for q in (0, 2.5, 25, 50, 75, 90, 100):
         expected = oracle.percentile(values, q, method, rounded=False)  # numpy's percentile
@@ -49,13 +42,13 @@ def test_the_percentile_kernel_is_numpys(method, t):
 
 
 def test_p50_is_the_median():
-    block = _block(9, seed=3)
+    block = dn_block(9, seed=3)
     np.testing.assert_array_equal(kernels.to_dn(kernels.percentile_block(block, 50)), kernels.median_block(block)[0])
 
 
 def test_the_medoid_takes_every_band_from_one_day():
     rng = np.random.default_rng(5)
-    blocks = [_block(7, seed=s) for s in (1, 2, 3)]
+    blocks = [dn_block(7, seed=s) for s in (1, 2, 3)]
     blocks[1][rng.random(blocks[1].shape) < 0.1] = 0  # a band missing on its own: not a clear observation
     values, chosen = kernels.medoid_block(blocks)
     clear = kernels.clear_mask(blocks)
@@ -73,7 +66,7 @@ def test_the_medoid_takes_every_band_from_one_day():
 
 @pytest.mark.parametrize("t", [1, 2, 3, 4, 5, 8, 13, 24, 25])
 def test_the_float_median_is_numpys(t):
-    block = _block(t, seed=40 + t)
+    block = dn_block(t, seed=40 + t)
     block[:, -1, :3] = 65535
     values = np.where(block == 0, np.nan, block.astype(np.float64))
     with warnings.catch_warnings():

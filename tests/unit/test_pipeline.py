@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-
-def _settings(tmp_path: Path, *overrides: str):
-    from cubemosaic.__main__ import compose
-    from cubemosaic.config import to_settings
-
-    return to_settings(compose(["catalog=demo", f"output_dir={tmp_path / 'out'}", *overrides]))
+from conftest import demo_settings
 
 
 def test_what_a_run_holds_by_stage(tmp_path):
@@ -17,20 +10,44 @@ def test_what_a_run_holds_by_stage(tmp_path):
     from cubemosaic.pipeline import owned
 
     out, stores, cubes = tmp_path / "out", tmp_path / "stores", tmp_path / "cubes"
-    assert owned(_settings(tmp_path)) == [("output_dir", str(out), False)]
-    assert owned(_settings(tmp_path, f"zarr_dir={stores}")) == [
+    assert owned(demo_settings(tmp_path)) == [("output_dir", str(out), False)]
+    assert owned(demo_settings(tmp_path, f"zarr_dir={stores}")) == [
         ("output_dir", str(out), False),
         ("zarr_dir", str(stores), False),
     ]
     (cubes / "c.zarr").mkdir(parents=True)
     (cubes / "c.zarr" / "zarr.json").write_text("{}")
-    mosaic = _settings(tmp_path, f"zarr_dir={stores}", f"cube_url={cubes / 'c.zarr'}", "stage=mosaic")
+    mosaic = demo_settings(tmp_path, f"zarr_dir={stores}", f"cube_url={cubes / 'c.zarr'}", "stage=mosaic")
     assert owned(mosaic) == [
         ("output_dir", str(out), False),
         ("zarr_dir", str(stores), False),
         ("cube_url", str(cubes), True),
     ]
-    export = _settings(tmp_path, f"zarr_dir={stores}", "stage=export")
+    export = demo_settings(tmp_path, f"zarr_dir={stores}", "stage=export")
     assert owned(export) == [("output_dir", str(out), False), ("zarr_dir", str(stores), True)]
-    on_s3 = _settings(tmp_path, "zarr_dir=s3://bucket/x", "stage=export")
+    on_s3 = demo_settings(tmp_path, "zarr_dir=s3://bucket/x", "stage=export")
     assert owned(on_s3) == [("output_dir", str(out), False), ("zarr_dir", "s3://bucket/x", False)]
+
+
+def test_the_summary_lists_each_month_with_its_clear_share(tmp_path):
+    import json
+
+    from cubemosaic.pipeline import Outputs, summary
+
+    out = Outputs(tmp_path, str(tmp_path), str(tmp_path / "cube.zarr"))
+    mosaics = []
+    for month, share in (("2021-12", 0.9958), ("2022-01", 1.0)):
+        folder = tmp_path / f"monthly-mosaic-{month}"
+        folder.mkdir()
+        tif = folder / f"monthly-mosaic-{month}.tif"
+        tif.with_suffix(".json").write_text(json.dumps({"properties": {"cubemosaic:clear_share": share}}))
+        mosaics.append(tif)
+    unknown = tmp_path / "monthly-mosaic-2022-02" / "monthly-mosaic-2022-02.tif"  # no item beside it
+    lines = summary(out, [*mosaics, unknown], 12.34)
+    assert lines[0].startswith("summary: monthly-mosaic-2021-12 clear 99.5") and "100" not in lines[0]
+    assert lines[1].startswith("summary: monthly-mosaic-2022-01 clear 100")
+    assert lines[2].startswith("summary: monthly-mosaic-2022-02 clear share unknown")
+    assert lines[3] == "summary: 3 month(s) written in 12.3 s"
+    assert lines[4] == f"summary: overview picture {tmp_path / 'overview.png'}"
+    assert lines[5] == f"summary: catalog {tmp_path / 'catalog.json'}"
+    assert summary(out, [], 1.0) == ["summary: run took 1.0 s"]

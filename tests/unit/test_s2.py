@@ -10,7 +10,8 @@ import numpy as np
 import pystac
 import pytest
 
-from cubemosaic.s2 import CloudMask, item_offset
+from cubemosaic.cube import group_by_solar_day
+from cubemosaic.s2 import CloudMask, item_offset, solar_day
 
 DATA = Path(__file__).parents[1] / "data"
 LAYOUT = DATA / "cdse-layout-S2B_MSIL2A_20240805T101559_N0511_R065_T32TPT.json"
@@ -99,3 +100,18 @@ def test_raster_bands_offset_wins():
     item.add_asset("nir", pystac.Asset("n.tif", extra_fields={"raster:bands": [{"scale": 0.0001, "offset": 0}]}))
     assert item_offset(item, "red") == 1000
     assert item_offset(item, "nir") == 0
+
+
+def test_solar_day_groups_adjacent_tiles_and_splits_at_local_midnight():
+    # 23:30 UTC at lon 150 E is the next local morning; at lon 120 W still the same day.
+    assert solar_day(_item("2022-03-01T23:30:00+00:00", lon=150)) == dt.date(2022, 3, 2)
+    assert solar_day(_item("2022-03-01T19:10:00+00:00", lon=-122)) == dt.date(2022, 3, 1)
+    days = group_by_solar_day(
+        [
+            _item("2022-03-01T19:10:05+00:00", lon=-122.9),
+            _item("2022-03-01T19:10:00+00:00"),
+            _item("2022-03-06T19:10:00+00:00"),
+        ]
+    )
+    assert [len(d.items) for d in days] == [2, 1]
+    assert days[0].items[0].datetime < days[0].items[1].datetime

@@ -11,18 +11,11 @@ from cubemosaic.errors import ConfigError
 from cubemosaic.statistics import DAY, FLOAT, REFLECTANCE, Composite, MonthBlock, composite, parse_statistic
 
 import oracle
-
-
-def _block(t: int, seed: int = 0, shape=(40, 30)) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    block = rng.integers(1, 9000, (t, *shape)).astype(np.uint16)
-    block[rng.random(block.shape) < 0.3] = 0
-    block[:, :2, :2] = 0  # pixels without any observation
-    return block
+from conftest import dn_block
 
 
 def test_first_and_last_day_and_count():
-    block = _block(6, seed=8)
+    block = dn_block(6, seed=8)
     days = np.array([2, 7, 12, 17, 22, 27], dtype=np.uint8)
     out = Composite(("red",), provenance=("first_day", "last_day")).reduce(MonthBlock({"red": block}, days))
     valid = block != 0
@@ -52,7 +45,7 @@ def test_each_statistic_declares_its_layers():
     assert layers["median"].variables == ("red_median", "nir_median") and layers["median"].suffix == "-median"
     assert layers["medoid_day"].kind is DAY and layers["mads"].kind is FLOAT
     assert layers["iqr"].variables == ("red_iqr", "nir_iqr")
-    out = c.reduce(MonthBlock({"red": _block(5, 1), "nir": _block(5, 2)}, np.arange(1, 6, dtype=np.uint8)))
+    out = c.reduce(MonthBlock({"red": dn_block(5, 1), "nir": dn_block(5, 2)}, np.arange(1, 6, dtype=np.uint8)))
     declared = {v: layer.kind.dtype for layer in c.layers() for v in layer.variables}
     assert {k: str(v.dtype) for k, v in out.items()} == declared, "every variable computed, of its declared dtype"
 
@@ -83,45 +76,9 @@ def test_geomedian_against_an_independent_weiszfeld(demo):
     bands = ["red", "green", "blue", "nir"]
     blocks = {b: np.nan_to_num(month[b].values, nan=0).astype(np.uint16) for b in bands}
     out = Composite(tuple(bands), (parse_statistic("geomedian"),)).reduce(MonthBlock(blocks, month["day"].values))
-    reference = _assert_geomedian(month, bands, np.stack([out[b] for b in bands]), "2021-12")
+    reference = oracle.assert_geomedian(month, bands, np.stack([out[b] for b in bands]), "2021-12")
     n = kernels.clear_mask(list(blocks.values())).sum(axis=0)
     has = n >= 3  # where the geometric median is unique, so the MADs are comparable
     emad = oracle.emad(month, bands, reference)
     # emad is a median of distances to the geometric median, which itself may differ by 1 DN (1e-4)
     np.testing.assert_allclose(out["emad"][has], emad[has], rtol=0, atol=1e-4)
-
-
-def _assert_geomedian(month, bands, got: np.ndarray, tag: str) -> np.ndarray:
-    """``got`` (bands, y, x) DN against the Weiszfeld reference: within 1 DN (2 DN at most, for a
-    slowly converging pixel) where a pixel has three or more clear observations; with two, the
-    geometric median is any point between them (geomad and the reference may pick others), so
-    it must lie on that segment; with one, it is that observation; 0 where there is none."""
-    reference = oracle.geomedian(month, bands)
-    x = np.stack([month[b].values for b in bands])  # (bands, t, y, x) DN, NaN = not clear
-    clear = ~np.isnan(x).any(axis=0)
-    n = clear.sum(axis=0)
-    g = got.astype(np.float64)
-    assert (got[:, n == 0] == 0).all(), f"{tag}: nodata where no clear observation"
-    many = n >= 3
-    ref = np.rint(reference * 1e4)
-    diff = np.abs(g - ref).max(axis=0)
-    assert (diff[many] <= 1).mean() > 0.999, (tag, (diff[many] <= 1).mean())
-    # Where they differ by more, geomad's point must be the better minimiser of the sum of
-    # distances (the geometric median's definition), up to its rounding to whole DN.
-    for y, x_ in zip(*np.nonzero(many & (diff > 1)), strict=True):
-        pts = x[:, clear[:, y, x_], y, x_]
-        cost = lambda p, pts=pts: np.linalg.norm(pts - p[:, None], axis=0).sum()  # noqa: E731
-        slack = 0.5 * np.sqrt(len(bands)) * pts.shape[1]
-        assert cost(g[:, y, x_]) <= cost(reference[:, y, x_] * 1e4) + slack, (tag, y, x_)
-    two = n == 2
-    pts = np.where(clear[None], x, np.nan)[:, :, two]  # (bands, t, P): two clear columns per pixel
-    order = np.argsort(~clear[:, two], axis=0, kind="stable")[:2]  # the two clear time steps
-    a = np.take_along_axis(pts, order[None, :1], axis=1)[:, 0]
-    b = np.take_along_axis(pts, order[None, 1:2], axis=1)[:, 0]
-    at = g[:, two]
-    detour = np.linalg.norm(at - a, axis=0) + np.linalg.norm(at - b, axis=0) - np.linalg.norm(a - b, axis=0)
-    assert not two.any() or detour.max() <= 2 * np.sqrt(len(bands)), (tag, detour.max())  # on the segment
-    one = n == 1
-    single = np.nansum(np.where(clear[None], x, 0), axis=1)
-    assert not one.any() or np.abs(g[:, one] - single[:, one]).max() <= 1, tag
-    return reference

@@ -9,12 +9,30 @@ import odc.geo.xr  # noqa: F401  (the .odc accessor)
 import pytest
 import rasterio
 
+from cubemosaic.demo import DemoArchive, DemoSpec, ensure_demo
 
 # --------------------------------------------------------------------------- the demo's cache
-@pytest.mark.parametrize("damage", ["items.json", "asset", "truth"])
-def test_an_incomplete_demo_cache_is_generated_again(demo, tmp_path, damage):
-    from cubemosaic.demo import ensure_demo
+#: A small archive (96 x 96 pixels at 20 m, five scenes over two months, an edge day and a pair
+#: day): regenerated in a second, where the CLI demo takes several.
+SMALL = DemoSpec(
+    size=96,
+    days=("2021-12-03", "2021-12-08", "2022-01-27", "2022-01-30"),
+    pair_days=("2022-01-30",),
+    edge_days=("2021-12-08",),
+    cloudy_day="2021-12-03",
+    always_cloudy_month="2022-01",
+    blocksize=32,
+)
 
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory) -> DemoArchive:
+    return ensure_demo(SMALL, cache_dir=tmp_path_factory.mktemp("small-demo"))
+
+
+@pytest.mark.parametrize("damage", ["items.json", "asset", "truth"])
+def test_an_incomplete_demo_cache_is_generated_again(small_demo, tmp_path, damage):
+    demo = small_demo
     cache = tmp_path / "cache"
     shutil.copytree(demo.root, cache / demo.root.name)
     copy = cache / demo.root.name
@@ -26,7 +44,7 @@ def test_an_incomplete_demo_cache_is_generated_again(demo, tmp_path, damage):
         next(copy.rglob("B04.tif")).unlink()
     else:
         shutil.rmtree(copy / "truth.zarr")
-    archive = ensure_demo(cache_dir=cache)
+    archive = ensure_demo(SMALL, cache_dir=cache)
     assert archive.root == copy and archive.items_path.is_file() and (archive.truth_path / "zarr.json").is_file()
     assert len(list(copy.rglob("B04.tif"))) == len(list(demo.root.rglob("B04.tif")))
     assert [p.name for p in cache.iterdir()] == [copy.name], "nothing left beside it"

@@ -41,6 +41,7 @@ def test_two_runs_into_one_object_store_the_second_refuses_a_killed_one_expires(
     expiring when a killed run cannot remove it."""
     import json
     import os
+    import signal
     import subprocess
     import sys
     import time
@@ -58,8 +59,12 @@ def test_two_runs_into_one_object_store_the_second_refuses_a_killed_one_expires(
     assert first.stderr is not None
     for line in first.stderr:
         if "cube: day 1/" in line:
+            os.kill(first.pid, signal.SIGSTOP)  # holds its lease (90 s) however fast it would finish
             break
-    second = cli(["catalog=demo", f"zarr_dir={url}", f"output_dir={tmp_path / 'b'}"], env=s3, cwd=tmp_path)
+    try:
+        second = cli(["catalog=demo", f"zarr_dir={url}", f"output_dir={tmp_path / 'b'}"], env=s3, cwd=tmp_path)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
     rest = first.stderr.read()
     assert first.wait(120) == 0, rest
     assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
@@ -75,12 +80,20 @@ def test_two_runs_into_one_object_store_the_second_refuses_a_killed_one_expires(
     for key, value in s3.items():
         monkeypatch.setenv(key, value)
     lease_url = "s3://cubes/leases"
-    with store_lease(lease_url, lease_seconds=2, renew_seconds=0.5):
-        time.sleep(3)  # longer than the lease: renewed meanwhile
+    lease = f"cubes/leases/{LEASE_NAME}"
+    with store_lease(lease_url, lease_seconds=60, renew_seconds=0.2):
+        # Renewed while held: its expiry moves on (waited for, not slept for, so no race with the clock).
+        first_expiry = json.loads(fs.cat_file(lease))["expires"]
+        for _ in range(300):
+            if json.loads(fs.cat_file(lease))["expires"] > first_expiry:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the lease was never renewed")
         with pytest.raises(OutputError, match="is in use by another cubemosaic run"), store_lease(lease_url):
             pass
     # A run killed while holding it leaves its lease: free once it expires.
     dead = {"owner": "killed", "holder": "pid 1 on elsewhere", "expires": time.time() - 1}
-    fs.pipe_file(f"cubes/leases/{LEASE_NAME}", json.dumps(dead).encode())
+    fs.pipe_file(lease, json.dumps(dead).encode())
     with store_lease(lease_url):
-        assert json.loads(fs.cat_file(f"cubes/leases/{LEASE_NAME}"))["owner"] != "killed"
+        assert json.loads(fs.cat_file(lease))["owner"] != "killed"

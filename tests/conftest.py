@@ -17,15 +17,16 @@ from servers import loopback_gateway, moto_s3, serve_stac
 
 BANDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
 
-INTEGRATION = Path(__file__).parent / "integration"
+UNIT = Path(__file__).parent / "unit"
 
 
 def pytest_collection_modifyitems(items):
-    """Mark ``slow`` every test under tests/integration/ (the CLI in a subprocess, cwltool, a gateway,
-    an S3 or STAC server), so that the fast layer, tests/unit/ (the modules' own functions, in this
-    process), runs alone with ``python -m pytest -m "not slow"`` (or ``python -m pytest tests/unit``)."""
+    """Mark ``slow`` every test outside tests/unit/: those of tests/integration/ (the CLI in a
+    subprocess, cwltool, a gateway, an S3 or STAC server) and any module not yet filed in either.
+    The fast layer, tests/unit/ (the modules' own functions, in this process), runs alone with
+    ``python -m pytest -m "not slow"`` or ``python -m pytest tests/unit``."""
     for item in items:
-        if INTEGRATION in item.path.parents:
+        if UNIT not in item.path.parents:
             item.add_marker(pytest.mark.slow)
 
 

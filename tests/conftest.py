@@ -1,11 +1,16 @@
-"""Shared fixtures: the demo archive, CLI runs in subprocesses, and the loopback servers of tests/servers.py;\nthe fast/slow split by folder (tests/unit, tests/integration)."""
+"""Shared fixtures: the demo archive, CLI runs in subprocesses, and the loopback servers of tests/servers.py;
+the fast/slow split by folder (tests/unit, tests/integration)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -46,17 +51,38 @@ def cli(
     )
 
 
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder of the session shared by every test process: with ``-n`` (pytest-xdist) each worker
+    has its own base folder below the session's, so the session's is their parent."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    path = base / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def one_at_a_time(folder: Path) -> Iterator[None]:
+    """Held by one test process at a time (an flock beside ``folder``): the first makes what the
+    others, waiting, then find made."""
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    """A cache folder for demo archives, shared by every test and subprocess of the session."""
-    path = tmp_path_factory.mktemp("demo-cache")
+    """A cache folder for demo archives, shared by every test, subprocess and test process of the session."""
+    path = shared_dir(tmp_path_factory, "demo-cache")
     os.environ["CUBEMOSAIC_DEMO_DIR"] = str(path)
     return path
 
 
 @pytest.fixture(scope="session")
 def demo(demo_dir) -> DemoArchive:
-    return ensure_demo(cache_dir=demo_dir)
+    with one_at_a_time(demo_dir):
+        return ensure_demo(cache_dir=demo_dir)
 
 
 @pytest.fixture(scope="session")
@@ -65,11 +91,27 @@ def truth(demo):
 
 
 @pytest.fixture(scope="session")
+def region(tmp_path_factory):
+    """The region archive (two UTM zones, two orbits; cubemosaic.regiondemo's test defaults), made once."""
+    from cubemosaic.regiondemo import RegionSpec, ensure_region
+
+    cache = shared_dir(tmp_path_factory, "region-cache")
+    with one_at_a_time(cache):
+        return ensure_region(RegionSpec(), cache_dir=cache)
+
+
+@pytest.fixture(scope="session")
 def demo_run(demo, tmp_path_factory) -> Path:
-    """One whole main job on the demo, through the CLI: ``python -m cubemosaic catalog=demo``."""
-    out = tmp_path_factory.mktemp("demo-run") / "out"
-    proc = cli(["catalog=demo", f"output_dir={out}"], cwd=out.parent)
-    assert proc.returncode == 0, proc.stderr
+    """One whole main job on the demo, through the CLI: ``python -m cubemosaic catalog=demo``; run
+    once for the session (by the first test process that needs it). Tests read it, never change it."""
+    folder = shared_dir(tmp_path_factory, "demo-run")
+    out = folder / "out"
+    with one_at_a_time(folder):
+        if not (folder / "done").exists():
+            shutil.rmtree(out, ignore_errors=True)  # a failed attempt of another test process
+            proc = cli(["catalog=demo", f"output_dir={out}"], cwd=folder)
+            assert proc.returncode == 0, proc.stderr
+            (folder / "done").touch()
     return out
 
 

@@ -18,7 +18,7 @@ import cubemosaic.read as read
 from cubemosaic.catalog import SearchRequest, resolve_bands, search
 from cubemosaic.composite import build_monthly
 from cubemosaic.cube import CubeSpec, build_cube, output_geobox
-from cubemosaic.regiondemo import RegionArchive, RegionSpec, ensure_region
+from cubemosaic.regiondemo import RegionArchive
 from cubemosaic.s2 import dominant_crs
 from cubemosaic.scenes import parse_scene
 from cubemosaic.store import open_dn
@@ -26,11 +26,6 @@ from cubemosaic.store import open_dn
 from conftest import BANDS
 
 WEST, EAST = 32610, 32611
-
-
-@pytest.fixture(scope="module")
-def region(tmp_path_factory) -> RegionArchive:
-    return ensure_region(RegionSpec(), cache_dir=tmp_path_factory.mktemp("region-cache"))
 
 
 def _run(archive: RegionArchive, items: Path, out: Path, res: int):

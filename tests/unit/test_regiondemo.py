@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
 import rasterio
 from shapely.geometry import shape
 
 from cubemosaic.cube import output_geobox
-from cubemosaic.regiondemo import RegionArchive, RegionSpec, ensure_region
 
 WEST, EAST = 32610, 32611
-
-
-@pytest.fixture(scope="module")
-def region(tmp_path_factory) -> RegionArchive:
-    return ensure_region(RegionSpec(), cache_dir=tmp_path_factory.mktemp("region-cache"))
 
 
 def test_the_region_is_what_sentinel2_makes_of_an_area(region):

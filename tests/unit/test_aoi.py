@@ -1,4 +1,4 @@
-"""A polygon AOI: GeoJSON files and WKT read and checked in one line; nodata outside, the truth inside."""
+"""cubemosaic.aoi: a polygon AOI from GeoJSON files and WKT, read and checked in one line."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Search (STAC API and static file alike) and band-name resolution."""
+"""cubemosaic.catalog: search (static files, catalogs, paged APIs and their failures) and band-name resolution."""
 
 from __future__ import annotations
 

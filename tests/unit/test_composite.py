@@ -1,4 +1,4 @@
-"""Unit checks of the stage functions: median block vs flox, offsets, solar days, laziness."""
+"""cubemosaic.composite: the median block against flox's, and dark pixels kept valid."""
 
 from __future__ import annotations
 

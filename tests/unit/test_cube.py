@@ -1,4 +1,4 @@
-"""Laziness: building a day's or a month's arrays reads nothing; only the store's compute does."""
+"""cubemosaic.cube: building a day's or a month's arrays reads nothing; only the store's compute does."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The two-step CWL workflow: validated and run end to end with cwltool, on loopback services."""
+"""cwl/cubemosaic.cwl read as a file: the workflow's shape, as Calrissian and the OGC application package read it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The export writer (export.write_cog) on its own: streamed, so memory does not follow the grid."""
+"""cubemosaic.export: write_cog in this process, with the metadata GIS tools read."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What the Docker image does, without Docker: a wheel installed in a fresh venv, used outside the repo."""
+"""The image's build files read as files: the build context kept small, every dependency pinned."""
 
 from __future__ import annotations
 

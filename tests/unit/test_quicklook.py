@@ -1,5 +1,4 @@
-"""Quick-looks (issue 11 point 1): a PNG per month, listed as its item's thumbnail, not blank,
-transparent where the mosaic has no data; one overview picture of all months."""
+"""cubemosaic.quicklook: the month's picture, its bands and colours, and its caption's clear share."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""How the Zarr I/O flows, decided from what the workers of a real (in-process) cluster see."""
+"""cubemosaic.reach: how the Zarr I/O flows, decided from what the workers of a real (in-process) cluster see."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The read kernel (read.day_block) on its own, in this process: two small scenes of one day, each
+"""cubemosaic.read: the read kernel (day_block) in this process: two small scenes of one day, each
 with its own SCL and offset, read directly and warped, masked, harmonised and fused."""
 
 from __future__ import annotations

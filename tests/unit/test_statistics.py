@@ -1,5 +1,5 @@
-"""The statistics: each kernel against numpy, each statistic of a run against an oracle made from
-the demo archive's files (tests/oracle.py), at 20 m and at 60 m, with the offset change inside January."""
+"""cubemosaic.statistics: each statistic's layers, names and refusals, and the geometric median against an
+independent Weiszfeld (tests/oracle.py)."""
 
 from __future__ import annotations
 

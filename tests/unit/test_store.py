@@ -1,4 +1,4 @@
-"""The resumable store, in this process: create, resume, refuse, extend, and the step runner."""
+"""cubemosaic.store: the resumable store in this process: create, resume, refuse, extend, and the step runner."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from archive import bench_archive, request_args, tile_archive  # noqa: E402
 
-from conftest import _loopback_gateway  # noqa: E402  (the test suite's loopback gateway)
+from servers import loopback_gateway  # noqa: E402  (the loopback servers of tests/servers.py)
 
 SIZING = {
     "DASK_GATEWAY_WORKER_CORES": "1",
@@ -76,7 +76,7 @@ def main() -> int:
         for name, private in kinds:
             work = root / f"gateway-{name}"
             work.mkdir()
-            with _loopback_gateway(work, hidden=private) as gateway:
+            with loopback_gateway(work, hidden=private) as gateway:
                 rows.append(run_job(gateway, archive, hidden / f"out-{name}", args.resolution))
             subprocess.run(["sync"], check=False)
     what = "one whole tile, 8 scenes over 2 months" if args.tile else f"{args.months} months"

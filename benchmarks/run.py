@@ -203,9 +203,7 @@ CASES = ("tile10", "year20", "http20", "year100", "memory24", "region20", "regio
 def _served(archive, work: Path):
     """``archive``'s items rehosted on a loopback server that waits 40 ms before each response."""
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from assetserver import AssetServer
-
-    from conftest import rehost_items
+    from servers import AssetServer, rehost_items
 
     server = AssetServer(archive.root, latency=0.04)
     work.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ from .aoi import aoi_block
 from .s2 import CloudMask
 from .statistics import COUNT_KEY, REFLECTANCE, Composite, Layer, count_layer
 from .tiling import GRID_EXTENSION
-from .tuning import EXPORT_THREADS
+from .tuning import EXPORT_THREADS, configure
 
 __all__ = [
     "Month",
@@ -104,6 +104,7 @@ def write_cog(
     rio-cogeo validates the result.
     """
 
+    configure()  # GDAL's block cache, before GDAL's first use in this process (an export-only run's)
     count, height, width = shape
     tile = 512 if min(height, width) >= 2048 else 256
     # Overviews down to ~128 px, at least one level, so small mosaics get overviews too.

@@ -16,6 +16,8 @@ from typing import Any
 from .config import STAGES, Settings
 from .errors import OutputError, WriteError
 from .lock import run_lock, store_lease
+from .progress import Progress
+from .tuning import configure
 from .urls import is_local, local_path
 
 __all__ = ["Outputs", "outputs", "resolve_demo", "run"]
@@ -81,6 +83,7 @@ def run(settings: Settings) -> Outputs:
     object storage; the folders it only reads, shared. A second run that would write (or replace)
     what this one holds refuses in one line naming this run.
     """
+    configure()  # GDAL's block cache, before any read or write (a library user's call too)
     if settings.stage == "plan":  # searches and plans; writes nothing, holds nothing
         plan_only(settings)
         return outputs(settings)
@@ -222,7 +225,7 @@ def _run(settings: Settings) -> Outputs:
         log.info("tiles: the area is cut into %d tile(s) of up to %d x %d pixels (%s); each is a work unit, "
                  "resumed and skipped when done", len(units), grid.size, grid.size, units[0].code.rsplit("-", 1)[0])  # fmt: skip
     mosaics: list[Path] = []
-    progress = TileProgress(len(units)) if grid is not None else None
+    progress = Progress(len(units), "tiles", unit="tiles") if grid is not None else None
     with ExitStack() as context:
         client = relay = None
         if "cube" in stages or "composite" in stages or "export" in stages:
@@ -272,7 +275,7 @@ def _run(settings: Settings) -> Outputs:
                     else:
                         done = _export_tile(unit, cogs)
             if progress is not None:
-                progress.advance(unit.tile)
+                progress.advance(name=unit.tile)
             return done
 
         in_flight = tiles_in_flight(client, len(units))
@@ -442,32 +445,6 @@ def _each(work: Any, units: list[Unit], in_flight: int) -> list[Any]:
                 f.cancel()
             raise failed[0].exception()  # type: ignore[misc]
         return [f.result() for f in futures]
-
-
-class TileProgress:
-    """Tiles done / total, with the rate and the time left, in the log (one line a tile)."""
-
-    def __init__(self, total: int, clock=time.perf_counter) -> None:
-        self.total, self.done, self.clock = total, 0, clock
-        self.start = clock()
-
-    def advance(self, name: str | None) -> str:
-        self.done += 1  # one thread at a time: tiles in flight advance it under the GIL, a line each
-        spent = self.clock() - self.start
-        rate = self.done / spent if spent > 0 else float("inf")
-        left = (self.total - self.done) / rate if rate > 0 else 0.0
-        line = (f"tiles: {self.done}/{self.total} done ({name}), {rate * 60:.1f} tile(s)/min, "
-                f"about {_duration(left)} left")  # fmt: skip
-        log.info("%s", line)
-        return line
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def summary(out: Outputs, mosaics: list[Path], seconds: float, *, shares: dict[Path, float] | None = None) -> list[str]:

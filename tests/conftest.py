@@ -1,49 +1,37 @@
-"""Shared fixtures: the demo archive, CLI runs in subprocesses, a STAC API on loopback."""
+"""Shared fixtures: the demo archive, CLI runs in subprocesses, and the loopback servers of tests/servers.py;
+the fast/slow split by folder (tests/unit, tests/integration)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
-import requests
 
 from cubemosaic.demo import DemoArchive, ensure_demo
 
+from servers import loopback_gateway, moto_s3, serve_stac
+
 BANDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
 
-#: Fixtures that start a service on loopback or run the whole job in a subprocess.
-SLOW_FIXTURES = {"demo_run", "gateway", "private_gateway", "s3", "stac_api", "full_disk"}
-#: Calls in a test's body that start a process (the CLI, cwltool, a helper script, a server).
-SLOW_CALLS = (
-    "cli(",
-    "_run(",
-    "_run_main(",
-    "_cwltool(",
-    "subprocess.",
-    "_export_peak_mb(",
-    "_monthly(",
-    "_loopback_gateway(",
-    "Server(",
-)
+UNIT = Path(__file__).parent / "unit"
 
 
 def pytest_collection_modifyitems(items):
-    """Mark ``slow`` every test that starts a process or a service, so that the fast layer
-    (``python -m pytest -m "not slow"``: the modules' own functions, in this process) runs alone."""
-    import inspect
-
+    """Mark ``slow`` every test outside tests/unit/: those of tests/integration/ (the CLI in a
+    subprocess, cwltool, a gateway, an S3 or STAC server) and any module not yet filed in either.
+    The fast layer, tests/unit/ (the modules' own functions, in this process), runs alone with
+    ``python -m pytest -m "not slow"`` or ``python -m pytest tests/unit``."""
     for item in items:
-        function = getattr(item, "function", None)
-        source = inspect.getsource(function) if function is not None else ""
-        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) or any(call in source for call in SLOW_CALLS):
+        if UNIT not in item.path.parents:
             item.add_marker(pytest.mark.slow)
 
 
@@ -63,17 +51,38 @@ def cli(
     )
 
 
+def shared_dir(tmp_path_factory, name: str) -> Path:
+    """A folder of the session shared by every test process: with ``-n`` (pytest-xdist) each worker
+    has its own base folder below the session's, so the session's is their parent."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    path = base / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextmanager
+def one_at_a_time(folder: Path) -> Iterator[None]:
+    """Held by one test process at a time (an flock beside ``folder``): the first makes what the
+    others, waiting, then find made."""
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    """A cache folder for demo archives, shared by every test and subprocess of the session."""
-    path = tmp_path_factory.mktemp("demo-cache")
+    """A cache folder for demo archives, shared by every test, subprocess and test process of the session."""
+    path = shared_dir(tmp_path_factory, "demo-cache")
     os.environ["CUBEMOSAIC_DEMO_DIR"] = str(path)
     return path
 
 
 @pytest.fixture(scope="session")
 def demo(demo_dir) -> DemoArchive:
-    return ensure_demo(cache_dir=demo_dir)
+    with one_at_a_time(demo_dir):
+        return ensure_demo(cache_dir=demo_dir)
 
 
 @pytest.fixture(scope="session")
@@ -82,48 +91,28 @@ def truth(demo):
 
 
 @pytest.fixture(scope="session")
+def region(tmp_path_factory):
+    """The region archive (two UTM zones, two orbits; cubemosaic.regiondemo's test defaults), made once."""
+    from cubemosaic.regiondemo import RegionSpec, ensure_region
+
+    cache = shared_dir(tmp_path_factory, "region-cache")
+    with one_at_a_time(cache):
+        return ensure_region(RegionSpec(), cache_dir=cache)
+
+
+@pytest.fixture(scope="session")
 def demo_run(demo, tmp_path_factory) -> Path:
-    """One whole main job on the demo, through the CLI: ``python -m cubemosaic catalog=demo``."""
-    out = tmp_path_factory.mktemp("demo-run") / "out"
-    proc = cli(["catalog=demo", f"output_dir={out}"], cwd=out.parent)
-    assert proc.returncode == 0, proc.stderr
+    """One whole main job on the demo, through the CLI: ``python -m cubemosaic catalog=demo``; run
+    once for the session (by the first test process that needs it). Tests read it, never change it."""
+    folder = shared_dir(tmp_path_factory, "demo-run")
+    out = folder / "out"
+    with one_at_a_time(folder):
+        if not (folder / "done").exists():
+            shutil.rmtree(out, ignore_errors=True)  # a failed attempt of another test process
+            proc = cli(["catalog=demo", f"output_dir={out}"], cwd=folder)
+            assert proc.returncode == 0, proc.stderr
+            (folder / "done").touch()
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, what: str, tries: int = 200) -> None:
-    """Poll ``url`` until it answers 2xx (a server started on loopback is up)."""
-    for _ in range(tries):
-        try:
-            if requests.get(url, timeout=1).ok:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{what} did not start")
-
-
-@contextmanager
-def serve_stac(items_path: Path):
-    """A real STAC API (``rustac serve``) on loopback serving ``items_path``; yields its URL."""
-    exe = shutil.which("rustac") or str(Path(sys.executable).parent / "rustac")
-    port = free_port()
-    proc = subprocess.Popen(
-        [exe, "serve", "--addr", f"127.0.0.1:{port}", str(items_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}", "rustac serve")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -168,18 +157,6 @@ def assert_monthly_matches_truth(
         np.testing.assert_array_equal(monthly["count"].values, t["count"].values)
 
 
-def rehost_items(items: Path, root: Path, base: str, out: Path) -> Path:
-    """``items`` with every asset file below ``root`` served at ``base``/<its path below root>; written to ``out``."""
-    doc = json.loads(items.read_text())
-    for feature in doc["features"]:
-        for asset in feature["assets"].values():
-            path = Path(asset["href"].removeprefix("file://"))
-            if root in path.parents:
-                asset["href"] = f"{base}/{path.relative_to(root).as_posix()}"
-    out.write_text(json.dumps(doc))
-    return out
-
-
 def truncated_asset_items(demo, tmp_path: Path, index: int = 3, key: str = "B08") -> tuple[Path, dict]:
     """The demo's items with one asset replaced by a truncated copy: (items.json, the item)."""
     doc = json.loads(demo.items_path.read_text())
@@ -193,94 +170,10 @@ def truncated_asset_items(demo, tmp_path: Path, index: int = 3, key: str = "B08"
     return items, item
 
 
-class LoopbackGateway:
-    """A running dask-gateway-server on loopback and the environment that points at it."""
-
-    def __init__(self, address: str, password: str) -> None:
-        self.address = address
-        self.password = password
-        #: Gateway clients and clusters opened by a test, closed at the end of the session.
-        self.keep: list[object] = []
-
-    @contextmanager
-    def running_cluster(self):
-        """A one-worker cluster started as Calrissian would; yields (cluster, transitions()).
-
-        ``transitions()`` reads the scheduler's task-transition counter: proof that work ran there.
-        """
-        cluster = self.client().new_cluster()
-        self.keep.append(cluster)
-        try:
-            cluster.scale(1)
-            dask = cluster.get_client()
-            dask.wait_for_workers(1, timeout=120)
-            yield cluster, lambda: dask.run_on_scheduler(lambda dask_scheduler: dask_scheduler.transition_counter)
-            dask.close()
-        finally:
-            cluster.shutdown()
-
-    def close(self) -> None:
-        from cubemosaic.cluster import close_gateway
-
-        for obj in self.keep:
-            close_gateway(getattr(obj, "gateway", obj))
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {
-            "DASK_GATEWAY__ADDRESS": self.address,
-            "DASK_GATEWAY__AUTH__TYPE": "basic",
-            "DASK_GATEWAY__AUTH__KWARGS__USERNAME": "tester",
-            "DASK_GATEWAY__AUTH__KWARGS__PASSWORD": self.password,
-            **extra,
-        }
-
-    def client(self, password: str | None = None):
-        from dask_gateway import BasicAuth, Gateway
-
-        client = Gateway(self.address, auth=BasicAuth("tester", password or self.password))
-        self.keep.append(client)
-        return client
-
-
-@contextmanager
-def _loopback_gateway(workdir: Path, hidden: Path | None = None, default_commands: bool = False, **env: str):
-    """A real dask-gateway-server on 127.0.0.1 run in ``workdir``; with ``hidden``, its workers
-    each see an empty folder there instead of the client's; with ``default_commands``, it starts
-    them with its defaults (``dask-scheduler``, ``dask-worker`` on PATH). ``env``: more environment
-    for the server (``PATH`` and ``PYTHONPATH`` reach its schedulers and workers)."""
-    exe = str(Path(sys.executable).parent / "dask-gateway-server")
-    proxy_port, api_port = free_port(), free_port()
-    password = "test-only-password"
-    env = dict(
-        os.environ,
-        TEST_GATEWAY_API_PORT=str(api_port),
-        TEST_GATEWAY_PROXY_PORT=str(proxy_port),
-        TEST_GATEWAY_PASSWORD=password,
-        TEST_GATEWAY_HIDDEN_DIR=str(hidden or ""),
-        TEST_GATEWAY_DEFAULT_COMMANDS="1" if default_commands else "",
-        **env,
-    )
-    log = open(workdir / "gateway.log", "w")
-    config = Path(__file__).parent / "gateway_config.py"
-    proc = subprocess.Popen(
-        [exe, "-f", str(config)], cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    address = f"http://127.0.0.1:{proxy_port}"
-    try:
-        wait_for_http(f"{address}/api/health", "dask-gateway-server")
-        loopback = LoopbackGateway(address, password)
-        yield loopback
-        loopback.close()
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(30)
-        log.close()
-
-
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory):
     """A real Dask Gateway (dask-gateway-server, UnsafeLocalBackend) on 127.0.0.1 whose workers share our disk."""
-    with _loopback_gateway(tmp_path_factory.mktemp("gateway")) as loopback:
+    with loopback_gateway(tmp_path_factory.mktemp("gateway")) as loopback:
         yield loopback
 
 
@@ -297,34 +190,15 @@ def private_gateway(tmp_path_factory, hidden_dir):
     Mounting a tmpfs in a mount namespace needs root (as CI and the development machines run)."""
     if os.geteuid() != 0:
         pytest.skip("a gateway whose workers see no job folder needs root (unshare -m, mount -t tmpfs)")
-    with _loopback_gateway(tmp_path_factory.mktemp("private-gateway"), hidden=hidden_dir) as loopback:
+    with loopback_gateway(tmp_path_factory.mktemp("private-gateway"), hidden=hidden_dir) as loopback:
         yield loopback
 
 
 @pytest.fixture(scope="session")
-def s3(tmp_path_factory):
+def s3():
     """moto's S3 server on 127.0.0.1 with a bucket, and the environment that reaches it."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    env = {
-        "AWS_ACCESS_KEY_ID": "test-key",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-    boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        aws_access_key_id="test-key",
-        aws_secret_access_key="test-secret",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="cubes")
-    yield env
-    server.stop()
+    with moto_s3("cubes") as env:
+        yield env
 
 
 def one_line_error(proc, *needles: str) -> str:
@@ -365,3 +239,35 @@ def small_mosaic(tmp_path: Path, names: tuple[str, ...], seed: int = 1):
     with rasterio.open(tmp_path / "c.tif", "w", **profile) as dst:
         dst.write((data[:1] > 0).astype("uint16"))
     return tmp_path / "m.tif", tmp_path / "c.tif", data
+
+
+def dn_block(t: int, seed: int = 0, shape=(40, 30)) -> np.ndarray:
+    """A random (t, y, x) uint16 block of DN, about 30% nodata (0), none at all in its top-left 2 x 2 pixels."""
+    rng = np.random.default_rng(seed)
+    block = rng.integers(1, 9000, (t, *shape)).astype(np.uint16)
+    block[rng.random(block.shape) < 0.3] = 0
+    block[:, :2, :2] = 0  # pixels without any observation
+    return block
+
+
+def search_request(**kw):
+    """The demo's search (its area and months), with ``kw`` changed."""
+    import datetime as dt
+
+    from cubemosaic.catalog import SearchRequest
+
+    base = dict(
+        collection="sentinel-2-l2a",
+        bbox=(-122.325, 47.535, -122.265, 47.575),
+        start_date=dt.date(2021, 12, 1),
+        end_date=dt.date(2022, 3, 31),
+    )
+    return SearchRequest(**(base | kw))
+
+
+def demo_settings(tmp_path: Path, *overrides: str):
+    """The settings ``python -m cubemosaic catalog=demo output_dir=<tmp_path>/out <overrides>`` runs with (in this process)."""
+    from cubemosaic.__main__ import compose
+    from cubemosaic.config import to_settings
+
+    return to_settings(compose(["catalog=demo", f"output_dir={tmp_path / 'out'}", *overrides]))

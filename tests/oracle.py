@@ -150,3 +150,39 @@ def emad(month: xr.Dataset, bands, gm: np.ndarray) -> np.ndarray:
 
 def _path(item: dict, key: str) -> str:
     return item["assets"][key]["href"].removeprefix("file://")
+
+
+def assert_geomedian(month, bands, got: np.ndarray, tag: str) -> np.ndarray:
+    """``got`` (bands, y, x) DN against the Weiszfeld reference: within 1 DN (2 DN at most, for a
+    slowly converging pixel) where a pixel has three or more clear observations; with two, the
+    geometric median is any point between them (geomad and the reference may pick others), so
+    it must lie on that segment; with one, it is that observation; 0 where there is none."""
+    reference = geomedian(month, bands)
+    x = np.stack([month[b].values for b in bands])  # (bands, t, y, x) DN, NaN = not clear
+    clear = ~np.isnan(x).any(axis=0)
+    n = clear.sum(axis=0)
+    g = got.astype(np.float64)
+    assert (got[:, n == 0] == 0).all(), f"{tag}: nodata where no clear observation"
+    many = n >= 3
+    ref = np.rint(reference * 1e4)
+    diff = np.abs(g - ref).max(axis=0)
+    assert (diff[many] <= 1).mean() > 0.999, (tag, (diff[many] <= 1).mean())
+    # Where they differ by more, geomad's point must be the better minimiser of the sum of
+    # distances (the geometric median's definition), up to its rounding to whole DN.
+    for y, x_ in zip(*np.nonzero(many & (diff > 1)), strict=True):
+        pts = x[:, clear[:, y, x_], y, x_]
+        cost = lambda p, pts=pts: np.linalg.norm(pts - p[:, None], axis=0).sum()  # noqa: E731
+        slack = 0.5 * np.sqrt(len(bands)) * pts.shape[1]
+        assert cost(g[:, y, x_]) <= cost(reference[:, y, x_] * 1e4) + slack, (tag, y, x_)
+    two = n == 2
+    pts = np.where(clear[None], x, np.nan)[:, :, two]  # (bands, t, P): two clear columns per pixel
+    order = np.argsort(~clear[:, two], axis=0, kind="stable")[:2]  # the two clear time steps
+    a = np.take_along_axis(pts, order[None, :1], axis=1)[:, 0]
+    b = np.take_along_axis(pts, order[None, 1:2], axis=1)[:, 0]
+    at = g[:, two]
+    detour = np.linalg.norm(at - a, axis=0) + np.linalg.norm(at - b, axis=0) - np.linalg.norm(a - b, axis=0)
+    assert not two.any() or detour.max() <= 2 * np.sqrt(len(bands)), (tag, detour.max())  # on the segment
+    one = n == 1
+    single = np.nansum(np.where(clear[None], x, 0), axis=1)
+    assert not one.any() or np.abs(g[:, one] - single[:, one]).max() <= 1, tag
+    return reference

@@ -1,0 +1,225 @@
+"""Faults a careful user and a platform meet (issue 21): a run owns what it writes, damaged
+intermediates are found, malformed input is named; never an exit 0 with a wrong output."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_same_cogs, cli, one_line_error
+
+
+def _finished_copy(demo_run: Path, out: Path, *, keep_exports: bool = False) -> Path:
+    """A copy of the demo's finished output; without its monthly store and exports unless kept."""
+    shutil.copytree(demo_run, out)
+    if not keep_exports:
+        shutil.rmtree(out / "monthly.zarr")
+        for folder in out.glob("monthly-mosaic-*"):
+            shutil.rmtree(folder)
+        for name in ("catalog.json", "overview.png"):
+            (out / name).unlink(missing_ok=True)
+    return out
+
+
+# --------------------------------------------------------------------------- what a run owns
+def _started(out: Path, *overrides: str) -> subprocess.Popen:
+    """A demo run, stopped (SIGSTOP) once it has written its first cube steps: it holds everything."""
+    args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"output_dir={out}", *overrides]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=out.parent, env=dict(os.environ))
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "written [1/" in line:
+            os.kill(proc.pid, signal.SIGSTOP)
+            return proc
+    raise AssertionError(f"the run ended before it wrote a step: {proc.wait()}")
+
+
+def test_a_run_owns_its_zarr_dir_another_output_dir_refuses_and_overwrite_removes_nothing(demo_run, tmp_path):
+    """Two runs with different output folders and one zarr_dir: the second (with overwrite=true)
+    refuses in one line naming the first, removes nothing; the first ends correct; the second,
+    rerun once the first is done, resumes from the shared stores and is correct too."""
+    zarr_dir = tmp_path / "stores"
+    first = _started(tmp_path / "a", f"zarr_dir={zarr_dir}")
+    try:
+        second = cli(["catalog=demo", f"output_dir={tmp_path / 'b'}", f"zarr_dir={zarr_dir}", "overwrite=true"],
+                     cwd=tmp_path)  # fmt: skip
+        one_line_error(second, f"zarr_dir: {zarr_dir} is in use by another cubemosaic run (pid {first.pid} on ")
+        assert "replacing" not in second.stderr
+        assert (zarr_dir / "cube.zarr" / "zarr.json").is_file()
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    _, rest = first.communicate(timeout=300)
+    assert first.returncode == 0, rest
+    assert_same_cogs(demo_run, tmp_path / "a")
+
+    again = cli(["catalog=demo", f"output_dir={tmp_path / 'b'}", f"zarr_dir={zarr_dir}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "0 day(s) to write" in again.stderr and "0 to compute" in again.stderr
+    assert_same_cogs(demo_run, tmp_path / "b")
+
+
+def test_a_killed_holder_frees_zarr_dir(demo_run, tmp_path):
+    """The kernel releases the lock with the process: a run SIGKILLed while it holds zarr_dir
+    leaves it free, and a run from another output folder resumes its stores, correct."""
+    zarr_dir = tmp_path / "stores"
+    first = _started(tmp_path / "a", f"zarr_dir={zarr_dir}")
+    first.kill()
+    first.communicate(timeout=60)
+    second = cli(["catalog=demo", f"output_dir={tmp_path / 'b'}", f"zarr_dir={zarr_dir}"], cwd=tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "resuming cube.zarr" in second.stderr
+    assert_same_cogs(demo_run, tmp_path / "b")
+
+
+# --------------------------------------------------------------------------- damaged intermediates
+def _shard(store: Path, variable: str, step: int) -> Path:
+    """The first shard file of ``step`` of ``variable`` (one with data)."""
+    shard = store / variable / "c" / str(step) / "0" / "0"
+    assert shard.is_file() and shard.stat().st_size > 100
+    return shard
+
+
+def test_a_deleted_cube_shard_is_found_at_resume_and_written_again(demo_run, tmp_path):
+    out = _finished_copy(demo_run, tmp_path / "out")
+    _shard(out / "cube.zarr", "green", 5).unlink()
+    proc = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "step 6 of cube.zarr is recorded as done but 1 of its" in proc.stderr
+    assert "1 day(s) to write" in proc.stderr
+    assert_same_cogs(demo_run, out)
+
+
+def test_a_truncated_cube_shard_is_named_by_the_stage_that_reads_it(demo_run, tmp_path):
+    """stage=mosaic cannot write the cube: one line naming the store and the step; stage=all
+    then writes the step again and the outputs are correct."""
+    out = _finished_copy(demo_run, tmp_path / "out")
+    shard = _shard(out / "cube.zarr", "red", 9)
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    proc = cli(["catalog=demo", f"output_dir={out}", "stage=mosaic"], cwd=tmp_path)
+    one_line_error(proc, f"zarr_dir: {out / 'cube.zarr'}: step 10 is recorded as done but its shards hold",
+                   "run stage=cube")  # fmt: skip
+    assert not (out / "monthly.zarr").exists()
+    fixed = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "1 day(s) to write" in fixed.stderr
+    assert_same_cogs(demo_run, out)
+
+
+def test_a_deleted_monthly_shard_is_named_by_the_export_and_computed_again(demo_run, tmp_path):
+    out = _finished_copy(demo_run, tmp_path / "out", keep_exports=True)
+    _shard(out / "monthly.zarr", "nir", 1).unlink()
+    shutil.rmtree(out / "monthly-mosaic-2022-01")
+    proc = cli(["catalog=demo", f"output_dir={out}", "stage=export"], cwd=tmp_path)
+    one_line_error(proc, f"zarr_dir: {out / 'monthly.zarr'}: step 2 is recorded as done", "run stage=mosaic")
+    assert not (out / "monthly-mosaic-2022-01").exists()
+    fixed = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "step 2 of monthly.zarr is recorded as done but" in fixed.stderr and "1 to compute" in fixed.stderr
+    assert_same_cogs(demo_run, out)
+
+
+def test_the_record_holds_what_each_step_wrote(demo_run, tmp_path):
+    """Per step: its shard objects and their bytes, as the files are; nothing damaged in a finished store."""
+    from cubemosaic.store import damaged_steps, read_attrs
+
+    for name in ("cube.zarr", "monthly.zarr"):
+        store = demo_run / name
+        attrs = read_attrs(str(store))
+        assert sorted(map(int, attrs["written"])) == attrs["done"] == list(range(attrs["steps"]))
+        for step, (objects, size) in attrs["written"].items():
+            files = [p for v in attrs["variables"] for p in (store / v / "c" / step).rglob("*") if p.is_file()]
+            assert objects == len(files) and size == sum(p.stat().st_size for p in files)
+        assert damaged_steps(str(store)) == {}
+
+
+def test_a_run_with_zarr_dir_as_a_file_url(demo_run, tmp_path):
+    stores = tmp_path / "stores"
+    proc = cli(["catalog=demo", f"output_dir={tmp_path / 'out'}", f"zarr_dir={stores.as_uri()}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (stores / "cube.zarr" / "zarr.json").is_file() and (stores / "monthly.zarr" / "zarr.json").is_file()
+    assert_same_cogs(demo_run, tmp_path / "out")
+
+
+def test_an_item_without_an_id_is_named_by_its_catalog(demo, tmp_path):
+    import json
+
+    doc = json.loads(demo.items_path.read_text())
+    del doc["features"][0]["id"]
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    proc = cli(["catalog=demo", f"catalog.url={items}", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+    one_line_error(proc, f"catalog.url: an item of {items} has no id")
+    assert not (tmp_path / "out" / "cube.zarr").exists()
+
+
+def test_a_bad_memory_limit_stops_before_the_search(tmp_path):
+    proc = cli(["catalog=demo", "cluster.processes=true", "cluster.memory_limit=lots", f"output_dir={tmp_path}"],
+               cwd=tmp_path)  # fmt: skip
+    one_line_error(proc, "cluster.memory_limit: 'lots'")
+    assert proc.returncode == 2 and "search" not in proc.stderr and "demo:" not in proc.stderr
+
+
+def test_a_worker_killed_for_memory_on_a_real_cluster(tmp_path):
+    """A local cluster whose one worker process may use 120 MB: its nanny kills it under the first
+    tasks, as often as distributed allows; the run ends in one line naming the limit."""
+    proc = cli(["catalog=demo", "cluster.processes=true", "cluster.memory_limit=120MB", f"output_dir={tmp_path}"],
+               cwd=tmp_path, timeout=600)  # fmt: skip
+    one_line_error(proc, "cluster: Dask workers died running", "(KilledWorker)", "cluster.memory_limit=120MB")
+    assert proc.returncode == 1
+
+
+def test_a_grid_under_two_pixels_is_refused_before_any_read(tmp_path):
+    """In a CRS whose units are not metres the area's extent says nothing: the grid itself is checked."""
+    proc = cli(["catalog=demo", "crs=EPSG:4326", "resolution=1", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+    one_line_error(proc, "aoi: the area is", "(a grid of 1 x 1 pixels), under 2 pixels on a side at resolution=1;")
+    assert not (tmp_path / "out" / "cube.zarr").exists()
+
+
+def test_the_smallest_grid_is_written(demo, tmp_path):
+    """2 x 2 pixels: COGs and catalog, as for any area."""
+    proc = cli(["catalog=demo", "aoi=[-122.3,47.55,-122.2997,47.5502]", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "grid 2x2 at 20 m" in proc.stderr and (tmp_path / "out" / "catalog.json").is_file()
+    assert len(list((tmp_path / "out").glob("monthly-mosaic-*/*.tif"))) == 8
+
+
+def test_a_demo_cache_that_is_a_file_is_one_line(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("mine")
+    proc = cli(
+        ["catalog=demo", f"output_dir={tmp_path / 'out'}"], env={"CUBEMOSAIC_DEMO_DIR": str(blocker)}, cwd=tmp_path
+    )
+    one_line_error(proc, f"CUBEMOSAIC_DEMO_DIR: cannot write the demo archive into {blocker}")
+    assert blocker.read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- interrupts
+@pytest.mark.parametrize("marker", ["cube: 18 solar day(s)", "written [1/18]"])
+def test_ctrl_c_with_worker_processes_is_one_line_and_the_rerun_resumes(demo_run, tmp_path, marker):
+    """Ctrl-C reaches the whole process group (the worker processes too): exit 130 and the one
+    line, no worker traceback nor asyncio's "Task exception was never retrieved"."""
+    import re
+    import time
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"output_dir={out}", "cluster.processes=true"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if marker in line:
+            time.sleep(1)
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(120) == 130, rest
+    others = [line for line in rest.splitlines() if not re.match(r"\d\d:\d\d:\d\d cubemosaic: ", line)]
+    assert others == ["cubemosaic: interrupted; run the same command again to resume"], rest
+    again = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert_same_cogs(demo_run, out)

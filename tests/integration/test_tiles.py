@@ -1,0 +1,219 @@
+"""Large areas as tiles: the two-zone, two-orbit region run cut into tiles, as a user runs it (the
+CLI), against the region's truth, through the month VRTs and the STAC Collection; a killed run
+resumed tile by tile; an AOI much larger than its data; the plan that writes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pystac
+import pytest
+import rasterio
+import rioxarray  # noqa: F401  (registers .rio)
+import xarray as xr
+from odc.geo.geobox import GeoBox
+
+from cubemosaic.cube import output_geobox
+from cubemosaic.regiondemo import RegionArchive
+
+from conftest import BANDS, cli, one_line_error
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+START, END = "2022-01-01", "2022-02-28"
+MONTHS = ("2022-01", "2022-02")
+
+
+def _args(region: RegionArchive, out: Path, res: int, *extra: str, aoi=None) -> list[str]:
+    box = aoi or region.aoi()
+    return [
+        "catalog=demo",
+        f"catalog.url={region.items_path}",
+        f"start_date={START}",
+        f"end_date={END}",
+        f"aoi=[{','.join(map(str, box))}]",
+        f"resolution={res}",
+        "crs=EPSG:32610",
+        f"output_dir={out}",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiled20(region, tmp_path_factory) -> Path:
+    """The region at 20 m cut into tiles of 200 px (its 515 x 417 px grid: 3 x 3 tiles)."""
+    out = tmp_path_factory.mktemp("tiled20") / "out"
+    proc = cli(_args(region, out, 20, "tile_size=200"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (out / "log.txt").write_text(proc.stderr)
+    return out
+
+
+def _vrt_monthly(out: Path) -> tuple[xr.Dataset, GeoBox]:
+    """Each month's VRTs (the mosaic and the count) as one (time, y, x) dataset of DN, as the
+    monthly store holds them, and the VRTs' grid."""
+    bands: dict[str, list[np.ndarray]] = {name: [] for name in BANDS}
+    counts = []
+    geobox = None
+    for month in MONTHS:
+        mosaic = xr.open_dataarray(out / f"monthly-mosaic-{month}.vrt", engine="rasterio", mask_and_scale=False)
+        count = xr.open_dataarray(out / f"monthly-mosaic-{month}-count.vrt", engine="rasterio", mask_and_scale=False)
+        assert list(mosaic.attrs["long_name"]) == list(BANDS)
+        for i, name in enumerate(BANDS):
+            bands[name].append(mosaic.values[i])
+        counts.append(count.values[0])
+        geobox = mosaic.odc.geobox
+    data = {name: (("time", "y", "x"), np.stack(v)) for name, v in bands.items()}
+    data["count"] = (("time", "y", "x"), np.stack(counts))
+    return xr.Dataset(data), geobox
+
+
+def test_tiles_match_the_truth_through_the_month_vrts(region, tiled20):
+    """The tiles' COGs, seen through each month's VRT, are the region's truth on the untiled grid:
+    the same pixels an untiled run makes, across the zone boundary and both orbits."""
+    log = (tiled20 / "log.txt").read_text()
+    assert "tiles: the area is cut into 9 tile(s) of up to 200 x 200 pixels" in log
+    assert "done [9/9]" in log
+    monthly, geobox = _vrt_monthly(tiled20)
+    untiled = output_geobox(region.aoi(), "EPSG:32610", 20)
+    assert geobox == untiled, "the tiles together are the untiled grid, pixel for pixel"
+    truth = region.truth(geobox)
+    interior = truth["interior"].values
+    assert interior.mean() > 0.95
+    for name, key in BANDS.items():
+        got, expected = monthly[name].values.astype(np.float64), truth[key].values
+        clear = ~np.isnan(expected)
+        assert (got[interior & ~clear] == 0).all(), f"{name}: a value where no clear observation exists"
+        diff = np.abs(got - expected)[interior & clear]
+        assert (diff <= 1).all(), f"{name}: {int((diff > 1).sum())} interior pixels off by more than 1 DN"
+    np.testing.assert_array_equal(monthly["count"].values[interior], truth["count"].values[interior])
+
+
+def test_the_collection_lists_every_tile_and_month(tiled20):
+    """``collection.json`` is a STAC Collection pystac reads: an item per tile and month with its
+    ``grid:code``, footprint, COGs, count and quick-look; the extent, summaries and item_assets;
+    each month's VRT among its assets, opened by rioxarray with the bands' scale."""
+    collection = pystac.Collection.from_file(str(tiled20 / "collection.json"))
+    items = list(collection.get_items())
+    tiles = {p.name for p in tiled20.iterdir() if p.is_dir() and p.name.startswith("x")}
+    assert len(tiles) == 9
+    assert len(items) == len(tiles) * len(MONTHS)
+    codes = {i.properties["grid:code"] for i in items}
+    assert codes == set(collection.summaries.lists["grid:code"])
+    assert all(c.startswith("EPSG32610-20m200px-x") for c in codes)
+    for item in items:
+        assert item.collection_id == "cubemosaic"
+        assert {"mosaic", "count", "thumbnail"} <= set(item.assets)
+        for asset in item.assets.values():
+            assert Path(asset.get_absolute_href()).is_file(), asset.href
+        tile = item.id.rsplit("-", 1)[-1]
+        assert item.properties["grid:code"].endswith(tile) and tile in tiles
+    assert set(collection.item_assets) >= {"mosaic", "count"}
+    assert collection.item_assets["mosaic"].properties["raster:bands"][0]["scale"] == 0.0001
+    (lon0, lat0, lon1, lat1) = collection.extent.spatial.bboxes[0]
+    assert lon0 < -120 < lon1, "the area straddles the zone boundary"
+    for month in MONTHS:
+        asset = collection.assets[f"monthly-mosaic-{month}"]
+        vrt = xr.open_dataarray(asset.get_absolute_href(), engine="rasterio", mask_and_scale=True)
+        assert vrt.rio.crs.to_epsg() == 32610 and vrt.shape[0] == len(BANDS)
+        assert 0 < float(vrt.mean()) < 1, "reflectance, scaled as the COGs say"
+    with rasterio.open(tiled20 / "overview.png") as png:
+        assert png.width >= 256
+
+
+def test_a_killed_tiled_run_resumes_tile_by_tile(region, tiled20, tmp_path):
+    """Killed (SIGKILL) after its second tile, the run started again keeps the tiles already done
+    (their COGs up to date, nothing rewritten) and ends with the same pixels."""
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cubemosaic", *_args(region, out, 20, "tile_size=200")],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.split("cubemosaic: ")[-1].startswith("tiles: ") and "done [2/9]" in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "killed before the run ended"
+    assert not (out / "collection.json").exists()
+    again = cli(_args(region, out, 20, "tile_size=200"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = again.stderr
+    first_two = sorted({line.split("/")[-3] for line in log.splitlines() if "is up to date" in line})
+    assert len(first_two) == 2, log[-3000:]
+    assert log.count("resuming") >= 2
+    got, _ = _vrt_monthly(out)
+    expected, _ = _vrt_monthly(tiled20)
+    for name in got.data_vars:
+        np.testing.assert_array_equal(got[name].values, expected[name].values)
+
+
+def test_an_aoi_far_larger_than_its_data_costs_what_the_data_does(region, tmp_path):
+    """An AOI whose box is ~100 x the region: only the tiles its scenes meet are made, each cut to
+    their footprints, and the pixels where the data is are those of the tight AOI's run."""
+    x0, y0, x1, y1 = region.aoi()
+    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+    wide = (round(cx - 5 * w, 5), round(cy - 5 * h, 5), round(cx + 5 * w, 5), round(cy + 5 * h, 5))
+    tight = cli(_args(region, tmp_path / "tight", 60, "stage=plan"))
+    sparse = cli(_args(region, tmp_path / "sparse", 60, "tile_size=128", aoi=wide))
+    assert tight.returncode == 0 and sparse.returncode == 0, sparse.stderr[-3000:]
+    plan = json.loads(tight.stdout)
+    assert plan["tiles"] == 1
+    made = [p for p in (tmp_path / "sparse").iterdir() if p.is_dir() and p.name.startswith("x")]
+    pixels = 0
+    for tile in made:
+        with rasterio.open(next(tile.glob("monthly-mosaic-2022-01/monthly-mosaic-2022-01.tif"))) as ds:
+            pixels += ds.width * ds.height
+    assert pixels <= 1.5 * plan["pixels"], "cut to the data, not to the AOI's box"
+    untiled = cli(_args(region, tmp_path / "untiled", 60))
+    assert untiled.returncode == 0, untiled.stderr[-3000:]
+    with rasterio.open(tmp_path / "untiled" / "monthly-mosaic-2022-01" / "monthly-mosaic-2022-01.tif") as ds:
+        expected, bounds = ds.read(), ds.bounds
+    with rasterio.open(tmp_path / "sparse" / "monthly-mosaic-2022-01.vrt") as vrt:
+        window = vrt.window(*bounds)
+        got = vrt.read(window=window, boundless=True, fill_value=0)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_the_plan_writes_nothing(region, tmp_path):
+    """``stage=plan`` prints the plan as one JSON object on stdout and the same for people in the
+    log; no output folder, no Zarr folder is made."""
+    out, zarr = tmp_path / "never" / "out", tmp_path / "never-zarr"
+    proc = cli(_args(region, out, 20, "stage=plan", "tile_size=200", f"zarr_dir={zarr}"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = json.loads(proc.stdout)
+    keys = {"scenes", "solar_days", "months", "tiles", "pixels", "read_bytes", "write_bytes", "peak_memory_mb"}
+    assert keys <= set(plan)
+    assert plan["tiles"] == 9 and plan["months"] == 2
+    assert plan["scenes"] == len(region.items())
+    assert plan["pixels"] == 515 * 417
+    assert 0 < plan["read_bytes"] < sum(
+        os.path.getsize(a["href"].removeprefix("file://")) for i in region.items() for k, a in i["assets"].items() if k in (*BANDS.values(), "SCL")
+    )  # fmt: skip
+    assert "plan: 9 tile(s)" in proc.stderr
+    assert not (tmp_path / "never").exists() and not zarr.exists()
+
+
+def test_an_infeasible_request_stops_in_one_line(tmp_path):
+    """A 150 x 100 km request at 10 m with chunks of 8192 px in tiles of 32768: each task would hold
+    a 15000 x 10000 px shard of every day of a month, far more than this machine's memory. It stops
+    before any read, in one line naming the figure and what to change, and leaves no folder."""
+    import pc12  # benchmarks/pc12.py: PC #12's items, from the recorded real item in tests/data
+    items = pc12.write_items(tmp_path / "items.json", area=(5.5, 46.5, 7.5, 47.4))
+    proc = cli(["catalog=demo", f"catalog.url={items}", "start_date=2020-06-01", "end_date=2020-07-31",
+                "aoi=[5.6,46.55,7.4,47.35]", "resolution=10", "chunk_size=8192", "tile_size=32768",
+                f"output_dir={tmp_path / 'out'}"])  # fmt: skip
+    line = one_line_error(proc, "chunk_size", "MB in this process")
+    assert "lower chunk_size" in line
+    assert not (tmp_path / "out").exists()
+    ok = cli(["catalog=demo", f"catalog.url={items}", "start_date=2020-06-01", "end_date=2020-07-31",
+              "aoi=[5.6,46.55,7.4,47.35]", "resolution=10", "stage=plan", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads(ok.stdout)["tiles"] > 6, "the same area in tiles of the default size plans"

@@ -1,0 +1,168 @@
+"""cubemosaic.config: the settings a composed Hydra config becomes, and what they refuse before any search."""
+
+from __future__ import annotations
+
+import socket
+
+import numpy as np
+import pytest
+
+from cubemosaic.s2 import CloudMask
+
+from conftest import demo_settings
+
+
+def test_a_dilation_under_one_scl_pixel_is_refused_and_coarse_pixels_grow_by_one():
+    from cubemosaic.__main__ import compose
+    from cubemosaic.config import to_settings
+    from cubemosaic.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="less than one SCL pixel"):
+        to_settings(compose(["catalog=demo", "mask_dilation=10", "output_dir=/tmp/cubemosaic-test-unused"]))
+    scl = np.full((5, 5), 4, dtype=np.uint16)
+    scl[2, 2] = 9
+    grown = CloudMask(dilation_m=50).masked(scl, 60.0)  # the warped read at 60 m: the neighbours
+    assert grown[1:4, 2].all() and grown[2, 1:4].all() and not grown[1, 1]
+
+
+@pytest.mark.parametrize(
+    ("override", "needles"),
+    [
+        ("start_date=2021-13-01", ["start_date", "YYYY-MM-DD"]),
+        ("end_date=20210101x", ["end_date"]),
+        ("end_date=2021-01-01", ["end_date", "before start_date"]),
+        ("aoi=[1,2,3]", ["aoi", "4 numbers"]),
+        ("aoi=[200,0,201,1]", ["aoi", "longitudes"]),
+        ("aoi=[0,10,1,5]", ["aoi", "min must be below max"]),
+        ("bands=[]", ["bands", "at least one band"]),
+        ("bands=[red,red]", ["bands", "twice"]),
+        ("resolution=-5", ["resolution", "positive"]),
+        ("resolution=abc", ["resolution"]),
+        ("max_cloud_cover=150", ["max_cloud_cover", "0-100"]),
+        ("max_items=0", ["max_items"]),
+        ("resolutoin=20", ["resolutoin", "unknown key"]),
+        ("+resolutoin=60", ["resolutoin", "unknown key"]),
+        ("+cluster.workers=3", ["cluster.workers", "unknown key"]),
+        ("catalog=nope", ["catalog", "no option 'nope'"]),
+        ("stage=foo", ["stage", "'foo'"]),
+        ("crs=EPSG:999999", ["crs"]),
+        ("mask_classes=[3,12]", ["mask_classes"]),
+    ],
+)
+def test_bad_input_is_refused_before_any_network_call(override, needles, tmp_path):
+    """In this process, as the command line validates: compose, refuse unknown keys, check values.
+    A listening socket stands for the catalog: validation must not connect to it."""
+    from cubemosaic.__main__ import _refuse_unknown_keys, compose
+    from cubemosaic.config import to_settings
+    from cubemosaic.errors import ConfigError
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/stac"
+        with pytest.raises(ConfigError) as e:
+            cfg = compose(["catalog=demo", f"catalog.url={url}", override, f"output_dir={tmp_path / 'out'}"])
+            _refuse_unknown_keys(cfg)
+            to_settings(cfg)
+        line = str(e.value)
+        assert "\n" not in line and e.value.exit_code == 2
+        for needle in needles:
+            assert needle in line, line
+        with pytest.raises(BlockingIOError):
+            server.accept()
+
+
+@pytest.mark.parametrize(("override", "bands"), [("bands=red", ("red",)), ("bands=red,nir", ("red", "nir"))])
+def test_a_bare_band_list_means_a_list(override, bands, tmp_path):
+    from cubemosaic.__main__ import compose
+    from cubemosaic.config import to_settings
+
+    settings = to_settings(compose(["catalog=demo", override, f"output_dir={tmp_path}", "debug=True"]))
+    assert settings.bands == bands and settings.debug is True
+
+
+# --------------------------------------------------------------------------- zarr_dir URLs
+def test_zarr_dir_as_a_file_url_is_the_folder(tmp_path):
+    stores = tmp_path / "my stores"
+    assert demo_settings(tmp_path, f"zarr_dir={stores.as_uri()}").zarr_dir == str(stores)
+    assert stores.is_dir()
+    cube = tmp_path / "c.zarr"
+    cube.mkdir()
+    (cube / "zarr.json").write_text("{}")
+    assert demo_settings(tmp_path, f"cube_url={cube.as_uri()}", "stage=mosaic").cube_url == str(cube)
+
+
+@pytest.mark.parametrize(
+    ("zarr_dir", "needles"),
+    [
+        ("memory://stores", ["zarr_dir: memory:// keeps the stores in this process only"]),
+        ("{file}", ["zarr_dir: ", "exists and is not a folder"]),
+        ("{file}/below", ["zarr_dir: ", "not writable"]),
+    ],
+)
+def test_zarr_dir_that_cannot_hold_stores_is_refused_as_zarr_dir(tmp_path, zarr_dir, needles):
+    from cubemosaic.errors import ConfigError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("mine")
+    with pytest.raises(ConfigError) as e:
+        demo_settings(tmp_path, f"zarr_dir={zarr_dir.format(file=blocker)}")
+    for needle in needles:
+        assert needle in str(e.value)
+    assert "output_dir" not in str(e.value) and e.value.exit_code == 2
+    assert blocker.read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- cluster settings
+@pytest.mark.parametrize(
+    ("overrides", "env", "needle"),
+    [
+        (["cluster.processes=true", "cluster.memory_limit=lots"], {}, "cluster.memory_limit: 'lots' is not an amount"),
+        (["cluster.memory_limit=-1"], {}, "cluster.memory_limit: '-1' is not an amount"),
+        (["cluster=gateway", "cluster.worker_memory=lots"], {}, "cluster.worker_memory: 'lots' is not"),
+        (["cluster.max_memory=0"], {}, "cluster.max_memory: '0G' is not"),
+        ([], {"DASK_GATEWAY_WORKER_MEMORY": "plenty"}, "DASK_GATEWAY_WORKER_MEMORY: 'plenty' is not"),
+    ],
+)
+def test_memory_sizes_are_validated_with_the_rest(tmp_path, monkeypatch, overrides, env, needle):
+    from cubemosaic.errors import ConfigError
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as e:
+        demo_settings(tmp_path, *overrides)
+    assert str(e.value).startswith(needle) and e.value.exit_code == 2
+
+
+@pytest.mark.parametrize("value", ["auto", "4GB", "0.5", "2e9", "0", "1.5 GiB"])
+def test_memory_limits_that_are_sizes_pass(tmp_path, value):
+    limit = demo_settings(tmp_path, "cluster.processes=true", f"cluster.memory_limit={value}").cluster.memory_limit
+    assert (
+        float(limit) == float(value) if value[0].isdigit() and " " not in value and "B" not in value else limit == value
+    )
+
+
+# --------------------------------------------------------------------------- degenerate grids
+@pytest.mark.parametrize(
+    "aoi", ["[-122.3,47.55,-122.2999,47.5501]", "[-122.3,47.55,-122.2999,47.5503]", "[-122.3,47.55,-122.29,47.5501]"]
+)
+def test_an_area_under_a_pixel_is_refused_before_the_search(tmp_path, aoi):
+    from cubemosaic.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        demo_settings(tmp_path, f"aoi={aoi}", "resolution=20")
+    assert str(e.value).startswith("aoi: the area is ") and "under 2 pixels on a side at resolution=20;" in str(e.value)
+    assert (
+        demo_settings(tmp_path, f"aoi={aoi}", "resolution=5").resolution == 5
+    )  # four times finer: two pixels at least
+
+
+def test_the_configuration_takes_a_file_url_as_the_folder_it_names(tmp_path):
+    from cubemosaic.config import _check_output_dir, _zarr_dir
+    from cubemosaic.errors import ConfigError
+
+    assert _check_output_dir(f"file://{tmp_path}/out") == tmp_path / "out"
+    assert _zarr_dir(f"file://{tmp_path}/zarr", tmp_path) == str(tmp_path / "zarr")
+    with pytest.raises(ConfigError, match="output_dir: s3://bucket/out must be a local folder"):
+        _check_output_dir("s3://bucket/out")

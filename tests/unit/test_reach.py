@@ -1,0 +1,32 @@
+"""cubemosaic.reach: how the Zarr I/O flows, decided from what the workers of a real (in-process) cluster see."""
+
+from __future__ import annotations
+
+import pytest
+from distributed import Client, LocalCluster
+
+from cubemosaic.reach import choose_relay
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as c:
+            yield c
+
+
+def test_workers_sharing_the_disk_write_themselves(client, tmp_path):
+    assert choose_relay(client, [("zarr_dir", str(tmp_path / "stores"))]) is None
+    assert not list((tmp_path / "stores").iterdir()), "the marker is removed"
+
+
+def test_the_local_scheduler_and_object_storage_need_no_check(client):
+    assert choose_relay(None, [("zarr_dir", "/nonexistent")]) is None
+    assert choose_relay(client, [("zarr_dir", "s3://bucket/prefix")]) is None
+
+
+def test_a_folder_the_client_cannot_write_is_relayed_not_a_traceback(client, tmp_path):
+    """A CWL step's input Directory can be read-only: no marker can be written there."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert choose_relay(client, [("cube_url", str(blocker / "cube-parent"))]) is client

@@ -1,0 +1,107 @@
+"""cubemosaic.relay: the workers compute, this process writes; a bounded window in flight (an in-process cluster)."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+
+from cubemosaic import relay
+from cubemosaic.relay import MAX_IN_FLIGHT, relay_month_blocks, relay_steps
+
+
+@pytest.fixture(scope="module")
+def client():
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster:
+        with Client(cluster) as c:
+            yield c
+
+
+class _Threads:
+    def __init__(self, *threads: int) -> None:
+        self._threads = threads
+
+    def nthreads(self):
+        return {f"w{i}": n for i, n in enumerate(self._threads)}
+
+
+def test_the_window_is_twice_the_threads_within_bounds():
+    assert relay._window(_Threads()) == 2
+    assert relay._window(_Threads(1)) == 2
+    assert relay._window(_Threads(1, 2)) == 6
+    assert relay._window(_Threads(16)) == MAX_IN_FLIGHT
+
+
+def test_relay_steps_writes_every_block_here(client):
+    rng = np.random.default_rng(0)
+    red = rng.integers(1, 9000, (1, 5, 7)).astype(np.uint16)
+    nir = rng.integers(1, 9000, (1, 5, 7)).astype(np.uint16)
+    steps = {
+        1: {"red": da.from_array(red, chunks=(1, 2, 3)), "nir": da.from_array(nir, chunks=(1, 2, 3))},
+        0: {"red": da.from_array(nir, chunks=(1, 2, 3)), "nir": da.from_array(red, chunks=(1, 2, 3))},
+    }
+    group = {"red": np.zeros((2, 5, 7), np.uint16), "nir": np.zeros((2, 5, 7), np.uint16)}
+    relay_steps(client, group, steps)
+    np.testing.assert_array_equal(group["red"][1], red[0])
+    np.testing.assert_array_equal(group["nir"][1], nir[0])
+    np.testing.assert_array_equal(group["red"][0], nir[0])
+    np.testing.assert_array_equal(group["nir"][0], red[0])
+
+
+@pytest.mark.parametrize("by_name", [False, True])
+def test_relay_month_blocks_reduces_on_the_workers_and_writes_here(client, by_name):
+    rng = np.random.default_rng(1)
+    cube = rng.integers(0, 100, (6, 5, 7)).astype(np.uint16)  # steps 0-2: month 0, steps 3-5: month 1
+
+    def reduce(blocks):
+        (block,) = blocks
+        layers = {"max": block.max(axis=0), "count": (block > 0).sum(axis=0).astype(np.uint16)}
+        return layers if by_name else np.stack([layers["max"], layers["count"]])
+
+    group = {"max": np.zeros((2, 5, 7), np.uint16), "count": np.zeros((2, 5, 7), np.uint16)}
+    relay_month_blocks(client, reduce, [cube], group, {0: (0, 3), 1: (3, 6)}, ["max", "count"], (2, 3))
+    for month, (t0, t1) in enumerate([(0, 3), (3, 6)]):
+        np.testing.assert_array_equal(group["max"][month], cube[t0:t1].max(axis=0))
+        np.testing.assert_array_equal(group["count"][month], (cube[t0:t1] > 0).sum(axis=0))
+
+
+def test_no_more_than_the_window_is_in_flight(monkeypatch):
+    """``_stream`` keeps at most ``_window`` jobs submitted and not yet done."""
+    from concurrent.futures import Future
+
+    in_flight, most = 0, 0
+    submitted: list[Future] = []
+
+    class _Finished:
+        def __init__(self) -> None:
+            self.queue: list[Future] = []
+
+        def add(self, future):
+            self.queue.append(future)
+
+        def __iter__(self):
+            while self.queue:
+                yield self.queue.pop(0)
+
+    def submit(job):
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        future = Future()
+        future.set_result(job * 2)
+        future.release = lambda: None
+        submitted.append(future)
+        return future
+
+    results = []
+
+    def done(job, result):
+        nonlocal in_flight
+        in_flight -= 1
+        results.append((job, result))
+
+    monkeypatch.setattr(relay, "as_completed", _Finished)
+    relay._stream(_Threads(1), range(10), submit, done)
+    assert sorted(results) == [(j, 2 * j) for j in range(10)]
+    assert most == 2, "the window of one thread: two in flight"

@@ -1,0 +1,84 @@
+"""cubemosaic.statistics: each statistic's layers, names and refusals, and the geometric median against an
+independent Weiszfeld (tests/oracle.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cubemosaic import kernels
+from cubemosaic.errors import ConfigError
+from cubemosaic.statistics import DAY, FLOAT, REFLECTANCE, Composite, MonthBlock, composite, parse_statistic
+
+import oracle
+from conftest import dn_block
+
+
+def test_first_and_last_day_and_count():
+    block = dn_block(6, seed=8)
+    days = np.array([2, 7, 12, 17, 22, 27], dtype=np.uint8)
+    out = Composite(("red",), provenance=("first_day", "last_day")).reduce(MonthBlock({"red": block}, days))
+    valid = block != 0
+    for y, x in [(0, 0), (3, 4), (30, 20)]:
+        seen = days[valid[:, y, x]]
+        assert out["first_day"][y, x] == (seen.min() if seen.size else 0)
+        assert out["last_day"][y, x] == (seen.max() if seen.size else 0)
+        assert out["count"][y, x] == seen.size
+    assert out["first_day"].dtype == np.uint8 and out["count"].dtype == np.uint16
+
+
+def test_each_statistic_declares_its_layers():
+    c = composite(["red", "nir"], ["p25", "median", "medoid", "geomedian"], ["first_day", "iqr"])
+    layers = {layer.key: layer for layer in c.layers()}
+    assert list(layers) == [
+        "mosaic",
+        "median",
+        "medoid",
+        "medoid_day",
+        "geomedian",
+        "mads",
+        "count",
+        "first_day",
+        "iqr",
+    ]
+    assert layers["mosaic"].variables == ("red", "nir") and layers["mosaic"].kind is REFLECTANCE
+    assert layers["median"].variables == ("red_median", "nir_median") and layers["median"].suffix == "-median"
+    assert layers["medoid_day"].kind is DAY and layers["mads"].kind is FLOAT
+    assert layers["iqr"].variables == ("red_iqr", "nir_iqr")
+    out = c.reduce(MonthBlock({"red": dn_block(5, 1), "nir": dn_block(5, 2)}, np.arange(1, 6, dtype=np.uint8)))
+    declared = {v: layer.kind.dtype for layer in c.layers() for v in layer.variables}
+    assert {k: str(v.dtype) for k, v in out.items()} == declared, "every variable computed, of its declared dtype"
+
+
+@pytest.mark.parametrize(
+    ("names", "method", "parameter"),
+    [
+        (["p101"], "linear", "statistic"),
+        (["mean"], "linear", "statistic"),
+        (["p25", "p25"], "linear", "statistic"),
+        (["p25"], "cubic", "percentile_method"),
+        ([], "linear", "statistic"),
+    ],
+)
+def test_unknown_statistics_are_refused_naming_the_parameter(names, method, parameter):
+    with pytest.raises(ConfigError) as e:
+        composite(["red"], names, (), method)
+    assert e.value.parameter == parameter
+
+
+def test_a_percentile_by_name():
+    p = parse_statistic("P2.5", "hazen")
+    assert (p.name, p.q, p.method) == ("p2.5", 2.5, "hazen")
+
+
+def test_geomedian_against_an_independent_weiszfeld(demo):
+    month = oracle.clear_observations(demo)["2021-12"].isel(y=slice(0, 60), x=slice(0, 80))
+    bands = ["red", "green", "blue", "nir"]
+    blocks = {b: np.nan_to_num(month[b].values, nan=0).astype(np.uint16) for b in bands}
+    out = Composite(tuple(bands), (parse_statistic("geomedian"),)).reduce(MonthBlock(blocks, month["day"].values))
+    reference = oracle.assert_geomedian(month, bands, np.stack([out[b] for b in bands]), "2021-12")
+    n = kernels.clear_mask(list(blocks.values())).sum(axis=0)
+    has = n >= 3  # where the geometric median is unique, so the MADs are comparable
+    emad = oracle.emad(month, bands, reference)
+    # emad is a median of distances to the geometric median, which itself may differ by 1 DN (1e-4)
+    np.testing.assert_allclose(out["emad"][has], emad[has], rtol=0, atol=1e-4)

@@ -1,0 +1,110 @@
+"""cubemosaic.store: the resumable store in this process: create, resume, refuse, extend, and the step runner."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+
+from cubemosaic import store
+from cubemosaic.errors import OutputError
+from cubemosaic.store import open_dn
+
+
+def _template(n: int) -> xr.Dataset:
+    times = np.array([np.datetime64(f"2022-01-{d + 1:02d}", "ns") for d in range(n)])
+    data = da.zeros((n, 8, 8), dtype="float32", chunks=(1, 8, 8))
+    ids = np.array([f"scene-{d}" for d in range(n)], dtype=object)
+    return xr.Dataset(
+        {"red": (("time", "y", "x"), data)},
+        coords={"time": times, "y": np.arange(8.0), "x": np.arange(8.0), "item_ids": ("time", ids)},
+    )
+
+
+def _open(path: str, n: int, sig: dict, **kw) -> store.StoreState:
+    encoding = {"red": store.zarr_encoding((1, 8, 8), (1, 8, 8))}
+    return store.open_or_create(path, _template(n), encoding, sig, overwrite=kw.pop("overwrite", False), label="t")
+
+
+def _step(value: int) -> dict:
+    return {"red": da.full((1, 8, 8), value, dtype=np.uint16, chunks=(1, 8, 8))}
+
+
+def test_steps_are_recorded_after_their_data_and_a_rerun_resumes(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    sig = {"days": ["a", "b", "c"], "bands": ["red"]}
+    state = _open(path, 3, sig)
+    assert state.steps == 3 and state.done == set()
+    seen: list[list[int]] = []
+
+    def fail_on_second(batch: list[int]) -> list[dict[str, str]]:
+        if seen:
+            raise RuntimeError("interrupted")
+        seen.append(batch)
+        store.write_steps(path, {i: _step(i + 1) for i in batch})
+        return [{"item": "x", "band": "red"}]
+
+    with pytest.raises(RuntimeError):
+        store.run_steps(state, fail_on_second, batch_size=2, label="t", name=str)
+    attrs = store.read_attrs(path)
+    assert attrs["done"] == [0, 1] and not attrs["complete"] and attrs["skipped"] == [{"item": "x", "band": "red"}]
+
+    again = _open(path, 3, sig)
+    assert again.done == {0, 1}
+    store.run_steps(again, lambda b: store.write_steps(path, {i: _step(i + 1) for i in b}) or [], batch_size=2,
+                    label="t", name=str)  # fmt: skip
+    attrs = store.read_attrs(path)
+    assert attrs["done"] == [0, 1, 2] and attrs["complete"]
+    red = open_dn(path)["red"].values
+    assert [int(red[i, 0, 0]) for i in range(3)] == [1, 2, 3]
+
+
+def test_another_request_is_refused_naming_what_differs_or_replaced_when_asked(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    _open(path, 2, {"days": ["a", "b"], "bands": ["red"], "resolution": 20})
+    with pytest.raises(OutputError, match=r"was made for another request \(differs in: resolution\)"):
+        _open(path, 2, {"days": ["a", "b"], "bands": ["red"], "resolution": 60})
+    state = _open(path, 2, {"days": ["a", "b"], "bands": ["red"], "resolution": 60}, overwrite=True)
+    assert state.done == set() and store.read_attrs(path)["signature"]["resolution"] == 60
+
+
+def test_a_later_end_extends_the_store_keeping_the_steps_written(tmp_path):
+    path = str(tmp_path / "s.zarr")
+    state = _open(path, 2, {"days": ["a", "b"]})
+    store.run_steps(state, lambda b: store.write_steps(path, {i: _step(7) for i in b}) or [], batch_size=4,
+                    label="t", name=str)  # fmt: skip
+    longer = _open(path, 3, {"days": ["a", "b", "c"]})
+    assert longer.steps == 3 and longer.done == {0, 1}
+    assert not store.read_attrs(path)["complete"]
+    assert xr.open_zarr(path).sizes["time"] == 3
+
+
+def test_reflectance_is_float32_to_xarray_and_uint16_on_disk_and_to_the_pipeline(tmp_path):
+    """Plain xr.open_zarr decodes float32 reflectance (0 -> NaN); the chunks hold uint16 DN (the
+    pipeline's view, the same chunks read as uint16 without the filter, gives every value
+    0..65535 back exactly, as does open_dn)."""
+    import zarr
+
+    path = str(tmp_path / "s.zarr")
+    values = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    template = xr.Dataset(
+        {"red": (("time", "y", "x"), da.zeros((1, 256, 256), dtype="uint16", chunks=(1, 256, 256)))},
+        coords={"time": [np.datetime64("2022-01-01", "ns")], "y": np.arange(256.0), "x": np.arange(256.0)},
+    )
+    encoding = {"red": store.zarr_encoding((1, 128, 128), (1, 256, 256))}
+    state = store.open_or_create(path, template, encoding, {"days": ["a"]}, overwrite=False, label="t")
+    step = {0: {"red": da.from_array(values[None], chunks=(1, 256, 256))}}
+    store.run_steps(state, lambda b: store.write_steps(path, step) or [], batch_size=1, label="t", name=str)
+
+    red = xr.open_zarr(path).red
+    assert red.dtype == np.float32
+    got = red.values[0]
+    assert np.isnan(got[0, 0]) and not np.isnan(got.ravel()[1:]).any()
+    np.testing.assert_array_equal(got.ravel()[1:], (values.ravel()[1:] * np.float64(1e-4)).astype(np.float32))
+    raw = store.dn_arrays(path, ["red"])["red"]
+    assert raw.dtype == np.uint16
+    np.testing.assert_array_equal(raw[0], values)
+    np.testing.assert_array_equal(store.open_dn(path).red.values[0], values)
+    public = zarr.open_group(path, mode="r")["red"]
+    assert public.dtype == np.float32 and raw.nbytes == public.nbytes // 2

@@ -28,7 +28,6 @@ from .urls import MEMORY_SCHEMES, is_local, local_path, scheme
 
 __all__ = [
     "CatalogConf",
-    "ClusterSpec",
     "Config",
     "Settings",
     "STAGES",

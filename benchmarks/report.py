@@ -52,7 +52,7 @@ def load(path: Path = RESULTS) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {"runs": []}
 
 
-def add_run(results: dict, rows: dict, checks: list[str], **about) -> dict:
+def merged(results: dict, rows: dict, checks: list[str], **about) -> dict:
     """``results`` with one more run (``rows`` keyed ``"case / contender"`` or ``(case, contender)``):
     its cases replace the same cases of earlier runs; a run left with no case is dropped. Each
     check is kept with the cases it names (all the run's cases when it names none)."""
@@ -100,7 +100,7 @@ def render(results: dict) -> str:
 
 def record(rows: dict, checks: list[str], results_path: Path = RESULTS, table_path: Path = TABLE, **about) -> Path:
     """Add a run's ``rows`` and ``checks`` to the results and write the page's table again."""
-    results = add_run(load(results_path), rows, checks, **about)
+    results = merged(load(results_path), rows, checks, **about)
     results_path.write_text(json.dumps(results, indent=1) + "\n")
     table_path.write_text(render(results))
     return table_path

@@ -9,7 +9,8 @@ lines right before a block say what it needs (docs/development.md lists them):
 - ``<!-- with: gateway | stac_api | s3 -->``: run it with the environment of that loopback stand-in;
 - ``<!-- not run: REASON -->``: not run (the internet, Docker, Kubernetes, the suite itself);
 - ``<!-- installed: ... -->``: the quick start, whose install steps are .ci/run's (checked here);
-  the rest of it is run.
+  the rest of it is run;
+- ``<!-- run on: PAGE -->``: the same commands, with the same stand-ins, run on PAGE (checked here).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"bash", "sh", "shell", "console"}
 RUNNABLE = SHELL | {"python", "py"}
-MARKS = {"file", "with", "not run", "installed"}
+MARKS = {"file", "with", "not run", "installed", "run on"}
 STAND_INS = {"gateway", "stac_api", "s3"}
 FENCE = re.compile(r"^(```+|~~~+)\s*([\w+-]*)")
 MARK = re.compile(r"^<!--\s*([a-z][a-z ]*?)\s*(?::\s*(.*?))?\s*-->$")
@@ -100,16 +101,8 @@ def _key(block: Block) -> tuple:
     return (block.lang, commands(block) if block.lang in SHELL else block.text, block.mark("with"))
 
 
-#: Where each block's commands are run: the first block (README first, then docs/ by name) with
-#: the same commands and stand-ins; the same commands shown on two pages run once.
-RUN_AT: dict[tuple, Block] = {}
-for _b in ALL:
-    if _b.runs:
-        RUN_AT.setdefault(_key(_b), _b)
-
-
 def run_here(block: Block) -> bool:
-    return block.runs and RUN_AT[_key(block)] is block
+    return block.runs and block.mark("run on") is None
 
 
 def test_every_block_runs_or_says_why():
@@ -130,9 +123,13 @@ def test_every_block_runs_or_says_why():
     assert [b.page.name for b in ALL if b.mark("installed") is not None] == ["README.md"], "one quick start"
     not_run = [f"{b.where}: {b.mark('not run')}" for b in ALL if b.lang in RUNNABLE and b.mark("not run")]
     print("blocks not run:\n  " + "\n  ".join(not_run))
-    again = [f"{b.where}: as {RUN_AT[_key(b)].where}" for b in ALL if b.runs and not run_here(b)]
-    print("blocks run once, on an earlier page:\n  " + "\n  ".join(again))
-    assert all(run_here(RUN_AT[_key(b)]) for b in ALL if b.runs), "each runnable block's commands run somewhere"
+    again = [b for b in ALL if b.runs and not run_here(b)]
+    for b in again:
+        twins = [o for o in ALL if run_here(o) and o.page == ROOT / b.mark("run on") and _key(o) == _key(b)]
+        assert twins, f"{b.where}: no block of {b.mark('run on')} runs the same commands"
+    print(
+        "blocks whose commands run on another page:\n  " + "\n  ".join(f"{b.where}: {b.mark('run on')}" for b in again)
+    )
     assert sum(b.runs for b in ALL) > len(not_run), "most blocks run"
 
 
@@ -261,7 +258,7 @@ def test_the_commands_of_each_page_run(page, demo, tmp_path, request):
     base = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
     ran = []
     for b in page_blocks:
-        if not run_here(b):  # not run, or the same commands run on an earlier page
+        if not run_here(b):  # not run, or the same commands run on another page
             continue
         env = dict(base, **_stand_in_env(request, b.mark("with") or ""))
         if b.lang in SHELL:

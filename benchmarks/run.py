@@ -26,7 +26,8 @@ odc-stac direct (what an expert writes), and on ``year20`` the original recipe (
 Each runs as its own process; wall time and the peak resident memory of its whole process
 tree (all workers included, sampled every 50 ms) are measured from outside; correctness is
 the share of clear truth pixels within 1 DN. Prints one table and writes
-``benchmarks/results/latest.json`` and ``latest.md``.
+``benchmarks/results/latest.json`` and ``latest.md``, and the documentation's table
+(``benchmarks/report.py``: ``docs/performance-table.md``).
 """
 
 from __future__ import annotations
@@ -329,6 +330,9 @@ def main() -> int:
     serial = {f"{case} / {name}": m for (case, name), m in rows.items()}
     (RESULTS / "latest.json").write_text(json.dumps({"rows": serial, "checks": checks}, indent=1))
     (RESULTS / "latest.md").write_text(report)
+    import report as docs_table  # benchmarks/report.py: the documentation's table, from these results
+
+    print(docs_table.record(rows, checks))
     return 0 if all(m["rc"] == 0 for m in rows.values()) else 1
 
 

@@ -257,7 +257,7 @@ def main() -> int:
     if "year100" in args.case:
         run_case("year100", year, 100, year.items_path)
         # The mean of each output pixel's clear native pixels: not the 20 m truth under its centre
-        # (its own oracle is in tests/test_truth.py), so timed, not compared.
+        # (its own oracle is in tests/integration/test_truth.py), so timed, not compared.
         rows[("year100", "cubemosaic, resampling=average")] = run_cubemosaic(
             year, year.items_path, work / "year100" / "average", None, 100, "resampling=average"
         )

@@ -47,10 +47,10 @@ from rasterio.windows import Window
 from rio_cogeo.cogeo import cog_validate
 
 from . import __version__, store
+from .aoi import aoi_block
 from .blocks import block_slices
 from .errors import OutputError, WriteError, one_line
 from .quicklook import Quicklook, month_quicklook, overview_picture
-from .aoi import aoi_block
 from .s2 import CloudMask
 from .statistics import COUNT_KEY, REFLECTANCE, Composite, Layer, count_layer
 from .tiling import GRID_EXTENSION

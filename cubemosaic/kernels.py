@@ -76,7 +76,7 @@ def median_block(block: np.ndarray) -> np.ndarray:
     reduced a strip of rows at a time so that the network's arrays stay in the CPU's cache, and
     the middle values are averaged in uint16: 1.9-2.1x faster than whole-block arrays on
     1954 x 1980 blocks (66 against 125 ms at 4 scenes, 165 against 344 ms at 12). Longer axes
-    fall back to bottleneck. Both agree exactly (tests/test_stages.py).
+    fall back to bottleneck. Both agree exactly (tests/unit/test_kernels.py).
     """
     t = block.shape[0]
     out = np.zeros((1,) + block.shape[1:], dtype=np.uint16)

@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
-
 @dataclass(frozen=True)
 class Outputs:
     """Where a job's outputs live: COGs and catalog under ``root``, Zarr stores under ``zarr_dir``."""

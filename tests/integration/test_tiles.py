@@ -206,6 +206,7 @@ def test_an_infeasible_request_stops_in_one_line(tmp_path):
     a 15000 x 10000 px shard of every day of a month, far more than this machine's memory. It stops
     before any read, in one line naming the figure and what to change, and leaves no folder."""
     import pc12  # benchmarks/pc12.py: PC #12's items, from the recorded real item in tests/data
+
     items = pc12.write_items(tmp_path / "items.json", area=(5.5, 46.5, 7.5, 47.4))
     proc = cli(["catalog=demo", f"catalog.url={items}", "start_date=2020-06-01", "end_date=2020-07-31",
                 "aoi=[5.6,46.55,7.4,47.35]", "resolution=10", "chunk_size=8192", "tile_size=32768",

@@ -23,6 +23,7 @@ def test_workflow_shape():
         "bands",
         "collection",
         "resolution",
+        "tile-size",
         "max-items",
         "max-cloud-cover",
         "catalog-url",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 SHELL = {"bash", "sh", "shell", "console"}
 RUNNABLE = SHELL | {"python", "py"}
@@ -156,7 +156,7 @@ def test_ci_installs_and_tests_as_the_readme_says():
 
 
 def test_the_configuration_page_names_every_key():
-    from cubemosaic.cluster import ClusterSpec
+    from cubemosaic.clusterspec import ClusterSpec
     from cubemosaic.config import CatalogConf, Config
 
     page = (ROOT / "docs" / "configuration.md").read_text()

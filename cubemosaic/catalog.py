@@ -237,7 +237,10 @@ def _item(feature: Any, source: str) -> pystac.Item:
         if not isinstance(href, str) or not href.strip():
             raise CatalogError(f"catalog.url: item {name} in {where}: asset {key!r} has no href")
     try:
-        return pystac.Item.from_dict(feature, preserve_dict=False)
+        # Not migrated to the newest STAC version: migrating deep-copies every item (measured on PC
+        # #12's 997 items: 2.97 s against 1.64 s), and what this package reads of an item it reads
+        # in both forms (proj:code or proj:epsg, bands or raster:bands: cubemosaic.s2).
+        return pystac.Item.from_dict(feature, preserve_dict=False, migrate=False)
     except (pystac.STACError, ValueError, TypeError, KeyError, AttributeError) as e:  # pystac's parse of the rest
         raise CatalogError(f"catalog.url: item {name} in {where} is malformed ({one_line(str(e), 200)})") from None
 

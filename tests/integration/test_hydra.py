@@ -101,3 +101,9 @@ def test_output_paths_as_users_type_them(tmp_path):
     assert not (tmp_path / "rel" / "out" / "rel").exists()
     assert not (tmp_path / "rel" / "out" / ".hydra").exists(), "Hydra writes nothing of its own"
     assert os.listdir(tmp_path) and not (tmp_path / "outputs").exists()
+    # Values are Hydra's: ${...} is interpolated (an environment variable, another key), as documented.
+    base = tmp_path / "from-env"
+    proc = _ok(cli([*SMALL, "output_dir=${oc.env:CM_OUT_BASE}/r${resolution}"], cwd=tmp_path,
+                   env={"CM_OUT_BASE": str(base)}))  # fmt: skip
+    resolution = next(a for a in SMALL if a.startswith("resolution=")).split("=")[1]
+    assert (base / f"r{resolution}" / "catalog.json").is_file(), proc.stderr[-2000:]

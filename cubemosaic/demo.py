@@ -28,6 +28,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,16 +135,23 @@ class DemoSpec:
 
 
 @dataclass(frozen=True)
-class DemoArchive:
-    """A generated archive on disk."""
+class ArchiveOnDisk:
+    """A generated archive's folder: every scene's files and the static ItemCollection listing them
+    (what the demo and the region archives share)."""
 
     root: Path
-    spec: DemoSpec = field(default_factory=DemoSpec)
 
     @property
     def items_path(self) -> Path:
         """The static ItemCollection (``items.json``) listing every scene."""
         return self.root / "items.json"
+
+
+@dataclass(frozen=True)
+class DemoArchive(ArchiveOnDisk):
+    """A generated archive on disk."""
+
+    spec: DemoSpec = field(default_factory=DemoSpec)
 
     @property
     def truth_path(self) -> Path:
@@ -239,12 +247,38 @@ def _set_aside(root: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def asset_fields(folder: Path, key: str, shape: list, transform: list, bbox: list | None = None) -> dict:
+    """One asset of a generated item, as the Planetary Computer states it (a band: its ``eo:bands``;
+    the SCL), its file ``folder/<key>.tif``."""
+    fields: dict = {
+        "href": (folder / f"{key}.tif").as_uri(),
+        "type": "image/tiff; application=geotiff; profile=cloud-optimized",
+    }
+    if key == SCL_KEY:
+        fields.update(title="Scene classfication map (SCL)", roles=["data"], gsd=20.0)
+    else:
+        common, wl, desc = BANDS[key]
+        fields.update(title=f"{desc} - 10m", roles=["data"], gsd=10)
+        fields["eo:bands"] = [{"name": key, "common_name": common, "description": desc, "center_wavelength": wl}]
+    if bbox is not None:
+        fields["proj:bbox"] = list(bbox)
+    fields.update({"proj:shape": list(shape), "proj:transform": list(transform)})
+    return fields
+
+
 def make_archive(root: Path, spec: DemoSpec) -> DemoArchive:
     """Generate the archive into ``root`` atomically (built in a temp folder, then renamed)."""
+    generate_atomically(root, lambda tmp: _generate(tmp, root, spec))
+    return DemoArchive(root=root, spec=spec)
+
+
+def generate_atomically(root: Path, generate: Callable[[Path], object]) -> None:
+    """``generate(tmp)`` into a temp folder beside ``root``, then renamed to ``root``: a reader
+    never sees half an archive; when another process wins the race, theirs is kept."""
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
-        _generate(tmp, root, spec)
+        generate(tmp)
         try:
             tmp.rename(root)
         except OSError:  # another process won the race: keep theirs
@@ -252,7 +286,6 @@ def make_archive(root: Path, spec: DemoSpec) -> DemoArchive:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return DemoArchive(root=root, spec=spec)
 
 
 # --------------------------------------------------------------------------- generator
@@ -382,29 +415,12 @@ def _item(
     stamp = day.strftime("%Y%m%d") + "T" + spec.utc_time.replace(":", "")[:6]
     baseline = "04.00" if offset else "03.01"
     pid = f"S2{platform[-1]}_MSIL2A_{stamp}_R013_T{tile}"
-    assets = {}
-    for key, (common, wl, desc) in BANDS.items():
-        assets[key] = {
-            "href": (folder / f"{key}.tif").as_uri(),
-            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-            "title": f"{desc} - 10m",
-            "roles": ["data"],
-            "gsd": 10,
-            "eo:bands": [{"name": key, "common_name": common, "description": desc, "center_wavelength": wl}],
-            "proj:bbox": [x0, y0, x1, y1],
-            "proj:shape": [spec.size * 2, (col1 - col0) * 2],
-            "proj:transform": [10.0, 0.0, x0, 0.0, -10.0, y1],
-        }
-    assets[SCL_KEY] = {
-        "href": (folder / f"{SCL_KEY}.tif").as_uri(),
-        "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-        "title": "Scene classfication map (SCL)",
-        "roles": ["data"],
-        "gsd": 20.0,
-        "proj:bbox": [x0, y0, x1, y1],
-        "proj:shape": [spec.size, col1 - col0],
-        "proj:transform": [20.0, 0.0, x0, 0.0, -20.0, y1],
+    bbox = [x0, y0, x1, y1]
+    assets = {
+        key: asset_fields(folder, key, [spec.size * 2, (col1 - col0) * 2], [10.0, 0.0, x0, 0.0, -10.0, y1], bbox)
+        for key in BANDS
     }
+    assets[SCL_KEY] = asset_fields(folder, SCL_KEY, [spec.size, col1 - col0], [20.0, 0.0, x0, 0.0, -20.0, y1], bbox)
     return {
         "type": "Feature",
         "stac_version": "1.0.0",

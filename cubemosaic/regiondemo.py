@@ -37,8 +37,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +52,7 @@ from pyproj import Transformer
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as rio_copy
 
-from .demo import BANDS, SCL_KEY, default_cache_dir
+from .demo import BANDS, SCL_KEY, ArchiveOnDisk, asset_fields, default_cache_dir, generate_atomically
 from .s2 import BASELINE_CHANGE, BOA_OFFSET_DN, DEFAULT_MASK_CLASSES
 from .tuning import configure
 
@@ -327,15 +325,10 @@ def _raw_dn(obs: np.ndarray, offset: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the archive
 @dataclass(frozen=True)
-class RegionArchive:
+class RegionArchive(ArchiveOnDisk):
     """A generated region archive on disk."""
 
-    root: Path
     spec: RegionSpec = field(default_factory=RegionSpec)
-
-    @property
-    def items_path(self) -> Path:
-        return self.root / "items.json"
 
     @cached_property
     def tiles(self) -> list[Tile]:
@@ -407,17 +400,7 @@ def ensure_region(spec: RegionSpec | None = None, cache_dir: Path | None = None)
 
 def make_region(root: Path, spec: RegionSpec) -> RegionArchive:
     """Generate the archive into ``root`` atomically (built in a temp folder, then renamed)."""
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
-        _generate(tmp, RegionArchive(root=root, spec=spec))
-        try:
-            tmp.rename(root)
-        except OSError:  # another process won the race: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    generate_atomically(root, lambda tmp: _generate(tmp, RegionArchive(root=root, spec=spec)))
     return RegionArchive(root=root, spec=spec)
 
 
@@ -510,28 +493,8 @@ def _item(spec: RegionSpec, tile: Tile, day: str, orbit: int, folder: Path, clou
     stamp = day.replace("-", "") + "T" + spec.utc_time.replace(":", "")
     platform = "Sentinel-2A" if orbit == 0 else "Sentinel-2B"
     number = spec.orbits[orbit][0]
-    assets = {}
-    for key, (common, wl, desc) in BANDS.items():
-        n = tile.shape(BAND_M)
-        assets[key] = {
-            "href": (folder / f"{key}.tif").as_uri(),
-            "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-            "title": f"{desc} - 10m",
-            "roles": ["data"],
-            "gsd": 10,
-            "eo:bands": [{"name": key, "common_name": common, "description": desc, "center_wavelength": wl}],
-            "proj:shape": list(n),
-            "proj:transform": list(tile.transform(BAND_M))[:6],
-        }
-    assets[SCL_KEY] = {
-        "href": (folder / f"{SCL_KEY}.tif").as_uri(),
-        "type": "image/tiff; application=geotiff; profile=cloud-optimized",
-        "title": "Scene classfication map (SCL)",
-        "roles": ["data"],
-        "gsd": 20.0,
-        "proj:shape": list(tile.shape(SCL_M)),
-        "proj:transform": list(tile.transform(SCL_M))[:6],
-    }
+    assets = {key: asset_fields(folder, key, tile.shape(BAND_M), list(tile.transform(BAND_M))[:6]) for key in BANDS}
+    assets[SCL_KEY] = asset_fields(folder, SCL_KEY, tile.shape(SCL_M), list(tile.transform(SCL_M))[:6])
     return {
         "type": "Feature",
         "stac_version": "1.0.0",

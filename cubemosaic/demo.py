@@ -247,6 +247,19 @@ def _set_aside(root: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+#: What every generated item starts with (the STAC version and extensions Planetary Computer's state).
+ITEM_HEAD = {
+    "type": "Feature",
+    "stac_version": "1.0.0",
+    "stac_extensions": [
+        "https://stac-extensions.github.io/eo/v1.0.0/schema.json",
+        "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
+        "https://stac-extensions.github.io/projection/v1.0.0/schema.json",
+    ],
+    "collection": "sentinel-2-l2a",
+}
+
+
 def asset_fields(folder: Path, key: str, shape: list, transform: list, bbox: list | None = None) -> dict:
     """One asset of a generated item, as the Planetary Computer states it (a band: its ``eo:bands``;
     the SCL), its file ``folder/<key>.tif``."""
@@ -422,15 +435,8 @@ def _item(
     }
     assets[SCL_KEY] = asset_fields(folder, SCL_KEY, [spec.size, col1 - col0], [20.0, 0.0, x0, 0.0, -20.0, y1], bbox)
     return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": [
-            "https://stac-extensions.github.io/eo/v1.0.0/schema.json",
-            "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
-            "https://stac-extensions.github.io/projection/v1.0.0/schema.json",
-        ],
+        **ITEM_HEAD,
         "id": f"{pid}_{stamp}",
-        "collection": "sentinel-2-l2a",
         "geometry": {"type": "Polygon", "coordinates": [[list(p) for p in ring]]},
         "bbox": [min(lons), min(lats), max(lons), max(lats)],
         "properties": {

@@ -52,7 +52,7 @@ from pyproj import Transformer
 from rasterio.io import MemoryFile
 from rasterio.shutil import copy as rio_copy
 
-from .demo import BANDS, SCL_KEY, ArchiveOnDisk, asset_fields, default_cache_dir, generate_atomically
+from .demo import BANDS, ITEM_HEAD, SCL_KEY, ArchiveOnDisk, asset_fields, default_cache_dir, generate_atomically
 from .s2 import BASELINE_CHANGE, BOA_OFFSET_DN, DEFAULT_MASK_CLASSES
 from .tuning import configure
 
@@ -496,15 +496,8 @@ def _item(spec: RegionSpec, tile: Tile, day: str, orbit: int, folder: Path, clou
     assets = {key: asset_fields(folder, key, tile.shape(BAND_M), list(tile.transform(BAND_M))[:6]) for key in BANDS}
     assets[SCL_KEY] = asset_fields(folder, SCL_KEY, tile.shape(SCL_M), list(tile.transform(SCL_M))[:6])
     return {
-        "type": "Feature",
-        "stac_version": "1.0.0",
-        "stac_extensions": [
-            "https://stac-extensions.github.io/eo/v1.0.0/schema.json",
-            "https://stac-extensions.github.io/sat/v1.0.0/schema.json",
-            "https://stac-extensions.github.io/projection/v1.0.0/schema.json",
-        ],
+        **ITEM_HEAD,
         "id": f"S2{platform[-1]}_MSIL2A_{stamp}_R{number:03d}_T{tile.name}_{stamp}",
-        "collection": "sentinel-2-l2a",
         "geometry": {"type": "Polygon", "coordinates": [ring]},
         "bbox": bbox,
         "properties": {

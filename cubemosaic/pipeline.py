@@ -158,7 +158,9 @@ class Unit:
     #: Its grid and scenes when the run searched (stage cube or all).
     geobox: Any = None
     scenes: tuple[Any, ...] = ()
+    #: A tile's ``grid:code`` and (column, row) in the tile grid.
     code: str = ""
+    index: tuple[int, int] | None = None
 
     @property
     def label(self) -> str:
@@ -183,6 +185,7 @@ def units_of(out: Outputs, plan: Plan | None, settings: Settings) -> tuple[list[
                 t.geobox,
                 t.scenes,
                 plan.grid.code(t.index),
+                t.index,
             )  # fmt: skip
             for t in plan.tiles
         ], plan.grid
@@ -197,6 +200,7 @@ def units_of(out: Outputs, plan: Plan | None, settings: Settings) -> tuple[list[
             member(out.monthly, t["id"]),
             out.root / t["id"],
             code=record.grid.code(tuple(t["index"])),
+            index=(int(t["index"][0]), int(t["index"][1])),
         )  # fmt: skip
         for t in record.tiles
     ], record.grid
@@ -234,7 +238,7 @@ def _run(settings: Settings) -> Outputs:
         if grid is not None and "cube" in stages:
             write_tiled(out.cube, grid, plan.tiles, overwrite=settings.overwrite, label="cube")
         if grid is not None and "composite" in stages:
-            write_tiled(out.monthly, grid, [{"id": u.tile, "index": _index(u.code)} for u in units],
+            write_tiled(out.monthly, grid, [{"id": u.tile, "index": list(u.index or ())} for u in units],
                         overwrite=settings.overwrite, label="composite")  # fmt: skip
         if "export" in stages:
             _say_where_cogs_are_made(client, relay)
@@ -346,15 +350,6 @@ def _worker_limit_mb(spec: Any) -> float | None:
 
     text = getattr(spec, "worker_memory", None)
     return parse_bytes(text) / 1e6 if text else None
-
-
-def _index(code: str) -> list[int]:
-    """The (column, row) of a tile from its grid code's last part (``...-x34y243``)."""
-    import re
-
-    found = re.fullmatch(r".*-x(-?\d+)y(-?\d+)", code)
-    assert found, code
-    return [int(found.group(1)), int(found.group(2))]
 
 
 def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, relay: Any) -> None:

@@ -218,3 +218,18 @@ def test_an_infeasible_request_stops_in_one_line(tmp_path):
               "aoi=[5.6,46.55,7.4,47.35]", "resolution=10", "stage=plan", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert json.loads(ok.stdout)["tiles"] > 6, "the same area in tiles of the default size plans"
+
+
+def test_the_two_steps_of_the_workflow_carry_a_tiled_cube(demo, tmp_path):
+    """As the CWL workflow runs it: stage=cube (its cube.zarr Directory holds every tile), then
+    stage=mosaic from that cube alone: the tiles are found in it, the months are those of one run."""
+    step1, step2, whole = tmp_path / "cube-step", tmp_path / "mosaic-step", tmp_path / "whole"
+    assert cli(["catalog=demo", "tile_size=128", "stage=cube", f"output_dir={step1}"]).returncode == 0
+    proc = cli(["stage=mosaic", f"cube_url={step1 / 'cube.zarr'}", f"output_dir={step2}"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "done [6/6]" in proc.stderr
+    assert cli(["catalog=demo", "tile_size=128", f"output_dir={whole}"]).returncode == 0
+    for vrt in sorted(whole.glob("monthly-mosaic-*.vrt")):
+        with rasterio.open(vrt) as a, rasterio.open(step2 / vrt.name) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+    assert len(list(whole.glob("monthly-mosaic-*.vrt"))) == 8

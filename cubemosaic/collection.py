@@ -39,7 +39,7 @@ from pystac.layout import CustomLayoutStrategy
 from .export import COLLECTION_ID, PREFIX, Month, Written, build_collection, month_items
 from .quicklook import Quicklook, month_quicklook, overview_picture
 from .statistics import count_layer
-from .tiling import GRID_EXTENSION, TileGrid
+from .tiling import TileGrid
 
 __all__ = ["TileOutputs", "assemble_collection", "write_vrt"]
 
@@ -71,8 +71,10 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
         for month, (item, _) in zip(t.written.months, month_items(t.written, tile=t.tile, code=t.code), strict=True):
             items.append(item)
             months.setdefault(month.tag, []).append((t, month))
+    # The grid extension's scope is the Item (its v1.1.0 schema accepts only "type": "Feature"):
+    # the Collection summarizes the items' grid:code without declaring it.
     collection = build_collection(
-        items, layers, extensions=[GRID_EXTENSION],
+        items, layers,
         description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic, one item per tile and month",
     )  # fmt: skip
     looks: list[tuple[str, Quicklook]] = []

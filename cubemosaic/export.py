@@ -564,9 +564,7 @@ def month_items(
     return out
 
 
-def build_collection(
-    items: Sequence[pystac.Item], layers: Sequence[Layer], *, description: str, extensions: Sequence[str] = ()
-) -> pystac.Collection:
+def build_collection(items: Sequence[pystac.Item], layers: Sequence[Layer], *, description: str) -> pystac.Collection:
     """The STAC Collection of ``items`` (one per month, or per tile and month), made of ``layers``:
     the items' extent, ``summaries`` (the months; the tiles' ``grid:code`` where the items have
     one; the projections), an ``item_assets`` entry per layer (its ``raster:bands``, and
@@ -584,7 +582,9 @@ def build_collection(
             pystac.Provider(f"cubemosaic {__version__}", roles=[pystac.ProviderRole.PROCESSOR]),
         ],
     )
-    collection.stac_extensions += [*extensions, PROJECTION_EXTENSION, RASTER_EXTENSION, EO_EXTENSION]
+    # The extensions of its summaries and item_assets (raster:bands, eo:bands, proj:code); not the
+    # grid extension, whose scope is the Item only (grid:code is summarized all the same).
+    collection.stac_extensions += [PROJECTION_EXTENSION, RASTER_EXTENSION, EO_EXTENSION]
     for item in items:
         collection.add_item(item)
     summaries: dict[str, Any] = {}

@@ -12,7 +12,8 @@ Under ``output_dir``::
 The Collection (what openEO's ``load_stac`` and STAC Browser read) has the area's extent, its
 ``summaries`` (the tiles' ``grid:code``, the months), ``item_assets`` (every layer's
 ``raster:bands``) and the month VRTs as its assets. Its items carry ``grid:code`` (STAC grid
-extension) and link to it as their collection.
+extension) and link to it as their collection. It is built by :func:`cubemosaic.export.build_collection`,
+as an untiled run's ``collection.json`` is.
 
 The VRTs are written here by hand (a few lines of XML: one ``SimpleSource`` per tile, the tiles
 of a fixed grid never overlap): GDAL's ``gdalbuildvrt`` is not among this package's dependencies
@@ -35,22 +36,17 @@ import pystac
 import rasterio
 from pystac.layout import CustomLayoutStrategy
 
-from . import __version__
-from .export import PREFIX, Month, Written, _raster_band, month_items
+from .export import COLLECTION_ID, PREFIX, Month, Written, build_collection, month_items
 from .quicklook import Quicklook, month_quicklook, overview_picture
-from .statistics import REFLECTANCE, Layer, count_layer
-from .tiling import GRID_EXTENSION, TileGrid
+from .statistics import count_layer
+from .tiling import TileGrid
 
 __all__ = ["TileOutputs", "assemble_collection", "write_vrt"]
 
 log = logging.getLogger(__name__)
 
-COLLECTION_ID = "cubemosaic"
 #: The media type GDAL's VRT files are served with (GDAL's own documentation's).
 VRT_MEDIA_TYPE = "application/x-gdal-vrt"
-PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
-RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
-EO_EXTENSION = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
 
 
 @dataclass(frozen=True)
@@ -69,40 +65,18 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     area each has a clear observation for."""
     earlier = listed_tiles(output_dir)
     layers = tiles[0].written.layers
-    collection = pystac.Collection(
-        id=COLLECTION_ID,
-        title="cubemosaic monthly mosaics",
-        description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic, one item per tile and month",
-        extent=pystac.Extent(pystac.SpatialExtent([[0, 0, 0, 0]]), pystac.TemporalExtent([[None, None]])),
-        license="other",  # Copernicus Sentinel data terms: see the providers
-        providers=[
-            pystac.Provider("ESA", roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR]),
-            pystac.Provider(f"cubemosaic {__version__}", roles=[pystac.ProviderRole.PROCESSOR]),
-        ],
-    )
-    collection.stac_extensions += [GRID_EXTENSION, PROJECTION_EXTENSION, RASTER_EXTENSION, EO_EXTENSION]
     items: list[pystac.Item] = []
     months: dict[str, list[tuple[TileOutputs, Month]]] = {}
     for t in tiles:
         for month, (item, _) in zip(t.written.months, month_items(t.written, tile=t.tile, code=t.code), strict=True):
             items.append(item)
             months.setdefault(month.tag, []).append((t, month))
-    for item in items:
-        collection.add_item(item)
-    collection.extent = pystac.Extent.from_items(items)
-    collection.summaries = pystac.Summaries(
-        {"grid:code": sorted(t.code for t in tiles), "cubemosaic:months": sorted(months)}
-    )
-    collection.item_assets = {
-        layer.key: pystac.ItemAssetDefinition.create(
-            title=layer.title,
-            description=None,
-            media_type=pystac.MediaType.COG,
-            roles=list(layer.roles),
-            extra_fields=_asset_fields(layer),
-        )  # fmt: skip
-        for layer in layers
-    }
+    # The grid extension's scope is the Item (its v1.1.0 schema accepts only "type": "Feature"):
+    # the Collection summarizes the items' grid:code without declaring it.
+    collection = build_collection(
+        items, layers,
+        description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic, one item per tile and month",
+    )  # fmt: skip
     looks: list[tuple[str, Quicklook]] = []
     vrts: dict[Path, float] = {}
     mosaic, count = layers[0], count_layer(layers)
@@ -143,6 +117,7 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
 
     collection.normalize_hrefs(f"{output_dir.absolute()}/", strategy=CustomLayoutStrategy(item_func=item_href))
     collection.make_all_asset_hrefs_relative()
+    collection.make_asset_hrefs_relative()  # its own (the VRTs, the overview): the call above does the items'
     collection.save(pystac.CatalogType.SELF_CONTAINED)
     for tile in sorted(earlier - {t.tile for t in tiles}):  # an earlier request's tiles
         shutil.rmtree(output_dir / tile, ignore_errors=True)
@@ -150,13 +125,6 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     log.info("export: %s lists %d item(s): %d tile(s) x %d month(s) at most", output_dir / "collection.json",
              len(items), len(tiles), len(months))  # fmt: skip
     return vrts
-
-
-def _asset_fields(layer: Layer) -> dict:
-    fields: dict = {"raster:bands": [_raster_band(layer).to_dict() for _ in layer.variables]}
-    if layer.kind is REFLECTANCE:
-        fields["eo:bands"] = [{"name": b, "common_name": b} for b in layer.bands]
-    return fields
 
 
 def listed_tiles(output_dir: Path) -> set[str]:

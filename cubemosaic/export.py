@@ -9,7 +9,10 @@ For each month of ``monthly.zarr`` with any clear pixel, writes under ``output_d
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.json       its STAC item, an asset per COG
     overview.png                                             every month's quick-look side by side
 
-and ``catalog.json``, a self-contained STAC catalog with relative hrefs. What the layers are (their
+and ``collection.json``, the root of the outputs: a self-contained STAC Collection with relative
+hrefs (extent, summaries, ``item_assets``; the items belong to it), built by
+:func:`build_collection` as a tiled run's is. ``catalog.json``, the root earlier versions wrote,
+is kept for their users: a STAC Catalog linking the same item files. What the layers are (their
 variables, dtype, nodata, scale, titles) is read from the monthly store, which the composite stage
 wrote from :mod:`cubemosaic.statistics`. Each COG is streamed from the store a shard at a time
 into a tiled GeoTIFF, made a COG by GDAL's COG driver, validated with rio-cogeo, then renamed
@@ -59,6 +62,7 @@ from .tuning import EXPORT_THREADS, configure
 __all__ = [
     "Month",
     "Written",
+    "build_collection",
     "build_item",
     "export_months",
     "month_items",
@@ -228,6 +232,12 @@ def _month_range(month: np.datetime64) -> tuple[dt.datetime, dt.datetime]:
 
 #: STAC processing extension: how each month was made.
 PROCESSING_EXTENSION = "https://stac-extensions.github.io/processing/v1.2.0/schema.json"
+#: The other extensions the outputs use (the schema versions pystac writes the fields of).
+PROJECTION_EXTENSION = "https://stac-extensions.github.io/projection/v2.0.0/schema.json"
+RASTER_EXTENSION = "https://stac-extensions.github.io/raster/v1.1.0/schema.json"
+EO_EXTENSION = "https://stac-extensions.github.io/eo/v1.1.0/schema.json"
+#: The id of the outputs' Collection (and of the Catalog beside it): how a rerun knows its own.
+COLLECTION_ID = "cubemosaic"
 
 
 def _footprint(geobox, aoi_wkt: str | None) -> tuple[dict[str, Any], list[float]]:
@@ -406,7 +416,7 @@ def _catalog_complete(output_dir: Path, months: Sequence[Month], layers: Sequenc
     there (items, COGs, quick-looks, the overview): else the rerun rewrites it."""
     if _listed_folders(output_dir) != {output_dir / m.name for m in months}:
         return False
-    needed = [output_dir / "catalog.json", output_dir / "overview.png"]
+    needed = [output_dir / "collection.json", output_dir / "catalog.json", output_dir / "overview.png"]
     for m in months:
         folder = output_dir / m.name
         needed += [folder / f"{m.name}.json", folder / f"{m.name}-quicklook.png"]
@@ -511,6 +521,7 @@ def export_months(monthly_path: str, output_dir: Path, *, cluster: ClusterCogs |
         shutil.rmtree(folder)
         log.info("export: removed %s, a month of the earlier request", folder)
     log.info("export: %s lists %d monthly mosaic(s)", output_dir / "catalog.json", len(kept))
+    log.info("export: %s, their STAC Collection", output_dir / "collection.json")
     return paths
 
 
@@ -553,24 +564,119 @@ def month_items(
     return out
 
 
-def _assemble_catalog(output_dir: Path, written: Written) -> None:
-    """The items (with their quick-looks), the overview picture and ``catalog.json``."""
-    catalog = pystac.Catalog(
-        id="cubemosaic",
-        description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic",
+def build_collection(items: Sequence[pystac.Item], layers: Sequence[Layer], *, description: str) -> pystac.Collection:
+    """The STAC Collection of ``items`` (one per month, or per tile and month), made of ``layers``:
+    the items' extent, ``summaries`` (the months; the tiles' ``grid:code`` where the items have
+    one; the projections), an ``item_assets`` entry per layer (its ``raster:bands``, and
+    ``eo:bands`` for reflectance) and the items, which belong to it (``collection`` field and
+    link). Hrefs are not laid out yet: the caller adds its assets, then normalizes and saves.
+    Used by the untiled export and by :func:`cubemosaic.collection.assemble_collection` alike."""
+    collection = pystac.Collection(
+        id=COLLECTION_ID,
         title="cubemosaic monthly mosaics",
+        description=description,
+        extent=pystac.Extent.from_items(items),
+        license="other",  # Copernicus Sentinel data terms: see the providers
+        providers=[
+            pystac.Provider("ESA", roles=[pystac.ProviderRole.PRODUCER, pystac.ProviderRole.LICENSOR]),
+            pystac.Provider(f"cubemosaic {__version__}", roles=[pystac.ProviderRole.PROCESSOR]),
+        ],
     )
+    # The extensions of its summaries and item_assets (raster:bands, eo:bands, proj:code); not the
+    # grid extension, whose scope is the Item only (grid:code is summarized all the same).
+    collection.stac_extensions += [PROJECTION_EXTENSION, RASTER_EXTENSION, EO_EXTENSION]
+    for item in items:
+        collection.add_item(item)
+    summaries: dict[str, Any] = {}
+    codes = {i.properties["grid:code"] for i in items if "grid:code" in i.properties}
+    if codes:
+        summaries["grid:code"] = sorted(codes)
+    summaries["cubemosaic:months"] = sorted({i.properties["start_datetime"][:7] for i in items})
+    summaries["constellation"] = ["sentinel-2"]
+    projections = {i.properties["proj:code"] for i in items if i.properties.get("proj:code")}
+    if projections:
+        summaries["proj:code"] = sorted(projections)
+    collection.summaries = pystac.Summaries(summaries)
+    collection.item_assets = {
+        layer.key: pystac.ItemAssetDefinition.create(
+            title=layer.title,
+            description=None,
+            media_type=pystac.MediaType.COG,
+            roles=list(layer.roles),
+            extra_fields=_asset_fields(layer),
+        )  # fmt: skip
+        for layer in layers
+    }
+    return collection
+
+
+def _asset_fields(layer: Layer) -> dict:
+    fields: dict = {"raster:bands": [_raster_band(layer).to_dict() for _ in layer.variables]}
+    if layer.kind is REFLECTANCE:
+        fields["eo:bands"] = [{"name": b, "common_name": b} for b in layer.bands]
+    return fields
+
+
+def _assemble_catalog(output_dir: Path, written: Written) -> None:
+    """The items (with their quick-looks), the overview picture, ``collection.json`` and
+    ``catalog.json``.
+
+    The two roots list the same item files, written once. The items belong to the Collection
+    (their ``collection``, ``parent`` and ``root`` links point to ``collection.json``): it is what
+    openEO's ``load_stac``, STAC Browser and a tiled run's users read. ``catalog.json`` is the
+    Catalog earlier versions wrote, kept as it was for their users: it links each item file
+    directly (``rel: item``), so ``Catalog.from_file(...).get_items()`` lists the months with or
+    without ``recursive=True``, and a rerun still finds the month folders it lists. It is not made
+    the Collection's parent (``rel: child``): a non-recursive ``get_items()`` would then list
+    nothing, and a recursive one walking both would list every month twice; it points to the
+    Collection with a ``related`` link instead (STAC lets an item be linked from several
+    catalogs, its ``parent`` being one of them)."""
     looks: list[tuple[str, Quicklook]] = []
+    items: list[pystac.Item] = []
     for month, (item, look) in zip(written.months, month_items(written), strict=True):  # in month order
         looks.append((month.tag, look))
-        catalog.add_item(item)
+        items.append(item)
+    collection = build_collection(
+        items,
+        written.layers,
+        description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic, one item a month",
+    )
     overview = overview_picture(looks, output_dir / "overview.png")
+    collection.add_asset(
+        "overview",
+        pystac.Asset(href=str(overview), media_type=pystac.MediaType.PNG, roles=["overview"],
+                     title="Every month side by side"),
+    )  # fmt: skip
     log.info("export: %s shows every month side by side", overview)
     # A trailing slash: pystac takes a last name with a dot in it ("run.v2") for a file and
-    # would lay the catalog out in the parent folder.
-    catalog.normalize_hrefs(f"{output_dir.absolute()}/")
-    catalog.make_all_asset_hrefs_relative()
-    catalog.save(pystac.CatalogType.SELF_CONTAINED)
+    # would lay the collection out in the parent folder.
+    collection.normalize_hrefs(f"{output_dir.absolute()}/")
+    collection.make_all_asset_hrefs_relative()
+    collection.make_asset_hrefs_relative()  # its own (the overview): the call above does the items'
+    collection.save(pystac.CatalogType.SELF_CONTAINED)
+    _write_catalog(output_dir, [Path(i.get_self_href()) for i in items])
+
+
+def _write_catalog(output_dir: Path, item_files: Sequence[Path]) -> None:
+    """``catalog.json``: a self-contained Catalog (relative hrefs) linking ``item_files`` and the
+    Collection beside it; the item files themselves are the Collection's, left as they are."""
+    catalog = pystac.Catalog(
+        id=COLLECTION_ID,
+        description="Sentinel-2 L2A monthly cloud-free mosaics made by cubemosaic",
+        title="cubemosaic monthly mosaics",
+        catalog_type=pystac.CatalogType.SELF_CONTAINED,
+    )
+    root = output_dir.absolute()
+    catalog.set_self_href(str(root / "catalog.json"))  # its root link; written without a self link
+    catalog.add_link(pystac.Link("related", "./collection.json", media_type=pystac.MediaType.JSON,
+                                 title="The same items as a STAC Collection"))  # fmt: skip
+    for path in item_files:
+        href = f"./{Path(path).absolute().relative_to(root).as_posix()}"
+        catalog.add_link(pystac.Link(pystac.RelType.ITEM, href, media_type=pystac.MediaType.GEOJSON))
+    doc = catalog.to_dict(include_self_link=False)
+    tmp = output_dir / ".catalog.json.partial"
+    tmp.write_text(json.dumps(doc, indent=2))
+    tmp.replace(output_dir / "catalog.json")
 
 
 class ClusterCogs:
@@ -657,19 +763,20 @@ def _written_from(path: Path, source: Mapping[str, str]) -> bool:
 
 
 def _listed_folders(output_dir: Path) -> set[Path]:
-    """The month folders the catalog.json already in ``output_dir`` (one of ours) lists."""
-    path = output_dir / "catalog.json"
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return set()
-    if doc.get("id") != "cubemosaic":
-        return set()
+    """The month folders the ``collection.json`` and ``catalog.json`` already in ``output_dir``
+    (ours) list: both, so a folder is found whichever root an earlier version or a torn run left."""
     folders = set()
-    for link in doc.get("links", []):
-        if link.get("rel") != "item":
+    for name in ("collection.json", "catalog.json"):
+        try:
+            doc = json.loads((output_dir / name).read_text())
+        except (OSError, ValueError):
             continue
-        folder = (output_dir / link.get("href", "")).resolve().parent
-        if folder.parent == output_dir.resolve() and folder.name.startswith(f"{PREFIX}-"):
-            folders.add(output_dir / folder.name)
+        if doc.get("id") != COLLECTION_ID:
+            continue
+        for link in doc.get("links", []):
+            if link.get("rel") != "item":
+                continue
+            folder = (output_dir / link.get("href", "")).resolve().parent
+            if folder.parent == output_dir.resolve() and folder.name.startswith(f"{PREFIX}-"):
+                folders.add(output_dir / folder.name)
     return folders

@@ -80,12 +80,16 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     looks: list[tuple[str, Quicklook]] = []
     vrts: dict[Path, float] = {}
     mosaic, count = layers[0], count_layer(layers)
+    # Every month's VRT over the same grid: the extent of every tile, whether or not it has the month.
+    boxes = [t.written.geobox.extent.boundingbox for t in tiles]
+    bounds = (min(b.left for b in boxes), min(b.bottom for b in boxes), max(b.right for b in boxes),
+              max(b.top for b in boxes))  # fmt: skip
     for tag in sorted(months):
         parts = months[tag]
         name = f"{PREFIX}-{tag}"
         for layer in layers:
             vrt = output_dir / f"{name}{layer.suffix}.vrt"
-            write_vrt(vrt, [m.path(t.written.folder, layer) for t, m in parts])
+            write_vrt(vrt, [m.path(t.written.folder, layer) for t, m in parts], bounds)
             collection.add_asset(
                 f"{name}{layer.suffix}",
                 pystac.Asset(
@@ -122,6 +126,14 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     for tile in sorted(earlier - {t.tile for t in tiles}):  # an earlier request's tiles
         shutil.rmtree(output_dir / tile, ignore_errors=True)
         log.info("export: removed %s, a tile of the earlier request", output_dir / tile)
+    made = {output_dir / f"{PREFIX}-{tag}{layer.suffix}.vrt" for tag in months for layer in layers}
+    made |= {output_dir / f"{PREFIX}-{tag}-quicklook.png" for tag in months}
+    for stale in sorted(
+        set(output_dir.glob(f"{PREFIX}-????-??*.vrt")) | set(output_dir.glob(f"{PREFIX}-????-??-quicklook.png"))
+    ):
+        if stale not in made:  # an earlier request's month (or layer) over the whole area
+            stale.unlink(missing_ok=True)
+            log.info("export: removed %s, of the earlier request", stale)
     log.info("export: %s lists %d item(s): %d tile(s) x %d month(s) at most", output_dir / "collection.json",
              len(items), len(tiles), len(months))  # fmt: skip
     return vrts
@@ -146,10 +158,12 @@ def listed_tiles(output_dir: Path) -> set[str]:
 _GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32", "float64": "Float64"}
 
 
-def write_vrt(path: Path, sources: Sequence[Path]) -> Path:
+def write_vrt(path: Path, sources: Sequence[Path], bounds: tuple[float, float, float, float] | None = None) -> Path:
     """A GDAL VRT at ``path`` mosaicking ``sources``: COGs of one grid (CRS, resolution, pixel
-    edges; as a tiled run's tiles are), side by side, never overlapping. Band descriptions,
-    nodata, scale and colour interpretation are the first source's (every tile's are the same)."""
+    edges; as a tiled run's tiles are), side by side, never overlapping, over ``bounds`` (left,
+    bottom, right, top; the sources' own without), so that every month's VRT of a run has the same
+    grid. Band descriptions, nodata, scale and colour interpretation are the first source's (every
+    tile's are the same)."""
     metas = []
     for src in sources:
         with rasterio.open(src) as ds:
@@ -157,10 +171,12 @@ def write_vrt(path: Path, sources: Sequence[Path]) -> Path:
                           ds.block_shapes[0]))  # fmt: skip
     _, profile, _, descriptions, scales, offsets, colours, _ = metas[0]
     res_x, res_y = profile["transform"].a, profile["transform"].e
-    left = min(m[2].left for m in metas)
-    top = max(m[2].top for m in metas)
-    right = max(m[2].right for m in metas)
-    bottom = min(m[2].bottom for m in metas)
+    left, bottom, right, top = bounds or (
+        min(m[2].left for m in metas),
+        min(m[2].bottom for m in metas),
+        max(m[2].right for m in metas),
+        max(m[2].top for m in metas),
+    )
     width, height = round((right - left) / res_x), round((top - bottom) / -res_y)
     root = ET.Element("VRTDataset", rasterXSize=str(width), rasterYSize=str(height))
     ET.SubElement(root, "SRS", dataAxisToSRSAxisMapping="1,2").text = profile["crs"].to_wkt()

@@ -430,8 +430,12 @@ def to_settings(cfg: Any) -> Settings:
             raise ConfigError(f"cluster.{key}", f"must be positive, got {value}")
     spec = _cluster_spec(cluster)
     check_spec(spec)
-    output_dir = _check_output_dir(cfg.output_dir)
-    zarr_dir = _zarr_dir(cfg.zarr_dir, output_dir)
+    if cfg.stage == "plan":  # writes nothing: the folders are named, not made or tried
+        output_dir = Path(local_path(os.fspath(cfg.output_dir))).expanduser().absolute()
+        zarr_dir = str(cfg.zarr_dir).rstrip("/") if cfg.zarr_dir else str(output_dir)
+    else:
+        output_dir = _check_output_dir(cfg.output_dir)
+        zarr_dir = _zarr_dir(cfg.zarr_dir, output_dir)
 
     return Settings(
         catalog=catalog.name,

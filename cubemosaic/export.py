@@ -488,7 +488,12 @@ def write_months(
         log.info("export: %s %s %s", month.path(folder, mosaic), "written" if written else "is up to date", where)
         return month, written
 
-    threads = max(1, len(months)) if cluster is not None else min(EXPORT_THREADS, os.cpu_count() or 1)
+    # On a cluster every month of the tile at once; relayed, each month's layer is held here while
+    # it travels (4096 px, 4 bands: 134 MB), so two at a time, as in this process.
+    if cluster is None:
+        threads = min(EXPORT_THREADS, os.cpu_count() or 1)
+    else:
+        threads = min(len(months), EXPORT_THREADS) if cluster.relay else max(1, len(months))
     with ThreadPoolExecutor(threads) as pool:
         done = [r for r in pool.map(export_one, months) if r is not None]
     if not done:
@@ -684,8 +689,8 @@ class ClusterCogs:
     (tmp file, rename): the compression and the overviews, the export's cost, run on the workers.
 
     Where the workers see the monthly store (``relay`` False: a shared folder, object storage),
-    each reads its month's layer itself; else this process reads it and sends it (the tile's
-    layer of one month: bounded by ``tile_size``). Either way the COG is made by the same
+    each reads its month's layer itself; else this process reads it and sends it, two months of a
+    tile at a time (:func:`write_months`), each bounded by ``tile_size``. Either way the COG is made by the same
     :func:`write_cog` as in this process, so the files are the same.
     """
 
@@ -726,7 +731,12 @@ def cog_bytes(source: Any, variables: Sequence[str], i: int, name: str, options:
 
     with tempfile.TemporaryDirectory(prefix="cubemosaic-cog-") as folder:
         path = Path(folder) / name
-        write_cog(path, read, **options)
+        try:
+            write_cog(path, read, **options)
+        except WriteError as e:  # the worker's own disk, not output_dir: said as such
+            problem = str(e).split(": ", 2)[-1]
+            raise WriteError(f"cluster: a Dask worker cannot write {name} in its temporary folder "
+                             f"{folder} ({problem}); give the workers more disk (TMPDIR)") from None  # fmt: skip
         return path.read_bytes()
 
 

@@ -226,7 +226,7 @@ def _run(settings: Settings) -> Outputs:
             log.info("%s", line)
     if grid is not None:
         log.info("tiles: the area is cut into %d tile(s) of up to %d x %d pixels (%s); each is a work unit, "
-                 "resumed and skipped when done", len(units), grid.size, grid.size, units[0].code.rsplit("-", 1)[0])  # fmt: skip
+                 "resumed and skipped when done", len(units), grid.size, grid.size, grid.name)  # fmt: skip
     mosaics: list[Path] = []
     progress = Progress(len(units), "tiles", unit="tiles") if grid is not None else None
     with ExitStack() as context:
@@ -323,12 +323,21 @@ def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
     from .cluster import gateway_requested
     from .plan import check_feasible, estimate, machine_memory_mb, n_months
     from .statistics import composite
+    from .tuning import REMOTE_THREADS_PER_CORE
 
     spec = settings.cluster
     layers = composite(tuple(plan.bands), settings.statistics, settings.provenance, settings.percentile_method).layers()
     on_gateway = gateway_requested(spec)
     cores = os.cpu_count() or 1
-    threads = int(spec.worker_cores or 1) if on_gateway else int(spec.threads_per_worker or cores)
+    if on_gateway:
+        threads, local = int(spec.worker_cores or 1), None
+    elif spec.dashboard or spec.processes:  # local worker processes, as cluster._local sizes them
+        threads = int(spec.threads_per_worker or max(1, cores // int(spec.n_workers or 1)))
+        local = threads * int(spec.n_workers or 1)
+    else:  # this process's threads; remote assets get more for the cube (cluster.waiting_on_network)
+        remote = not all(is_local(g.href) for u in units for s in u.scenes for g in s.assets.values())
+        threads = int(spec.threads_per_worker or (REMOTE_THREADS_PER_CORE * cores if remote else cores))
+        local = threads
     assert settings.start_date and settings.end_date
     figures = estimate(
         [(u.geobox, u.scenes) for u in units],
@@ -338,7 +347,7 @@ def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
         months=n_months(settings.start_date, settings.end_date),
         chunk_size=settings.chunk_size,
         threads=threads,
-        local_threads=None if on_gateway else threads * int(spec.n_workers or 1),
+        local_threads=local,
     )
     check_feasible(figures, process_limit_mb=machine_memory_mb(), worker_limit_mb=_worker_limit_mb(spec))
     return figures
@@ -425,20 +434,22 @@ def tiles_in_flight(client: Any, n_units: int) -> int:
 
 def _each(work: Any, units: list[Unit], in_flight: int) -> list[Any]:
     """``work`` of every unit, ``in_flight`` at a time, results in the units' order; the first
-    failure stops the run (the tiles still running end, none is started)."""
+    failure (or Ctrl-C) stops the run: no tile not yet started starts, and the tiles still running
+    fail when the run closes its Dask client."""
     if in_flight == 1:
         return [work(u) for u in units]
     from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 
-    with ThreadPoolExecutor(in_flight, thread_name_prefix="tile") as pool:
-        futures = [pool.submit(work, u) for u in units]
-        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    pool = ThreadPoolExecutor(in_flight, thread_name_prefix="tile")
+    futures = [pool.submit(work, u) for u in units]
+    try:
+        wait(futures, return_when=FIRST_EXCEPTION)
         failed = [f for f in futures if f.done() and f.exception() is not None]
         if failed:
-            for f in futures:
-                f.cancel()
             raise failed[0].exception()  # type: ignore[misc]
         return [f.result() for f in futures]
+    finally:  # a failure, Ctrl-C: no tile not yet started starts; the running ones end with the client
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def summary(out: Outputs, mosaics: list[Path], seconds: float, *, shares: dict[Path, float] | None = None) -> list[str]:

@@ -8,8 +8,8 @@ The figures are estimates from the STAC items alone (no pixel is read):
 
 - ``read_bytes``: for each tile and each scene that meets it, each asset's pixels under the tile
   at the level the reader decodes (the finest overview that nests in the output pixel, as
-  :mod:`cubemosaic.read` picks it), times the asset's bytes per pixel: its ``file:size`` (or, for
-  a local file, its size on disk) over its pixels; else :data:`BYTES_PER_PIXEL`.
+  :mod:`cubemosaic.read` picks it), times the asset's bytes per pixel: for a local file, its size
+  on disk over its pixels; else :data:`BYTES_PER_PIXEL`.
 - ``write_bytes``: the cube (a day a step over each tile), the monthly store and the COGs, at the
   compressed sizes per pixel measured on the benchmark's archives (:data:`CUBE_BYTES_PER_VALUE`...).
 - ``peak_memory_mb``: the larger of the job's process and one Dask worker: a base (imports,

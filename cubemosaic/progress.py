@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import TextIO
@@ -89,6 +90,7 @@ class Progress:
         self._start = clock()
         self._first = self.done
         self._logged_at: float | None = None
+        self._lock = threading.Lock()
         self._drawn_at: float | None = None
 
     def __enter__(self) -> Progress:
@@ -133,9 +135,11 @@ class Progress:
     # ----------------------------------------------------------------- reporting
     def advance(self, n: int = 1, name: str | None = None) -> None:
         """``n`` more units done (the last of them ``name``, if given): a log line when due, the bar redrawn."""
-        self.done += n
+        with self._lock:  # tiles side by side advance the same reporter
+            self.done += n
+            done = self.done
         now = self._clock()
-        last = self.done >= self.total
+        last = done >= self.total
         if self.every_s is None or last or self._logged_at is None or now - self._logged_at >= self.every_s:
             self._logged_at = now
             self._clear()

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import zarr
 
-from .errors import OutputError
+from .errors import OutputError, one_line
 from .store import ATTR, open_group
 from .tiling import Tile, TileGrid
 
@@ -49,11 +50,19 @@ def member(root: str, tile_id: str) -> str:
 
 
 def read_tiled(root: str) -> TiledRecord | None:
-    """The record of the tiled store at ``root``; ``None`` if it is not one (an untiled store, or none)."""
+    """The record of the tiled store at ``root``; ``None`` if it is not one (nothing there, an
+    untiled store, not a Zarr group). Any other failure to read it (permissions, the network, a
+    damaged ``zarr.json``) is :class:`OutputError` naming it: never taken for "not tiled", which
+    would send a later stage down the untiled path (or ``overwrite`` to remove the store)."""
+    fs, path = fsspec.core.url_to_fs(root)
     try:
+        if not fs.exists(f"{path.rstrip('/')}/zarr.json"):
+            return None
         raw = open_group(root, "r").attrs.get(ATTR)
-    except Exception:  # noqa: BLE001  (missing, or not a zarr group: not tiled)
-        return None
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+        return None  # an array, or no group: not a tiled store
+    except Exception as e:  # noqa: BLE001  (whatever the store's filesystem raises)
+        raise OutputError(f"zarr_dir: cannot read {root}: {one_line(str(e) or type(e).__name__)}") from None
     record = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
     tiled = record.get("tiled")
     if not tiled:

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import shapely
+from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, box
 from odc.geo.gridspec import GridSpec
@@ -53,11 +54,15 @@ class TileGrid:
         """The whole tile at ``index`` (before it is cut to the AOI and the data)."""
         return self.spec.tile_geobox(index)
 
+    @property
+    def name(self) -> str:
+        """The grid's part of a ``grid:code``: its CRS, resolution and tile size (``EPSG32610-20m4096px``)."""
+        return f"{self.crs.replace(':', '').upper()}-{self.resolution:g}m{self.size}px"
+
     def code(self, index: tuple[int, int]) -> str:
-        """The tile's ``grid:code`` (STAC grid extension): the grid (CRS, resolution, size) and the
-        tile's column and row, e.g. ``EPSG32610-20m8192px-x34y243``."""
-        crs = self.crs.replace(":", "").upper()
-        return f"{crs}-{self.resolution:g}m{self.size}px-{tile_id(index)}"
+        """The tile's ``grid:code`` (STAC grid extension): the grid's name and the tile's column and
+        row, e.g. ``EPSG32610-20m4096px-x34y243``."""
+        return f"{self.name}-{tile_id(index)}"
 
     def record(self) -> dict:
         return {"crs": self.crs, "resolution": self.resolution, "size": self.size}
@@ -119,6 +124,7 @@ def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | N
     known = [(i, g) for i, g in enumerate(projected) if g is not None]
     tree = shapely.STRtree([g for _, g in known])
     unknown = [i for i, g in enumerate(projected) if g is None]  # no footprint: meets every tile
+    extents = _GridExtents(crs)
     tiles = []
     for index, whole in grid.spec.tiles_from_geopolygon(area):
         cell = whole.extent.intersection(area)
@@ -129,8 +135,8 @@ def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | N
             continue
         if unknown:  # a scene without a footprint may be anywhere: the whole cell
             region = cell.geom
-        else:
-            region = cell.geom.intersection(shapely.union_all([projected[i] for i in hits]))
+        else:  # cut to the scenes' grids, not their footprints: see _grid_extent
+            region = cell.geom.intersection(shapely.union_all([extents.of(scenes[i], projected[i]) for i in hits]))
         if region.is_empty or region.area == 0:
             continue
         cut = _cut(whole, geobox, Geometry(region, crs))
@@ -139,6 +145,32 @@ def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | N
         tiles.append(Tile(index, cut, tuple(scenes[i] for i in sorted(hits))))
     tiles.sort(key=lambda t: (-t.index[1], t.index[0]))  # rows from the north, columns from the west
     return tiles
+
+
+class _GridExtents:
+    """Each scene's grid (its first asset's stated ``proj:`` square: the whole MGRS tile) in the
+    output CRS, projected once per distinct grid. A tile is cut to these, not to the scenes'
+    footprints: a footprint changes with the orbit (swath wedges) while the MGRS tile's square does
+    not, so a longer period or another cloud filter gives a tile the same pixels, and its stores
+    resume or extend instead of being another request's."""
+
+    def __init__(self, crs: str) -> None:
+        self.crs = crs
+        self.cache: dict[tuple, object] = {}
+
+    def of(self, scene: Scene, fallback):
+        grid = next((g for g in scene.assets.values() if g.transform is not None and g.shape is not None
+                     and g.crs is not None), None)  # fmt: skip
+        if grid is None:
+            return fallback
+        key = (grid.crs, grid.transform[:6], grid.shape)
+        if key not in self.cache:
+            try:
+                own = GeoBox(grid.shape, Affine(*grid.transform[:6]), grid.crs).extent
+                self.cache[key] = own.to_crs(self.crs).geom
+            except Exception:  # noqa: BLE001  (a grid that cannot be projected to the output CRS)
+                self.cache[key] = fallback
+        return self.cache[key]
 
 
 def _projected(scene: Scene, crs: str):
@@ -166,13 +198,12 @@ def _cut(whole: GeoBox, grid: GeoBox, region: Geometry) -> GeoBox | None:
     """``whole`` (a tile) cut to the pixels of ``grid`` (same pixel edges) that ``region`` touches."""
     x0, y0, x1, y1 = region.boundingbox
     res = abs(grid.resolution.x)
-    # Grow by a pixel's fraction so a region edge on a pixel edge keeps its pixel.
+    # The region's box snapped outwards to the pixel edges (multiples of the resolution).
     tight = GeoBox.from_bbox((x0, y0, x1, y1), crs=grid.crs, resolution=res, tight=False)
-    inside = whole.overlap_roi(grid)
-    cut = whole[inside]
     try:
+        cut = whole[whole.overlap_roi(grid)]
         roi = cut.overlap_roi(tight)
-    except ValueError:
+    except ValueError:  # no pixel in common
         return None
     out = cut[roi]
     if min(out.shape) < 1:

@@ -329,15 +329,17 @@ def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
     layers = composite(tuple(plan.bands), settings.statistics, settings.provenance, settings.percentile_method).layers()
     on_gateway = gateway_requested(spec)
     cores = os.cpu_count() or 1
+    cube_threads = None
     if on_gateway:
         threads, local = int(spec.worker_cores or 1), None
     elif spec.dashboard or spec.processes:  # local worker processes, as cluster._local sizes them
         threads = int(spec.threads_per_worker or max(1, cores // int(spec.n_workers or 1)))
         local = threads * int(spec.n_workers or 1)
     else:  # this process's threads; remote assets get more for the cube (cluster.waiting_on_network)
+        threads = local = int(spec.threads_per_worker or cores)
         remote = not all(is_local(g.href) for u in units for s in u.scenes for g in s.assets.values())
-        threads = int(spec.threads_per_worker or (REMOTE_THREADS_PER_CORE * cores if remote else cores))
-        local = threads
+        if remote and not spec.threads_per_worker:
+            cube_threads = REMOTE_THREADS_PER_CORE * cores
     assert settings.start_date and settings.end_date
     figures = estimate(
         [(u.geobox, u.scenes) for u in units],
@@ -348,6 +350,7 @@ def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
         chunk_size=settings.chunk_size,
         threads=threads,
         local_threads=local,
+        cube_threads=cube_threads,
     )
     check_feasible(figures, process_limit_mb=machine_memory_mb(), worker_limit_mb=_worker_limit_mb(spec))
     return figures

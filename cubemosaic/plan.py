@@ -115,11 +115,13 @@ def estimate(
     chunk_size: int,
     threads: int,
     local_threads: int | None = None,
+    cube_threads: int | None = None,
 ) -> Figures:
     """The figures of a run over ``units`` (each a grid and the scenes that meet it).
 
     ``n_layers``: uint16 values a pixel and month the monthly store holds (bands of every
-    statistic, the count, provenance). ``threads``: per Dask worker; ``local_threads``: the job's
+    statistic, the count, provenance). ``threads``: per Dask worker; ``cube_threads``: the cube
+    stage's threads in this process when they differ from ``local_threads``; ``local_threads``: the job's
     own, when the tasks run in it (a local run), else ``None``.
     """
     scenes = {s.id: s for _, ss in units for s in ss}
@@ -127,7 +129,7 @@ def estimate(
     n_bands = len(band_keys)
     read = 0.0
     cube_values = 0.0
-    largest_task = 0.0
+    largest_cube = largest_month = 0.0
     tasks = 0
     sizes: dict[str, float] = {}
     crs = str(units[0][0].crs) if units else "EPSG:4326"
@@ -160,15 +162,18 @@ def estimate(
         cube_task = shard_px * (2 * n_bands * 2 + max_per_day)
         # A month block: every day of the month of each band (uint16), sorted in place, and its layers.
         month_task = shard_px * (_max_days_per_month(by_day) * n_bands * 2 * 1.5 + n_layers * 2)
-        largest_task = max(largest_task, cube_task, month_task)
+        largest_cube, largest_month = max(largest_cube, cube_task), max(largest_month, month_task)
         tasks += blocks * (len(by_day) + months)
     pixels = sum(g.shape[0] * g.shape[1] for g, _ in units)
     write = cube_values * CUBE_BYTES_PER_VALUE + pixels * months * n_layers * (
         MONTHLY_BYTES_PER_VALUE + COG_BYTES_PER_VALUE
     )
-    task_mb = largest_task / 1e6
+    # Per thread, the larger task of either stage; the cube's stage may run more threads than the
+    # composite's (``cube_threads``: remote reads wait on the network, cluster.waiting_on_network).
+    task_mb = max(largest_cube, largest_month) / 1e6
+    local_mb = max(largest_cube * (cube_threads or local_threads or 0), largest_month * (local_threads or 0)) / 1e6
     worker = BASE_WORKER_MB + threads * task_mb
-    process = BASE_PROCESS_MB + (local_threads * task_mb if local_threads else 0.0)
+    process = BASE_PROCESS_MB + (local_mb if local_threads else 0.0)
     largest = max((tuple(g.shape) for g, _ in units), key=lambda s: s[0] * s[1], default=(0, 0))
     return Figures(
         scenes=len(scenes),

@@ -6,11 +6,11 @@ a tile id names the same pixels in every run, whatever the AOI. Pixel edges lie 
 resolution, as for an untiled grid (:func:`cubemosaic.cube.output_geobox`), so the tiles of an area
 and its untiled grid share every pixel.
 
-Each tile is then cut down to what it can hold: the AOI's grid and the footprints of the scenes
-that meet it (their STAC ``geometry``). A tile no scene meets is not a work unit at all, so the
-cost follows the data, not the AOI's bounding box: an AOI 100 times larger than the data it covers
-costs what the data does. Each tile keeps only the scenes that meet it, so it reads only those,
-on only their solar days.
+Each tile keeps the scenes whose footprints (their STAC ``geometry``) meet it, so it reads only
+those, on only their solar days, and is cut down to the AOI's grid and those scenes' own grids
+(their ``proj:`` squares, the MGRS tiles: stable from one date to the next, where a footprint is
+not). A tile no scene meets is not a work unit at all, so the cost follows the data, not the AOI's
+bounding box: an AOI 100 times larger than the data it covers costs what the data does.
 
 An area whose grid fits one tile (``tile_size`` pixels on each side) is one unit: today's untiled
 outputs (:func:`layout` returns ``None``).
@@ -107,9 +107,9 @@ def footprint(scene: Scene) -> Geometry | None:
 
 
 def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | None = None) -> list[Tile] | None:
-    """The tiles of the area whose grid is ``geobox`` (the untiled output grid), each cut to
-    ``geobox``, to ``aoi`` (a polygon; the grid's extent without one) and to the footprints of the
-    scenes that meet it, with those scenes; ``None`` when the grid fits one tile.
+    """The tiles of the area whose grid is ``geobox`` (the untiled output grid), each with the
+    scenes whose footprints meet it, cut to ``geobox``, to ``aoi`` (a polygon; the grid's extent
+    without one) and to those scenes' grids; ``None`` when the grid fits one tile.
 
     Footprints are matched to tiles through a shapely STRtree in the output CRS, so thousands of
     scenes over hundreds of tiles take a fraction of a second; a footprint that cannot be projected

@@ -291,6 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(debug)
     # Kubernetes stops a pod with SIGTERM: unwind like Ctrl-C so started clusters shut down.
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C unwinds the run even when the parent left SIGINT ignored (Python then installs no
+    # handler of its own: a job started by a process that ignores it, as a test runner's or
+    # nohup's children are, would otherwise run on to the end and exit 0).
+    signal.signal(signal.SIGINT, _interrupt)
     register_schemas()
     _register_resolvers()
     # Hydra then raises what it would print with a trimmed traceback: we print it as one line.

@@ -93,6 +93,10 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+#: For the other modules that open the stores with xarray.
+quiet = _quiet
+
+
 def open_group(path: str, mode: str = "r"):
     """The zarr group at ``path`` (folder or fsspec URL), without zarr's consolidated-metadata notes."""
 

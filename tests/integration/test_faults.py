@@ -200,6 +200,22 @@ def test_a_demo_cache_that_is_a_file_is_one_line(tmp_path):
 
 
 # --------------------------------------------------------------------------- interrupts
+def test_ctrl_c_ends_the_run_even_when_its_parent_left_sigint_ignored(tmp_path):
+    """A job whose parent ignores SIGINT (a test runner's worker, nohup) inherits that: Python then
+    installs no handler, and the run went on to the end and exited 0. cubemosaic installs its own."""
+    args = [sys.executable, "-m", "cubemosaic", "catalog=demo", f"output_dir={tmp_path / 'out'}"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))  # fmt: skip
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "cube: 18 solar day(s)" in line:
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(120) == 130, rest
+    assert rest.rstrip().splitlines()[-1] == "cubemosaic: interrupted; run the same command again to resume"
+
+
 @pytest.mark.parametrize("marker", ["cube: 18 solar day(s)", "composite: 4 month(s) from 18 day(s)"])
 def test_ctrl_c_with_worker_processes_is_one_line_and_the_rerun_resumes(demo_run, tmp_path, marker):
     """Ctrl-C reaches the whole process group (the worker processes too): exit 130 and the one

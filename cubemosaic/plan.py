@@ -26,13 +26,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import shapely
-from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
 from .errors import ConfigError
 from .scenes import Scene
-from .tiling import footprint
+from .tiling import GridExtents, footprint
 from .urls import is_local, local_path
 
 __all__ = ["Figures", "check_feasible", "estimate"]
@@ -240,15 +239,13 @@ class _Shapes:
 
     def __init__(self, crs: str) -> None:
         self.crs = crs
-        self.grids: dict[tuple, shapely.Geometry] = {}
+        self.extents = GridExtents(crs)
         self.footprints: dict[str, shapely.Geometry | None] = {}
 
     def grid(self, grid) -> shapely.Geometry:
-        key = (grid.crs, grid.transform, grid.shape)
-        if key not in self.grids:
-            own = GeoBox(grid.shape, Affine(*grid.transform), grid.crs).extent
-            self.grids[key] = _to_crs(own, self.crs)
-        return self.grids[key]
+        """The asset's grid in the output CRS (empty where it cannot be projected: no read counted)."""
+        projected = self.extents.grid(grid)
+        return shapely.Polygon() if projected is None else projected
 
     def footprint(self, scene: Scene, cell: shapely.Geometry) -> shapely.Geometry:
         """The scene's footprint (the whole ``cell`` where it states none)."""

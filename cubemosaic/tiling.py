@@ -30,7 +30,7 @@ from odc.geo.gridspec import GridSpec
 
 from .scenes import Scene
 
-__all__ = ["Tile", "TileGrid", "footprint", "layout"]
+__all__ = ["GridExtents", "Tile", "TileGrid", "footprint", "layout"]
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | N
     known = [(i, g) for i, g in enumerate(projected) if g is not None]
     tree = shapely.STRtree([g for _, g in known])
     unknown = [i for i, g in enumerate(projected) if g is None]  # no footprint: meets every tile
-    extents = _GridExtents(crs)
+    extents = GridExtents(crs)
     tiles = []
     for index, whole in grid.spec.tiles_from_geopolygon(area):
         cell = whole.extent.intersection(area)
@@ -147,30 +147,36 @@ def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | N
     return tiles
 
 
-class _GridExtents:
-    """Each scene's grid (its first asset's stated ``proj:`` square: the whole MGRS tile) in the
-    output CRS, projected once per distinct grid. A tile is cut to these, not to the scenes'
-    footprints: a footprint changes with the orbit (swath wedges) while the MGRS tile's square does
-    not, so a longer period or another cloud filter gives a tile the same pixels, and its stores
-    resume or extend instead of being another request's."""
+class GridExtents:
+    """Asset grids (their stated ``proj:`` squares) in the output CRS, each distinct grid projected
+    once (odc-geo's reprojection costs ~1 ms a geometry; thousands of scenes share a few dozen MGRS
+    grids). The layout cuts each tile to its scenes' grids (:meth:`of`), not their footprints: a
+    footprint changes with the orbit (swath wedges) while the MGRS tile's square does not, so a
+    longer period or another cloud filter gives a tile the same pixels, and its stores resume or
+    extend instead of being another request's. The plan measures reads over them (:meth:`grid`)."""
 
     def __init__(self, crs: str) -> None:
         self.crs = crs
-        self.cache: dict[tuple, object] = {}
+        self.cache: dict[tuple, shapely.Geometry | None] = {}
 
-    def of(self, scene: Scene, fallback):
-        grid = next((g for g in scene.assets.values() if g.transform is not None and g.shape is not None
-                     and g.crs is not None), None)  # fmt: skip
-        if grid is None:
-            return fallback
-        key = (grid.crs, grid.transform[:6], grid.shape)
+    def grid(self, grid) -> shapely.Geometry | None:
+        """``grid`` (an AssetGrid with its transform, shape and CRS) in the output CRS; ``None``
+        where it cannot be projected there (far outside the CRS's zone)."""
+        key = (grid.crs, tuple(grid.transform[:6]), tuple(grid.shape))
         if key not in self.cache:
             try:
-                own = GeoBox(grid.shape, Affine(*grid.transform[:6]), grid.crs).extent
-                self.cache[key] = own.to_crs(self.crs).geom
-            except Exception:  # noqa: BLE001  (a grid that cannot be projected to the output CRS)
-                self.cache[key] = fallback
+                own = GeoBox(grid.shape, Affine(*grid.transform[:6]), grid.crs).extent.to_crs(self.crs).geom
+                self.cache[key] = own if own.is_valid else own.buffer(0)
+            except Exception:  # noqa: BLE001  (pyproj's errors for points outside the projection)
+                self.cache[key] = None
         return self.cache[key]
+
+    def of(self, scene: Scene, fallback):
+        """The scene's grid (its first asset's that states one), else ``fallback``."""
+        grid = next((g for g in scene.assets.values() if g.transform is not None and g.shape is not None
+                     and g.crs is not None), None)  # fmt: skip
+        projected = self.grid(grid) if grid is not None else None
+        return fallback if projected is None else projected
 
 
 def _projected(scene: Scene, crs: str):

@@ -4,9 +4,10 @@
     python benchmarks/peers.py original ITEMS_JSON OUT_DIR AOI START END
     python benchmarks/peers.py odc      ITEMS_JSON OUT_DIR AOI START END
 
-- floor: decode every needed input pixel once at the target resolution (rasterio, overview
-  reads, a thread per core; over HTTP 16 reads in flight, with the GDAL settings for remote
-  reads) and nothing else: the physical floor of the job.
+- floor: decode once every input pixel a correct read needs (each asset at the coarsest
+  overview level whose pixels nest in the output's, at full resolution where none does or the
+  grid is another zone's), a thread per core (over HTTP 16 reads in flight, with the GDAL
+  settings for remote reads), and nothing else: the physical floor of the job.
 - original: the eoap cloudless-mosaic recipe, step for step: stackstac stack, x > 0,
   persist, group by year-month, median, compute (no SCL mask, no offset harmonisation).
 - odc: what an expert writes with odc-stac: load grouped by solar day, SCL mask, offset
@@ -39,10 +40,36 @@ def _items(path: str):
     return [pystac.Item.from_dict(f) for f in json.loads(Path(path).read_text())["features"]]
 
 
+#: The output CRS of every case (the archives' dominant zone).
+CRS = "EPSG:32610"
+
+
+def nesting_level(ds, res: float, crs: str = CRS) -> tuple[int | None, float]:
+    """The overview level of the open file ``ds`` a correct read at ``res`` decodes, and its pixel
+    size: the coarsest whose pixels nest in the output's (the resolution a whole multiple of the
+    level's, the output's pixel edges, on multiples of ``res``, on the level's edges), None (the
+    full resolution) where none does or the file is in another CRS (a grid turned against the
+    output's: no overview pixel nests, the native pixel under each output centre is needed)."""
+    native = ds.res[0]
+    same = ds.crs is not None and ds.crs.to_string() == crs
+    if not same or res <= native:
+        return None, native
+    best: tuple[int | None, float] = (None, native)
+    for level, factor in enumerate(ds.overviews(1)):
+        size = native * factor
+        ratio = res / size
+        edge = (ds.transform.c % res) / size  # the output's edges in level pixels from the file's
+        if abs(ratio - round(ratio)) < 1e-6 and abs(edge - round(edge)) < 1e-6:
+            best = (level, size)
+    return best
+
+
 def floor(items, out: Path, aoi, start, end) -> dict:
+    """Decode, once, every input pixel a correct read needs, and nothing else: each asset's window of
+    the area at its nesting level (:func:`nesting_level`: an overview where one nests, else the
+    full resolution; another zone's tiles at full resolution)."""
     import rasterio
     from odc.geo.geom import box
-    from rasterio.enums import Resampling
     from rasterio.windows import Window, from_bounds
 
     area = box(*aoi, "EPSG:4326")
@@ -55,14 +82,16 @@ def floor(items, out: Path, aoi, start, end) -> dict:
 
     def read(job):
         href, area = job
-        with rasterio.Env(**GDAL_READ_OPTIONS), rasterio.open(href) as ds:
-            bounds = area.to_crs(ds.crs).boundingbox
-            window = from_bounds(*bounds, transform=ds.transform).round_offsets().round_lengths()
-            # Only the file's own pixels (a region's tile covers part of the area).
-            window = window.intersection(Window(0, 0, ds.width, ds.height))
-            scale = ds.res[0] / RES
-            shape = (max(1, round(window.height * scale)), max(1, round(window.width * scale)))
-            return ds.read(1, window=window, out_shape=shape, resampling=Resampling.nearest).nbytes
+        with rasterio.Env(**GDAL_READ_OPTIONS):
+            with rasterio.open(href) as ds:
+                level, size = nesting_level(ds, RES)
+                bounds = area.to_crs(ds.crs).boundingbox
+            options = {} if level is None else {"OVERVIEW_LEVEL": f"{level}only"}
+            with rasterio.open(href, **options) as lvl:
+                window = from_bounds(*bounds, transform=lvl.transform).round_offsets().round_lengths()
+                # Only the file's own pixels (a region's tile covers part of the area).
+                window = window.intersection(Window(0, 0, lvl.width, lvl.height))
+                return lvl.read(1, window=window).nbytes
 
     with ThreadPoolExecutor(THREADS) as pool:
         decoded = sum(pool.map(read, jobs))

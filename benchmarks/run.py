@@ -2,6 +2,7 @@
 
     python benchmarks/run.py                      # every case below, one table
     python benchmarks/run.py --case tile10 year20 # some of them
+    python benchmarks/run.py --case core          # the single-tile and region cases (CORE)
 
 Cases (archives generated once into ``benchmarks/cache/``, see archive.py):
 
@@ -10,6 +11,9 @@ Cases (archives generated once into ``benchmarks/cache/``, see archive.py):
 - ``http20``: the same, every asset read over HTTP from a server on 127.0.0.1 that waits 40 ms
   before each response (the floor then keeps 16 reads in flight);
 - ``year100``: the same at 100 m (the seed's example resolution);
+- ``fast10``, ``fast20``, ``fast100``: ``tile10`` and ``year20``/``year100`` again on archives whose
+  pixels decode about as fast as real L2A COGs (``archive.FAST_TEXTURE``: ~1.7x faster than the
+  textured ones), so the costs beyond decoding show;
 - ``memory24``: 24 months at 20 m, cubemosaic alone: its peak against ``year20``'s (flat in months);
 - ``region20``, ``region60``: a region as Sentinel-2 covers it (``cubemosaic.regiondemo``): 3 x 2
   tiles of 18 km straddling the UTM 10/11 boundary at -120 deg, two relative orbits with swath-edge
@@ -47,7 +51,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from archive import area_archive, bench_archive, region_archive, request_args, tile_archive  # noqa: E402
+from archive import area_archive, bench_archive, fast_archive, region_archive, request_args, tile_archive  # noqa: E402
 
 RESULTS = HERE / "results"
 NAMES = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
@@ -197,8 +201,11 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-CASES = ("tile10", "year20", "http20", "year100", "memory24", "region20", "region60", "area20", "stats20",
+CASES = ("tile10", "year20", "http20", "year100", "fast10", "fast20", "fast100", "memory24", "region20", "region60",
+         "area20", "stats20",
          "tiles20", "sparse20", "plan", "export2")  # fmt: skip
+#: The single-tile and region cases, checked against the floor and odc-stac (issue 19's table).
+CORE = ("tile10", "year20", "http20", "year100", "fast10", "fast20", "fast100", "region20", "region60")
 
 
 def _served(archive, work: Path):
@@ -213,9 +220,12 @@ def _served(archive, work: Path):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", nargs="*", default=list(CASES), choices=CASES, help="cases to run (default all)")
+    parser.add_argument("--case", nargs="*", default=list(CASES), choices=(*CASES, "core"),
+                        help="cases to run (default all; core: the single-tile and region ones)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["original", "odc"], help="peers to leave out")
     args = parser.parse_args()
+    if "core" in args.case:
+        args.case = [c for c in CASES if c in CORE or c in args.case]
 
     work = RESULTS / "work"
     import shutil
@@ -261,6 +271,13 @@ def main() -> int:
         rows[("year100", "cubemosaic, resampling=average")] = run_cubemosaic(
             year, year.items_path, work / "year100" / "average", None, 100, "resampling=average"
         )
+    if "fast10" in args.case:
+        fast = fast_archive("tile")
+        run_case("fast10", fast, 10, fast.items_path)
+    fast_year = fast_archive("year") if {"fast20", "fast100"} & set(args.case) else None
+    for case, res in (("fast20", 20), ("fast100", 100)):
+        if case in args.case:
+            run_case(case, fast_year, res, fast_year.items_path)
     for case, res in (("region20", 20), ("region60", 60)):
         if case in args.case:
             region = region_archive()
@@ -302,7 +319,7 @@ def main() -> int:
 
     text = table(rows)
     checks = []
-    for case in ("tile10", "year20", "http20", "year100", "region20", "region60"):
+    for case in CORE:
         if (case, "cubemosaic") not in rows:
             continue
         cm, floor = rows[(case, "cubemosaic")], rows[(case, "floor")]["seconds"]

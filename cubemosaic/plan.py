@@ -29,6 +29,7 @@ import shapely
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
+from .cube import chunk_layout
 from .errors import ConfigError
 from .scenes import Scene
 from .tiling import GridExtents, footprint
@@ -138,7 +139,7 @@ def estimate(
         cell = shapely.box(*geobox.boundingbox)
         res = abs(geobox.resolution.x)
         ny, nx = geobox.shape
-        shard = _shard(geobox.shape, chunk_size)
+        _, shard = chunk_layout(geobox, chunk_size)
         shard_px = shard[0] * shard[1]
         blocks = math.ceil(ny / shard[0]) * math.ceil(nx / shard[1])
         by_day: dict = {}
@@ -221,16 +222,6 @@ def machine_memory_mb() -> float:
         if text.isdigit():
             total = min(total, int(text))
     return total / 1e6
-
-
-def _shard(shape: tuple[int, int], chunk_size: int) -> tuple[int, int]:
-    """The shard (= task block) the cube stage uses on a grid of ``shape`` (:func:`cubemosaic.cube.chunk_layout`)."""
-    out = []
-    for dim in shape:
-        n = -(-dim // chunk_size)
-        c = -(-dim // n)
-        out.append(c * min(2, n))
-    return out[0], out[1]
 
 
 class _Shapes:

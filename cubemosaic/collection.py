@@ -27,8 +27,8 @@ import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from xml.etree import ElementTree as ET
 
 import numpy as np
@@ -49,8 +49,7 @@ log = logging.getLogger(__name__)
 VRT_MEDIA_TYPE = "application/x-gdal-vrt"
 
 
-@dataclass(frozen=True)
-class TileOutputs:
+class TileOutputs(NamedTuple):
     """One tile's written months (its COGs in ``output_dir/<tile id>``), with its grid code."""
 
     tile: str

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import rasterio
@@ -26,8 +26,7 @@ MAX_SIDE = 1024
 PANEL_SIDE = 256
 
 
-@dataclass(frozen=True)
-class Quicklook:
+class Quicklook(NamedTuple):
     """A written month quick-look: its path, the bands shown, a title, its clear-observation share."""
 
     path: Path

@@ -28,7 +28,7 @@ import re
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -139,28 +139,54 @@ def _day_of(days: np.ndarray, index: np.ndarray) -> np.ndarray:
     return lookup[index]  # -1 picks the trailing 0
 
 
-def _reflectance_layer(name: str, bands: Sequence[str], primary: bool, title: str, description: str) -> Layer:
-    if primary:
-        return Layer("mosaic", "", tuple(bands), tuple(bands), REFLECTANCE, title, description, ("data", "reflectance"))
-    variables = tuple(f"{b}_{name}" for b in bands)
-    return Layer(name, f"-{name}", variables, tuple(bands), REFLECTANCE, title, description, ("data", "reflectance"))
-
-
 @dataclass(frozen=True)
 class Statistic:
-    """A per-pixel statistic of a month's clear observations (subclasses say which)."""
+    """A per-pixel statistic of a month's clear observations. A subclass says what differs: what the
+    lineage calls it (``lineage``), what its reflectance layer names it (``what``, ``note``), the
+    layers it adds beside that one (``extra``) and how it reduces a month (:meth:`reduce`).
+
+    The texts are templates filled in with the statistic's fields (a percentile's ``{q:g}`` and
+    ``{method}``)."""
 
     name: str
 
+    #: What the lineage says the month's mosaic is, when this statistic makes it.
+    lineage: ClassVar[str]
+    #: What it is, as its reflectance layer's title and variables' ``long_name`` say (``median``).
+    what: ClassVar[str]
+    #: Said in parentheses after that title (how it is computed), if anything.
+    note: ClassVar[str] = ""
+    #: Its layers after the reflectance one (the same whatever the bands).
+    extra: ClassVar[tuple[Layer, ...]] = ()
+
+    def _text(self, template: str) -> str:
+        return template.format(**asdict(self))
+
     def summary(self) -> str:
         """What the lineage says the month's mosaic is."""
-        raise NotImplementedError
+        return self._text(self.lineage)
 
     def layers(self, bands: Sequence[str], primary: bool) -> tuple[Layer, ...]:
-        raise NotImplementedError
+        """Its reflectance layer (the month's mosaic when ``primary``: the band names, the ``mosaic``
+        asset; else ``<band>_<name>`` and ``-<name>``), then its ``extra`` layers."""
+        what, note = self._text(self.what), self._text(self.note)
+        title = f"Monthly {what} surface reflectance x 10000" + (f" ({note})" if note else "")
+        description, roles = f"{{band}} monthly {what} surface reflectance", ("data", "reflectance")
+        if primary:
+            main = Layer("mosaic", "", tuple(bands), tuple(bands), REFLECTANCE, title, description, roles)
+        else:
+            variables = tuple(f"{b}_{self.name}" for b in bands)
+            main = Layer(self.name, f"-{self.name}", variables, tuple(bands), REFLECTANCE, title, description, roles)
+        return (main, *self.extra)
 
     def reduce(self, month: MonthBlock, layers: Sequence[Layer]) -> dict[str, np.ndarray]:
-        """The (y, x) arrays of this statistic's ``layers`` (as :meth:`layers` made them)."""
+        """The (y, x) arrays of this statistic's ``layers`` (as :meth:`layers` made them): unless a
+        subclass says otherwise, its one reflectance layer, each band on its own (:meth:`reduce_band`)."""
+        (layer,) = layers
+        return {v: self.reduce_band(month.bands[b]) for v, b in zip(layer.variables, layer.bands, strict=True)}
+
+    def reduce_band(self, block: np.ndarray) -> np.ndarray:
+        """One band's (y, x) uint16 DN from its (t, y, x) DN (0 = no clear observation)."""
         raise NotImplementedError
 
 
@@ -168,23 +194,11 @@ class Statistic:
 class Median(Statistic):
     name: str = "median"
 
-    def summary(self) -> str:
-        return "the per-pixel median of the clear observations of the month"
+    lineage = "the per-pixel median of the clear observations of the month"
+    what = "median"
 
-    def layers(self, bands, primary):
-        return (
-            _reflectance_layer(
-                self.name,
-                bands,
-                primary,
-                "Monthly median surface reflectance x 10000",
-                "{band} monthly median surface reflectance",
-            ),
-        )
-
-    def reduce(self, month, layers):
-        (layer,) = layers
-        return {v: kernels.median_block(month.bands[b])[0] for v, b in zip(layer.variables, layer.bands, strict=True)}
+    def reduce_band(self, block):
+        return kernels.median_block(block)[0]
 
 
 @dataclass(frozen=True)
@@ -192,47 +206,25 @@ class Percentile(Statistic):
     q: float = 50.0
     method: str = "linear"
 
-    def summary(self) -> str:
-        return f"the per-pixel {self.q:g}th percentile (numpy's method={self.method}) of the clear observations of the month"
+    lineage = "the per-pixel {q:g}th percentile (numpy's method={method}) of the clear observations of the month"
+    what = "{q:g}th percentile"
+    note = "numpy method={method}"
 
-    def layers(self, bands, primary):
-        return (
-            _reflectance_layer(
-                self.name,
-                bands,
-                primary,
-                f"Monthly {self.q:g}th percentile surface reflectance x 10000 (numpy method={self.method})",
-                f"{{band}} monthly {self.q:g}th percentile surface reflectance",
-            ),
-        )
-
-    def reduce(self, month, layers):
-        (layer,) = layers
-        return {
-            v: kernels.to_dn(kernels.percentile_block(month.bands[b], self.q, self.method))
-            for v, b in zip(layer.variables, layer.bands, strict=True)
-        }
+    def reduce_band(self, block):
+        return kernels.to_dn(kernels.percentile_block(block, self.q, self.method))
 
 
 @dataclass(frozen=True)
 class Medoid(Statistic):
     name: str = "medoid"
 
-    def summary(self) -> str:
-        return (
-            "per pixel, the clear observation of the month nearest (Euclidean, across the bands) to "
-            "their band-wise median"
-        )
-
-    def layers(self, bands, primary):
-        main = _reflectance_layer(
-            self.name,
-            bands,
-            primary,
-            "Monthly medoid surface reflectance x 10000 (every band of a pixel from one day)",
-            "{band} monthly medoid surface reflectance",
-        )
-        day = Layer(
+    lineage = (
+        "per pixel, the clear observation of the month nearest (Euclidean, across the bands) to their band-wise median"
+    )
+    what = "medoid"
+    note = "every band of a pixel from one day"
+    extra = (
+        Layer(
             "medoid_day",
             "-medoid-day",
             ("medoid_day",),
@@ -241,8 +233,8 @@ class Medoid(Statistic):
             "Day of the month (1-31) of the observation the medoid takes; 0 = none",
             "day of the month of the medoid's observation",
             ("metadata", "date"),
-        )
-        return (main, day)
+        ),
+    )
 
     def reduce(self, month, layers):
         main, day = layers
@@ -262,18 +254,11 @@ GEOMEDIAN_MAXITERS = 1000
 class Geomedian(Statistic):
     name: str = "geomedian"
 
-    def summary(self) -> str:
-        return "the per-pixel geometric median (geomad) of the clear observations of the month"
-
-    def layers(self, bands, primary):
-        main = _reflectance_layer(
-            self.name,
-            bands,
-            primary,
-            "Monthly geometric median surface reflectance x 10000 (geomad)",
-            "{band} monthly geometric median surface reflectance",
-        )
-        mads = Layer(
+    lineage = "the per-pixel geometric median (geomad) of the clear observations of the month"
+    what = "geometric median"
+    note = "geomad"
+    extra = (
+        Layer(
             "mads",
             "-mads",
             ("emad", "smad", "bcmad"),
@@ -283,8 +268,8 @@ class Geomedian(Statistic):
             "(cosine distance), Bray-Curtis (geomad's emad, smad, bcmad)",
             "median absolute deviation from the geometric median",
             ("data", "spread"),
-        )
-        return (main, mads)
+        ),
+    )
 
     def reduce(self, month, layers):
         import geomad  # compiled; imported where used so the package imports without it

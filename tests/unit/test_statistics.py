@@ -50,6 +50,29 @@ def test_each_statistic_declares_its_layers():
     assert {k: str(v.dtype) for k, v in out.items()} == declared, "every variable computed, of its declared dtype"
 
 
+def test_each_statistic_names_its_layer_and_lineage():
+    c = composite(["red"], ["p2.5", "median", "medoid", "geomedian"], (), "hazen")
+    layers = {layer.key: layer for layer in c.layers()}
+    assert [(layers[k].title, layers[k].description) for k in ("mosaic", "median", "medoid", "geomedian")] == [
+        ("Monthly 2.5th percentile surface reflectance x 10000 (numpy method=hazen)",
+         "{band} monthly 2.5th percentile surface reflectance"),
+        ("Monthly median surface reflectance x 10000", "{band} monthly median surface reflectance"),
+        ("Monthly medoid surface reflectance x 10000 (every band of a pixel from one day)",
+         "{band} monthly medoid surface reflectance"),
+        ("Monthly geometric median surface reflectance x 10000 (geomad)",
+         "{band} monthly geometric median surface reflectance"),
+    ]  # fmt: skip
+    assert layers["mosaic"].roles == layers["median"].roles == ("data", "reflectance")
+    assert c.record()["lineage"] == (
+        "the per-pixel 2.5th percentile (numpy's method=hazen) of the clear observations of the month"
+    )
+    assert [parse_statistic(s).summary() for s in ("median", "medoid", "geomedian")] == [
+        "the per-pixel median of the clear observations of the month",
+        "per pixel, the clear observation of the month nearest (Euclidean, across the bands) to their band-wise median",
+        "the per-pixel geometric median (geomad) of the clear observations of the month",
+    ]
+
+
 @pytest.mark.parametrize(
     ("names", "method", "parameter"),
     [

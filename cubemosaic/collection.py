@@ -80,7 +80,7 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     vrts: dict[Path, float] = {}
     mosaic, count = layers[0], count_layer(layers)
     # Every month's VRT over the same grid: the extent of every tile, whether or not it has the month.
-    boxes = [t.written.geobox.extent.boundingbox for t in tiles]
+    boxes = [t.written.source.geobox.extent.boundingbox for t in tiles]
     bounds = (min(b.left for b in boxes), min(b.bottom for b in boxes), max(b.right for b in boxes),
               max(b.top for b in boxes))  # fmt: skip
     for tag in sorted(months):

@@ -42,6 +42,7 @@ import rasterio
 import rasterio.shutil
 import shapely
 import xarray as xr
+from odc.geo.geobox import GeoBox
 from pystac.extensions.eo import Band, EOExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
@@ -61,6 +62,7 @@ from .tuning import EXPORT_THREADS, configure
 
 __all__ = [
     "Month",
+    "MonthlySource",
     "Written",
     "build_collection",
     "build_item",
@@ -295,17 +297,24 @@ def _raster_band(layer: Layer) -> RasterBand:
     return RasterBand.create(**fields)
 
 
-def build_item(
-    month: Month,
-    layers: Sequence[Layer],
-    folder: Path,
-    geobox,
-    made: Mapping[str, Any],
-    summary: str,
-) -> pystac.Item:
+@dataclass(frozen=True)
+class MonthlySource:
+    """What a monthly store's months are made of, as every month's STAC item says it: its layers
+    and their lineage, its grid, the request its cube was made for (the cube's signature) and the
+    assets left out of it."""
+
+    layers: tuple[Layer, ...]
+    summary: str
+    geobox: GeoBox
+    made: Mapping[str, Any]
+    skipped: tuple[Mapping[str, str], ...]
+
+
+def build_item(month: Month, folder: Path, source: MonthlySource) -> pystac.Item:
     """The month's STAC item: its footprint, period, projection, lineage and an asset per layer
     (a COG, with ``raster:bands`` and, for reflectance, ``eo:bands``)."""
 
+    layers, geobox, made, summary = source.layers, source.geobox, source.made, source.summary
     start, end = _month_range(month.time)
     geometry, bbox = _footprint(geobox, made.get("aoi_geometry"))
     lineage, cloud_mask = _lineage(made, summary)
@@ -433,11 +442,11 @@ class Written:
     months: tuple[Month, ...]
     #: Whether any COG was written now (else every one was up to date).
     new: bool
-    layers: tuple[Layer, ...]
-    summary: str
-    geobox: Any
-    made: Mapping[str, Any]
-    skipped: tuple[Mapping[str, str], ...]
+    source: MonthlySource
+
+    @property
+    def layers(self) -> tuple[Layer, ...]:
+        return self.source.layers
 
     def paths(self) -> list[Path]:
         """The months' mosaic COGs."""
@@ -501,8 +510,8 @@ def write_months(
         return None
     made = (attrs.get("signature") or {}).get("cube") or {}
     skipped = tuple(json.loads(monthly.attrs.get("skipped_assets", "[]")))
-    return Written(folder, tuple(m for m, _ in done), any(new for _, new in done), layers, summary, geobox, made,
-                   skipped)  # fmt: skip
+    source = MonthlySource(layers, summary, geobox, made, skipped)
+    return Written(folder, tuple(m for m, _ in done), any(new for _, new in done), source)
 
 
 def export_months(monthly_path: str, output_dir: Path, *, cluster: ClusterCogs | None = None) -> list[Path]:
@@ -537,20 +546,20 @@ def month_items(
     """Each written month's STAC item (hrefs absolute) and its quick-look (written beside its COGs).
     For a tile: its id is in the item's id (``monthly-mosaic-YYYY-MM-x142y995``), its ``grid:code``
     in its properties (STAC grid extension)."""
-    made, geobox, layers = written.made, written.geobox, written.layers
+    made, geobox, layers = written.source.made, written.source.geobox, written.layers
     aoi_wkt = made.get("aoi_geometry")
     area = (lambda shape: aoi_block(aoi_wkt, geobox.zoom_to(shape))) if aoi_wkt else None
     mosaic, count = layers[0], count_layer(layers)
     out = []
     for month in written.months:
         folder = written.folder / month.name
-        item = build_item(month, layers, folder, geobox, made, written.summary)
+        item = build_item(month, folder, written.source)
         if tile is not None:
             item.id = f"{month.name}-{tile}"
             item.properties["title"] += f", tile {tile}"
             item.properties["grid:code"] = code
             item.stac_extensions.append(GRID_EXTENSION)
-        month_skipped = [s for s in written.skipped if s["day"].startswith(month.tag)]
+        month_skipped = [s for s in written.source.skipped if s["day"].startswith(month.tag)]
         if month_skipped:
             item.properties["cubemosaic:skipped_assets"] = month_skipped
             log.warning("export: %s left out %d unreadable asset(s)", item.id, len(month_skipped))

@@ -305,8 +305,6 @@ def _composites(cfg: Any, bands: tuple[str, ...]) -> tuple[tuple[str, ...], tupl
     statistics = tuple(s.lower() for s in _names(cfg.statistic))
     provenance = tuple(p.lower() for p in _names(cfg.provenance))
     composite(bands, statistics, provenance, str(cfg.percentile_method))  # raises ConfigError
-    if "geomedian" in statistics and len(bands) < 2:
-        raise ConfigError("statistic", "geomedian needs at least two bands (it is a median across the bands)")
     return statistics, provenance
 
 

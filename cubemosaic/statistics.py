@@ -158,6 +158,8 @@ class Statistic:
     note: ClassVar[str] = ""
     #: Its layers after the reflectance one (the same whatever the bands).
     extra: ClassVar[tuple[Layer, ...]] = ()
+    #: The fewest bands it is defined on, and why (a statistic across the bands needs two).
+    min_bands: ClassVar[tuple[int, str]] = (1, "")
 
     def _text(self, template: str) -> str:
         return template.format(**asdict(self))
@@ -257,6 +259,7 @@ class Geomedian(Statistic):
     lineage = "the per-pixel geometric median (geomad) of the clear observations of the month"
     what = "geometric median"
     note = "geomad"
+    min_bands = (2, "it is a median across the bands")
     extra = (
         Layer(
             "mads",
@@ -396,6 +399,10 @@ class Composite:
         unknown = [p for p in self.provenance if p not in PROVENANCE]
         if unknown:
             raise ConfigError("provenance", f"{unknown} not among {', '.join(PROVENANCE)} (count is always written)")
+        for stat in self.statistics:
+            fewest, why = stat.min_bands
+            if len(self.bands) < fewest:
+                raise ConfigError("statistic", f"{stat.name} needs at least {fewest} bands ({why})")
         clash = {f"{b}_{n}" for b in self.bands for n in names} & set(self.bands)
         if clash:
             raise ConfigError("bands", f"{sorted(clash)} would name two outputs alike")

@@ -51,7 +51,7 @@ def test_each_statistic_declares_its_layers():
 
 
 def test_each_statistic_names_its_layer_and_lineage():
-    c = composite(["red"], ["p2.5", "median", "medoid", "geomedian"], (), "hazen")
+    c = composite(["red", "nir"], ["p2.5", "median", "medoid", "geomedian"], (), "hazen")
     layers = {layer.key: layer for layer in c.layers()}
     assert [(layers[k].title, layers[k].description) for k in ("mosaic", "median", "medoid", "geomedian")] == [
         ("Monthly 2.5th percentile surface reflectance x 10000 (numpy method=hazen)",
@@ -105,3 +105,12 @@ def test_geomedian_against_an_independent_weiszfeld(demo):
     emad = oracle.emad(month, bands, reference)
     # emad is a median of distances to the geometric median, which itself may differ by 1 DN (1e-4)
     np.testing.assert_allclose(out["emad"][has], emad[has], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("statistics", [("geomedian",), ("median", "geomedian")])
+def test_a_statistic_across_the_bands_refuses_one_band(statistics):
+    with pytest.raises(ConfigError) as refused:
+        composite(("red",), statistics)
+    assert refused.value.parameter == "statistic"
+    assert "geomedian needs at least 2 bands" in str(refused.value)
+    assert composite(("red", "nir"), statistics).bands == ("red", "nir")

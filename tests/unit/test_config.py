@@ -25,31 +25,31 @@ def test_a_dilation_under_one_scl_pixel_is_refused_and_coarse_pixels_grow_by_one
     assert grown[1:4, 2].all() and grown[2, 1:4].all() and not grown[1, 1]
 
 
+#: What the command line refuses before any search, by the key its one error line starts with
+#: (``<key>: ...``): the overrides given for that key, and what the line then says of each.
+REFUSED = {
+    "start_date": [("start_date=2021-13-01", "is not a date as YYYY-MM-DD")],
+    "end_date": [("end_date=20210101x", "is not a date as YYYY-MM-DD"), ("end_date=2021-01-01", "before start_date")],
+    "aoi": [("aoi=[1,2,3]", "4 numbers"), ("aoi=[200,0,201,1]", "longitudes"), ("aoi=[0,10,1,5]", "min must be below")],
+    "bands": [("bands=[]", "at least one band"), ("bands=[red,red]", "twice")],
+    "resolution": [("resolution=-5", "positive"), ("resolution=abc", "'abc'")],
+    "max_cloud_cover": [("max_cloud_cover=150", "0-100")],
+    "max_items": [("max_items=0", "at least 1")],
+    "resolutoin": [("resolutoin=20", "unknown key"), ("+resolutoin=60", "unknown key")],
+    "cluster.workers": [("+cluster.workers=3", "unknown key")],
+    "catalog": [("catalog=nope", "no option 'nope'")],
+    "stage": [("stage=foo", "'foo'")],
+    "crs": [("crs=EPSG:999999", "is not a CRS")],
+    "mask_classes": [("mask_classes=[3,12]", "0-11")],
+}
+
+
 @pytest.mark.parametrize(
-    ("override", "needles"),
-    [
-        ("start_date=2021-13-01", ["start_date", "YYYY-MM-DD"]),
-        ("end_date=20210101x", ["end_date"]),
-        ("end_date=2021-01-01", ["end_date", "before start_date"]),
-        ("aoi=[1,2,3]", ["aoi", "4 numbers"]),
-        ("aoi=[200,0,201,1]", ["aoi", "longitudes"]),
-        ("aoi=[0,10,1,5]", ["aoi", "min must be below max"]),
-        ("bands=[]", ["bands", "at least one band"]),
-        ("bands=[red,red]", ["bands", "twice"]),
-        ("resolution=-5", ["resolution", "positive"]),
-        ("resolution=abc", ["resolution"]),
-        ("max_cloud_cover=150", ["max_cloud_cover", "0-100"]),
-        ("max_items=0", ["max_items"]),
-        ("resolutoin=20", ["resolutoin", "unknown key"]),
-        ("+resolutoin=60", ["resolutoin", "unknown key"]),
-        ("+cluster.workers=3", ["cluster.workers", "unknown key"]),
-        ("catalog=nope", ["catalog", "no option 'nope'"]),
-        ("stage=foo", ["stage", "'foo'"]),
-        ("crs=EPSG:999999", ["crs"]),
-        ("mask_classes=[3,12]", ["mask_classes"]),
-    ],
+    ("override", "key", "problem"),
+    [(override, key, problem) for key, cases in REFUSED.items() for override, problem in cases],
+    ids=[override for cases in REFUSED.values() for override, _ in cases],
 )
-def test_bad_input_is_refused_before_any_network_call(override, needles, tmp_path):
+def test_bad_input_is_refused_before_any_network_call(override, key, problem, tmp_path):
     """In this process, as the command line validates: compose, refuse unknown keys, check values.
     A listening socket stands for the catalog: validation must not connect to it."""
     from cubemosaic.__main__ import _refuse_unknown_keys, compose
@@ -67,8 +67,7 @@ def test_bad_input_is_refused_before_any_network_call(override, needles, tmp_pat
             to_settings(cfg)
         line = str(e.value)
         assert "\n" not in line and e.value.exit_code == 2
-        for needle in needles:
-            assert needle in line, line
+        assert line.startswith(f"{key}: ") and problem in line.removeprefix(f"{key}: "), line
         with pytest.raises(BlockingIOError):
             server.accept()
 

@@ -4,6 +4,7 @@ the fast/slow split by folder (tests/unit, tests/integration)."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -265,9 +266,59 @@ def search_request(**kw):
     return SearchRequest(**(base | kw))
 
 
-def demo_settings(tmp_path: Path, *overrides: str):
-    """The settings ``python -m cubemosaic catalog=demo output_dir=<tmp_path>/out <overrides>`` runs with (in this process)."""
+@functools.cache
+def _composed_choices(choices: tuple[str, ...]):
+    """``cubemosaic.__main__.compose(choices)``: Hydra's composition of the config-group choices
+    alone (``catalog=demo``, ``cluster=gateway``), made once per test process."""
     from cubemosaic.__main__ import compose
+
+    return compose(list(choices))
+
+
+def composed(overrides: list[str]):
+    """What ``cubemosaic.__main__.compose(overrides)`` returns (or raises), without running Hydra's
+    compose again for every test: Hydra composes the config groups chosen, then applies every
+    ``key=value`` override to that, in order (``ConfigLoaderImpl._apply_overrides_to_config``). Here
+    the first half is made once per set of group choices (:func:`_composed_choices`) and the
+    second is Hydra's own function on a copy, followed by what ``compose`` does after Hydra (resolve,
+    refuse unknown keys, a bad override as one ConfigError line). Any other override (``+key``,
+    ``~key``, a sweep, a package, ``hydra.*``, a dict) goes to ``compose`` itself.
+    ``test_the_tests_compose_as_the_command_line_does`` (tests/unit/test_config.py) holds the two equal."""
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from cubemosaic.__main__ import _explain, _listify, _refuse_unknown_keys, compose
+    from cubemosaic.config import conf_dir
+    from cubemosaic.errors import ConfigError
+
+    groups = {p.name for p in conf_dir().iterdir() if p.is_dir()}
+    try:
+        parsed = OverridesParser.create().parse_overrides([_listify(o) for o in overrides])
+    except Exception:  # compose names it
+        return compose(overrides)
+    plain = [o.is_sweep_override() or o.is_add() or o.is_force_add() or o.is_delete() for o in parsed]
+    plain = not any(plain) and not any(
+        o.package is not None or o.is_hydra_override() or isinstance(o.value(), dict) for o in parsed
+    )
+    if not plain:
+        return compose(overrides)
+    choices = tuple(o.input_line for o in parsed if o.key_or_group in groups)
+    cfg = copy.deepcopy(_composed_choices(choices))
+    try:
+        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.key_or_group not in groups], cfg)
+    except Exception as e:  # as compose explains Hydra's and OmegaConf's errors
+        raise ConfigError(*_explain(e)) from None
+    OmegaConf.resolve(cfg)
+    _refuse_unknown_keys(cfg)
+    return cfg
+
+
+def demo_settings(tmp_path: Path, *overrides: str):
+    """The settings ``python -m cubemosaic catalog=demo output_dir=<tmp_path>/out <overrides>`` runs with
+    (in this process; composed by :func:`composed`)."""
     from cubemosaic.config import to_settings
 
-    return to_settings(compose(["catalog=demo", f"output_dir={tmp_path / 'out'}", *overrides]))
+    return to_settings(composed(["catalog=demo", f"output_dir={tmp_path / 'out'}", *overrides]))

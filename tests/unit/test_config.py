@@ -12,13 +12,11 @@ from cubemosaic.s2 import CloudMask
 from conftest import demo_settings
 
 
-def test_a_dilation_under_one_scl_pixel_is_refused_and_coarse_pixels_grow_by_one():
-    from cubemosaic.__main__ import compose
-    from cubemosaic.config import to_settings
+def test_a_dilation_under_one_scl_pixel_is_refused_and_coarse_pixels_grow_by_one(tmp_path):
     from cubemosaic.errors import ConfigError
 
     with pytest.raises(ConfigError, match="less than one SCL pixel"):
-        to_settings(compose(["catalog=demo", "mask_dilation=10", "output_dir=/tmp/cubemosaic-test-unused"]))
+        demo_settings(tmp_path, "mask_dilation=10")
     scl = np.full((5, 5), 4, dtype=np.uint16)
     scl[2, 2] = 9
     grown = CloudMask(dilation_m=50).masked(scl, 60.0)  # the warped read at 60 m: the neighbours
@@ -79,6 +77,40 @@ def test_a_bare_band_list_means_a_list(override, bands, tmp_path):
 
     settings = to_settings(compose(["catalog=demo", override, f"output_dir={tmp_path}", "debug=True"]))
     assert settings.bands == bands and settings.debug is True
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["output_dir={tmp}/my out", "resolution=60", "bands=red,nir", "debug=True"],
+        ["cluster=gateway", "cluster.worker_memory=4G", "zarr_dir=s3://bucket/x", "stage=export"],
+        ["cluster.memory_limit=1.5 GiB", "max_items=null", "aoi=[-122.3,47.55,-122.29,47.5501]"],
+        ["resolution=abc"],
+        ["resolutoin=20"],
+        ["catalog=nope"],
+        ["+cluster.workers=3"],
+    ],
+)
+def test_the_tests_compose_as_the_command_line_does(tmp_path, overrides):
+    """The settings tests compose with conftest's ``composed`` (Hydra's composition of the config
+    groups made once, every key=value applied to a copy): the config ``compose`` gives, or its error."""
+    from omegaconf import OmegaConf
+
+    from cubemosaic.__main__ import compose
+    from cubemosaic.errors import ConfigError
+
+    from conftest import composed
+
+    args = ["catalog=demo", f"output_dir={tmp_path / 'out'}", *(o.format(tmp=tmp_path) for o in overrides)]
+    results = []
+    for how in (compose, composed):
+        try:
+            results.append(OmegaConf.to_container(how(args)))
+        except ConfigError as e:
+            results.append((str(e), e.exit_code))
+    assert results[0] == results[1]
+    if isinstance(results[0], dict):
+        assert composed(args) is not composed(args), "a copy each time: a test may change its own"
 
 
 # --------------------------------------------------------------------------- zarr_dir URLs

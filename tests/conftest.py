@@ -13,13 +13,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 
-from cubemosaic.demo import DemoArchive, ensure_demo
+if TYPE_CHECKING:
+    import numpy as np
 
-from servers import loopback_gateway, moto_s3, serve_stac
+    from cubemosaic.demo import DemoArchive
+
+# The package, numpy and tests/servers.py are imported where used: pytest-xdist's controller,
+# which runs no test, loads this file too and need not wait for them (a second or two each).
 
 BANDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
 
@@ -82,6 +86,8 @@ def demo_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo(demo_dir) -> DemoArchive:
+    from cubemosaic.demo import ensure_demo
+
     with one_at_a_time(demo_dir):
         return ensure_demo(cache_dir=demo_dir)
 
@@ -119,6 +125,8 @@ def demo_run(demo, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def stac_api(demo) -> str:
     """The demo archive's items behind a real STAC API on loopback."""
+    from servers import serve_stac
+
     with serve_stac(demo.items_path) as url:
         yield url
 
@@ -174,6 +182,8 @@ def truncated_asset_items(demo, tmp_path: Path, index: int = 3, key: str = "B08"
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory):
     """A real Dask Gateway (dask-gateway-server, UnsafeLocalBackend) on 127.0.0.1 whose workers share our disk."""
+    from servers import loopback_gateway
+
     with loopback_gateway(tmp_path_factory.mktemp("gateway")) as loopback:
         yield loopback
 
@@ -191,6 +201,8 @@ def private_gateway(tmp_path_factory, hidden_dir):
     Mounting a tmpfs in a mount namespace needs root (as CI and the development machines run)."""
     if os.geteuid() != 0:
         pytest.skip("a gateway whose workers see no job folder needs root (unshare -m, mount -t tmpfs)")
+    from servers import loopback_gateway
+
     with loopback_gateway(tmp_path_factory.mktemp("private-gateway"), hidden=hidden_dir) as loopback:
         yield loopback
 
@@ -198,6 +210,8 @@ def private_gateway(tmp_path_factory, hidden_dir):
 @pytest.fixture(scope="session")
 def s3():
     """moto's S3 server on 127.0.0.1 with a bucket, and the environment that reaches it."""
+    from servers import moto_s3
+
     with moto_s3("cubes") as env:
         yield env
 
@@ -244,6 +258,8 @@ def small_mosaic(tmp_path: Path, names: tuple[str, ...], seed: int = 1):
 
 def dn_block(t: int, seed: int = 0, shape=(40, 30)) -> np.ndarray:
     """A random (t, y, x) uint16 block of DN, about 30% nodata (0), none at all in its top-left 2 x 2 pixels."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     block = rng.integers(1, 9000, (t, *shape)).astype(np.uint16)
     block[rng.random(block.shape) < 0.3] = 0

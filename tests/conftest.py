@@ -107,6 +107,19 @@ def region(tmp_path_factory):
         return ensure_region(RegionSpec(), cache_dir=cache)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def archives_side_by_side(request) -> None:
+    """With two test processes or more (pytest-xdist), the second (gw1) makes the region archive
+    first thing, while the first makes the demo's, which both want from their first tests on: else
+    the second would wait, idle, for the demo, and one of them make the region after (seconds each,
+    the fast layer's longest setups). Only when the session's tests want both."""
+    if os.environ.get("PYTEST_XDIST_WORKER") != "gw1":
+        return
+    wanted = set().union(*(item.fixturenames for item in request.session.items))
+    if {"demo", "region"} <= wanted:
+        request.getfixturevalue("region")
+
+
 @pytest.fixture(scope="session")
 def demo_run(demo, tmp_path_factory) -> Path:
     """One whole main job on the demo, through the CLI: ``python -m cubemosaic catalog=demo``; run

@@ -4,6 +4,7 @@ the fast/slow split by folder (tests/unit, tests/integration)."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -12,13 +13,17 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import pytest
 
-from cubemosaic.demo import DemoArchive, ensure_demo
+if TYPE_CHECKING:
+    import numpy as np
 
-from servers import loopback_gateway, moto_s3, serve_stac
+    from cubemosaic.demo import DemoArchive
+
+# The package, numpy and tests/servers.py are imported where used: pytest-xdist's controller,
+# which runs no test, loads this file too and need not wait for them (a second or two each).
 
 BANDS = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
 
@@ -81,6 +86,8 @@ def demo_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo(demo_dir) -> DemoArchive:
+    from cubemosaic.demo import ensure_demo
+
     with one_at_a_time(demo_dir):
         return ensure_demo(cache_dir=demo_dir)
 
@@ -98,6 +105,19 @@ def region(tmp_path_factory):
     cache = shared_dir(tmp_path_factory, "region-cache")
     with one_at_a_time(cache):
         return ensure_region(RegionSpec(), cache_dir=cache)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def archives_side_by_side(request) -> None:
+    """With two test processes or more (pytest-xdist), the second (gw1) makes the region archive
+    first thing, while the first makes the demo's, which both want from their first tests on: else
+    the second would wait, idle, for the demo, and one of them make the region after (seconds each,
+    the fast layer's longest setups). Only when the session's tests want both."""
+    if os.environ.get("PYTEST_XDIST_WORKER") != "gw1":
+        return
+    wanted = set().union(*(item.fixturenames for item in request.session.items))
+    if {"demo", "region"} <= wanted:
+        request.getfixturevalue("region")
 
 
 @pytest.fixture(scope="session")
@@ -118,6 +138,8 @@ def demo_run(demo, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def stac_api(demo) -> str:
     """The demo archive's items behind a real STAC API on loopback."""
+    from servers import serve_stac
+
     with serve_stac(demo.items_path) as url:
         yield url
 
@@ -173,6 +195,8 @@ def truncated_asset_items(demo, tmp_path: Path, index: int = 3, key: str = "B08"
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory):
     """A real Dask Gateway (dask-gateway-server, UnsafeLocalBackend) on 127.0.0.1 whose workers share our disk."""
+    from servers import loopback_gateway
+
     with loopback_gateway(tmp_path_factory.mktemp("gateway")) as loopback:
         yield loopback
 
@@ -190,6 +214,8 @@ def private_gateway(tmp_path_factory, hidden_dir):
     Mounting a tmpfs in a mount namespace needs root (as CI and the development machines run)."""
     if os.geteuid() != 0:
         pytest.skip("a gateway whose workers see no job folder needs root (unshare -m, mount -t tmpfs)")
+    from servers import loopback_gateway
+
     with loopback_gateway(tmp_path_factory.mktemp("private-gateway"), hidden=hidden_dir) as loopback:
         yield loopback
 
@@ -197,6 +223,8 @@ def private_gateway(tmp_path_factory, hidden_dir):
 @pytest.fixture(scope="session")
 def s3():
     """moto's S3 server on 127.0.0.1 with a bucket, and the environment that reaches it."""
+    from servers import moto_s3
+
     with moto_s3("cubes") as env:
         yield env
 
@@ -243,6 +271,8 @@ def small_mosaic(tmp_path: Path, names: tuple[str, ...], seed: int = 1):
 
 def dn_block(t: int, seed: int = 0, shape=(40, 30)) -> np.ndarray:
     """A random (t, y, x) uint16 block of DN, about 30% nodata (0), none at all in its top-left 2 x 2 pixels."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     block = rng.integers(1, 9000, (t, *shape)).astype(np.uint16)
     block[rng.random(block.shape) < 0.3] = 0
@@ -265,9 +295,59 @@ def search_request(**kw):
     return SearchRequest(**(base | kw))
 
 
-def demo_settings(tmp_path: Path, *overrides: str):
-    """The settings ``python -m cubemosaic catalog=demo output_dir=<tmp_path>/out <overrides>`` runs with (in this process)."""
+@functools.cache
+def _composed_choices(choices: tuple[str, ...]):
+    """``cubemosaic.__main__.compose(choices)``: Hydra's composition of the config-group choices
+    alone (``catalog=demo``, ``cluster=gateway``), made once per test process."""
     from cubemosaic.__main__ import compose
+
+    return compose(list(choices))
+
+
+def composed(overrides: list[str]):
+    """What ``cubemosaic.__main__.compose(overrides)`` returns (or raises), without running Hydra's
+    compose again for every test: Hydra composes the config groups chosen, then applies every
+    ``key=value`` override to that, in order (``ConfigLoaderImpl._apply_overrides_to_config``). Here
+    the first half is made once per set of group choices (:func:`_composed_choices`) and the
+    second is Hydra's own function on a copy, followed by what ``compose`` does after Hydra (resolve,
+    refuse unknown keys, a bad override as one ConfigError line). Any other override (``+key``,
+    ``~key``, a sweep, a package, ``hydra.*``, a dict) goes to ``compose`` itself.
+    ``test_the_tests_compose_as_the_command_line_does`` (tests/unit/test_config.py) holds the two equal."""
+    import copy
+
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    from cubemosaic.__main__ import _explain, _listify, _refuse_unknown_keys, compose
+    from cubemosaic.config import conf_dir
+    from cubemosaic.errors import ConfigError
+
+    groups = {p.name for p in conf_dir().iterdir() if p.is_dir()}
+    try:
+        parsed = OverridesParser.create().parse_overrides([_listify(o) for o in overrides])
+    except Exception:  # compose names it
+        return compose(overrides)
+    plain = [o.is_sweep_override() or o.is_add() or o.is_force_add() or o.is_delete() for o in parsed]
+    plain = not any(plain) and not any(
+        o.package is not None or o.is_hydra_override() or isinstance(o.value(), dict) for o in parsed
+    )
+    if not plain:
+        return compose(overrides)
+    choices = tuple(o.input_line for o in parsed if o.key_or_group in groups)
+    cfg = copy.deepcopy(_composed_choices(choices))
+    try:
+        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o.key_or_group not in groups], cfg)
+    except Exception as e:  # as compose explains Hydra's and OmegaConf's errors
+        raise ConfigError(*_explain(e)) from None
+    OmegaConf.resolve(cfg)
+    _refuse_unknown_keys(cfg)
+    return cfg
+
+
+def demo_settings(tmp_path: Path, *overrides: str):
+    """The settings ``python -m cubemosaic catalog=demo output_dir=<tmp_path>/out <overrides>`` runs with
+    (in this process; composed by :func:`composed`)."""
     from cubemosaic.config import to_settings
 
-    return to_settings(compose(["catalog=demo", f"output_dir={tmp_path / 'out'}", *overrides]))
+    return to_settings(composed(["catalog=demo", f"output_dir={tmp_path / 'out'}", *overrides]))

@@ -139,7 +139,7 @@ if __name__ == "__main__":
         t = time.time()
         a = tile_archive()
         print(f"whole tile at 10 m: {a.root} ({time.time() - t:.0f} s)")
-    for kind in ("tile", "year"):
+    for kind in ("year", "tile"):
         if f"fast{kind}" in args:
             t = time.time()
             a = fast_archive(kind)

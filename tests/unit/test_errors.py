@@ -16,7 +16,9 @@ def test_a_configuration_error_names_its_parameter_and_exits_2():
     assert e.exit_code == 2
 
 
-@pytest.mark.parametrize("name", [n for n in errors.__all__ if n[0].isupper() and n not in ("ConfigError", "CubeMosaicError")])
+@pytest.mark.parametrize(
+    "name", [n for n in errors.__all__ if n[0].isupper() and n not in ("ConfigError", "CubeMosaicError")]
+)
 def test_every_other_error_is_a_cubemosaic_error_with_exit_1(name):
     cls = getattr(errors, name)
     assert issubclass(cls, CubeMosaicError) and cls.exit_code == 1

@@ -32,9 +32,19 @@ def test_an_override_is_read_as_the_user_meant_it(given, meant):
 
 
 def test_the_swept_keys_are_those_with_several_values():
-    args = ["-m", "catalog=demo", "resolution=60,120", "catalog.url=a,b", "bands=[red,nir]", "output_dir=x", "stage=plan"]
+    args = [
+        "-m",
+        "catalog=demo",
+        "resolution=60,120",
+        "catalog.url=a,b",
+        "bands=[red,nir]",
+        "output_dir=x",
+        "stage=plan",
+    ]
     assert cli._swept_keys(args) == ["resolution", "catalog.url"]
-    assert cli._swept_keys(["resolution=range(10,30,10)", "x=[[bad"]) == ["resolution"], "a grammar error is Hydra's to say"
+    assert cli._swept_keys(["resolution=range(10,30,10)", "x=[[bad"]) == ["resolution"], (
+        "a grammar error is Hydra's to say"
+    )
 
 
 @pytest.mark.parametrize(
@@ -75,4 +85,3 @@ def test_version_prints_both_versions_and_exits_0(capsys):
 
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out == f"cubemosaic {cubemosaic.__version__} (Hydra {hydra.__version__})\n"
-

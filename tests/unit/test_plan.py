@@ -19,10 +19,22 @@ TILE = GeoBox.from_bbox((400000, 6790000, 402000, 6792000), crs=CRS, resolution=
 
 def _scene(name: str, day: int, *, href: str | None = None, footprint=None) -> Scene:
     """A scene whose 10 m red band (400 x 400 px) and 20 m SCL cover the tile and more (4 km a side)."""
-    red = AssetGrid(href or f"https://example.org/{name}/B04.tif", CRS, (10.0, 0, 400000.0, 0, -10.0, 6794000.0), (400, 400))
+    red = AssetGrid(
+        href or f"https://example.org/{name}/B04.tif", CRS, (10.0, 0, 400000.0, 0, -10.0, 6794000.0), (400, 400)
+    )
     scl = AssetGrid(f"https://example.org/{name}/SCL.tif", CRS, (20.0, 0, 400000.0, 0, -20.0, 6794000.0), (200, 200))
     when = dt.datetime(2022, 1, day, 12, tzinfo=dt.timezone.utc)
-    return Scene(name, when, when.date(), CRS, "Sentinel-2A", "04.00", {"B04": red, "SCL": scl}, {"B04": 1000, "SCL": 1000}, footprint)
+    return Scene(
+        name,
+        when,
+        when.date(),
+        CRS,
+        "Sentinel-2A",
+        "04.00",
+        {"B04": red, "SCL": scl},
+        {"B04": 1000, "SCL": 1000},
+        footprint,
+    )
 
 
 def _plan(scenes, **kw) -> Figures:

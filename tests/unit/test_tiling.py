@@ -71,7 +71,16 @@ def test_a_scene_without_a_footprint_meets_every_tile():
 def test_a_footprint_is_the_items_geometry_else_an_assets_bbox():
     scene = _scene("west", 400000, 403000)
     assert footprint(scene).crs == "EPSG:4326"
-    bare = Scene("b", scene.datetime, scene.day, CRS, "", "", {"B04": AssetGrid("b.tif", None, None, None, bbox=(1, 2, 3, 4))}, {})
+    bare = Scene(
+        "b",
+        scene.datetime,
+        scene.day,
+        CRS,
+        "",
+        "",
+        {"B04": AssetGrid("b.tif", None, None, None, bbox=(1, 2, 3, 4))},
+        {},
+    )
     assert tuple(footprint(bare).boundingbox) == (1, 2, 3, 4)
     assert footprint(Scene("c", scene.datetime, scene.day, CRS, "", "", {}, {})) is None
 

@@ -60,6 +60,9 @@ from .config import (
 )
 from .errors import ConfigError, CubeMosaicError
 from .pipeline import run
+from .sweeps import finish as finish_sweep
+from .sweeps import note as note_sweep_folder
+from .sweeps import quiet as quiet_job
 from .tuning import configure
 
 log = logging.getLogger("cubemosaic")
@@ -173,10 +176,13 @@ def _job(cfg: Any) -> None:
         cfg.output_dir = HydraConfig.get().runtime.output_dir  # absolute; a sweep's job folder
         with _working_dir(get_original_cwd()):  # relative paths mean what they meant where the user typed them
             settings = to_settings(cfg)
+        if settings.stage == "plan":  # it writes nothing: no folder of it stays behind
+            quiet_job()
         run(settings)
-        if settings.stage == "plan":  # it wrote nothing: no folder of it stays behind
+        if settings.stage == "plan":
             _remove_created()
     except CubeMosaicError as e:
+        quiet_job()  # a sweep's folders: cubemosaic.sweeps
         _remove_created()
         if _debug_asked():
             raise
@@ -275,6 +281,7 @@ def _run_dir(path: Any) -> str:
     creates it) as this run's if it does not exist yet, so a refused run takes it away."""
     expanded = os.path.expanduser(str(path))
     note_created(expanded)
+    note_sweep_folder(expanded)  # a sweep's job folder outside its sweep folder (sweep/r${resolution})
     return expanded
 
 
@@ -304,8 +311,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.argv = [saved[0] if saved else "cubemosaic", *args]
     try:
         app()
-        if multirun:  # the sweep's top folder, when every job wrote elsewhere, holds only Hydra's record
-            _remove_created(("multirun.yaml",))
     except SystemExit as e:  # Hydra's --help, --cfg, --info ... end so; so does a job's one-line error
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except CubeMosaicError as e:
@@ -331,6 +336,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     finally:
         sys.argv = saved
+        # A sweep a job ended with its exit code: Hydra skips the callbacks' on_multirun_end.
+        finish_sweep()
     return 0
 
 

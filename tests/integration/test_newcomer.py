@@ -113,6 +113,50 @@ def test_a_sweeps_job_folders_are_named_by_the_swept_keys_safely(demo, tmp_path)
         assert (folder / "catalog.json").is_file(), "no nested folders"
 
 
+BAD_DATES = ["start_date=2022-05-01", "end_date=2022-01-01"]
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["resolution=60,120", "output_dir=sw", *BAD_DATES],  # refused: exit 2
+        ["resolution=60,120", "output_dir=sw", "stage=plan"],  # planned: writes nothing
+        ["resolution=60,120", "output_dir=sweep/r${resolution}", "stage=plan"],  # per-job folders
+    ],
+    ids=["refused", "planned", "planned-per-job-output-dir"],
+)
+def test_a_refused_or_planned_sweep_leaves_no_folder(args, tmp_path):
+    proc = cli(["-m", "catalog=demo", *args], cwd=tmp_path)
+    assert proc.returncode == (2 if BAD_DATES[0] in args else 0), proc.stderr
+    assert _tree(tmp_path) == [], "no multirun.yaml, no empty job folder"
+
+
+@pytest.mark.parametrize("args", [BAD_DATES, ["stage=plan"]], ids=["refused", "planned"])
+def test_a_sweep_into_a_folder_that_existed_keeps_it_and_its_files(args, tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "resolution=60").mkdir(parents=True)  # a job's folder the user already had, empty
+    (mine / "notes.txt").write_text("mine")
+    (mine / "multirun.yaml").write_text("an earlier sweep's record\n")
+    before = _tree(mine)
+    proc = cli(["-m", "catalog=demo", "resolution=60,120", f"output_dir={mine}", *args], cwd=tmp_path)
+    assert proc.returncode == (2 if args == BAD_DATES else 0), proc.stderr
+    assert _tree(mine) == before, "nothing added, nothing taken away"
+    assert (mine / "notes.txt").read_text() == "mine"
+    assert (mine / "multirun.yaml").read_text() == "an earlier sweep's record\n", "Hydra's record is undone"
+
+
+def test_a_partly_successful_sweep_keeps_its_outputs(tmp_path):
+    dates = "start_date=2021-12-01,2022-02-31"  # the second job is refused: exit 2
+    proc = cli(["-m", *SMALL, dates, "end_date=2022-01-31", "output_dir=part"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "part").iterdir()) == ["multirun.yaml", "start_date=2021-12-01"]
+    assert (tmp_path / "part" / "start_date=2021-12-01" / "catalog.json").is_file()
+
+
 def _readme_commands(flag: str) -> list[list[str]]:
     """The ``python -m cubemosaic <flag> ...`` commands the README shows (in backticks or a code block)."""
     import shlex

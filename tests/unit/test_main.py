@@ -1,0 +1,87 @@
+"""cubemosaic.__main__ (the command line): its argument and error helpers, called in this process
+(the command line as a user runs it is tests/integration's: test_hydra, test_newcomer, test_errors)."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+import cubemosaic
+from cubemosaic import __main__ as cli
+
+
+@pytest.mark.parametrize(
+    ("given", "meant"),
+    [
+        ("bands=red", "bands=[red]"),
+        ("bands=red,nir", "bands=[red,nir]"),
+        ("+mask_classes=3,8", "+mask_classes=[3,8]"),
+        ("bands=[red]", "bands=[red]"),
+        ("output_dir=~/x", "output_dir='~/x'"),
+        ("output_dir=my out (1)", "output_dir='my out (1)'"),
+        ("aoi=POLYGON ((1 2, 3 4, 1 2))", "aoi='POLYGON ((1 2, 3 4, 1 2))'"),
+        ("output_dir=it's here~", 'output_dir="it\'s here~"'),
+        ("output_dir=plain", "output_dir=plain"),
+        ("output_dir='~/quoted'", "output_dir='~/quoted'"),
+        ("resolution=60,120", "resolution=60,120"),
+        ("--multirun", "--multirun"),
+    ],
+)
+def test_an_override_is_read_as_the_user_meant_it(given, meant):
+    assert cli._listify(given) == meant
+
+
+def test_the_swept_keys_are_those_with_several_values():
+    args = [
+        "-m",
+        "catalog=demo",
+        "resolution=60,120",
+        "catalog.url=a,b",
+        "bands=[red,nir]",
+        "output_dir=x",
+        "stage=plan",
+    ]
+    assert cli._swept_keys(args) == ["resolution", "catalog.url"]
+    assert cli._swept_keys(["resolution=range(10,30,10)", "x=[[bad"]) == ["resolution"], (
+        "a grammar error is Hydra's to say"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "asked"),
+    [
+        (["debug=true"], "", True),
+        (["+debug=YES"], "", True),
+        (["debug=1"], "", True),
+        (["debug=false"], "", False),
+        (["resolution=20"], "1", True),
+        (["resolution=20"], "0", False),
+    ],
+)
+def test_debug_is_asked_on_the_command_line_or_the_environment(args, env, asked, monkeypatch):
+    monkeypatch.setenv("CUBEMOSAIC_DEBUG", env)
+    assert cli._debug_asked(args) is asked
+
+
+def test_a_missing_option_of_a_group_lists_the_options_hydra_found():
+    e = Exception(
+        "In 'config': Could not find 'catalog/nope'\n\nAvailable options in 'catalog':\n\tdemo\n\tmine\n\tcdse\nConfig search path: ..."
+    )
+    assert cli._explain(e) == ("catalog", "no option 'nope'; choose one of cdse, demo, mine")
+
+
+def test_an_omegaconf_error_is_named_by_its_key():
+    cfg = OmegaConf.create({"resolution": 20})
+    OmegaConf.set_struct(cfg, True)
+    with pytest.raises(Exception) as unknown:
+        cfg.resolutoin  # noqa: B018
+    assert cli._explain(unknown.value) == ("resolutoin", "unknown key (python -m cubemosaic --help lists the keys)")
+    assert cli._hydra_error(unknown.value) and not cli._hydra_error(ValueError("x"))
+    assert cli._explain(ValueError("bad\nmore")) == ("override", "bad")
+
+
+def test_version_prints_both_versions_and_exits_0(capsys):
+    import hydra
+
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"cubemosaic {cubemosaic.__version__} (Hydra {hydra.__version__})\n"

@@ -59,7 +59,12 @@ def read_tiled(root: str) -> TiledRecord | None:
         if not fs.exists(f"{path.rstrip('/')}/zarr.json"):
             return None
         raw = open_group(root, "r").attrs.get(ATTR)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, zarr.errors.NodeTypeValidationError):
+    except (
+        FileNotFoundError,
+        zarr.errors.GroupNotFoundError,
+        zarr.errors.ContainsArrayError,
+        zarr.errors.NodeTypeValidationError,
+    ):
         return None  # an array, or no group: not a tiled store
     except Exception as e:  # noqa: BLE001  (whatever the store's filesystem raises)
         raise OutputError(f"zarr_dir: cannot read {root}: {one_line(str(e) or type(e).__name__)}") from None

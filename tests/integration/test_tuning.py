@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 from cubemosaic import tuning
-from cubemosaic.read import PLAIN
 
 IMPORT_ONLY = textwrap.dedent(
     """
@@ -33,18 +32,3 @@ def _run(env: dict[str, str]) -> str:
 def test_importing_sets_nothing_and_configure_sets_the_gdal_cache():
     env = {k: v for k, v in os.environ.items() if k != "GDAL_CACHEMAX"}
     assert _run(env) == str(tuning.GDAL_CACHE_MB)
-
-
-def test_configure_keeps_the_users_gdal_cache(monkeypatch):
-    monkeypatch.setattr(tuning, "_done", [])
-    monkeypatch.setenv("GDAL_CACHEMAX", "64")
-    tuning.configure()
-    assert os.environ["GDAL_CACHEMAX"] == "64"
-
-
-def test_every_read_configures_its_process_first(monkeypatch):
-    """A Dask worker gets GDAL's settings at its first read, whoever started it."""
-    monkeypatch.setattr(tuning, "_done", [])
-    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
-    seen = PLAIN.read("file.tif", lambda url: os.environ.get("GDAL_CACHEMAX"))
-    assert seen == str(tuning.GDAL_CACHE_MB)

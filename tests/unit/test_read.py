@@ -4,6 +4,7 @@ with its own SCL and offset, read directly and warped, masked, harmonised and fu
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import odc.geo.xr  # noqa: F401  (the .odc accessor)
@@ -12,6 +13,7 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from rasterio.transform import from_origin
 
+from cubemosaic import tuning
 from cubemosaic.errors import AssetReadError
 from cubemosaic.read import PLAIN, Access, _masked, day_block, is_aligned
 from cubemosaic.s2 import CloudMask
@@ -284,3 +286,11 @@ def test_a_20m_asset_is_read_at_10m_by_repeating_its_pixels(tmp_path):
     )
     np.testing.assert_array_equal(got, want)
     assert (got[:, -1] == 0).all() and got[0, 0] == native[3, 6]
+
+
+def test_every_read_configures_its_process_first(monkeypatch):
+    """A Dask worker gets GDAL's settings at its first read, whoever started it."""
+    monkeypatch.setattr(tuning, "_done", [])
+    monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
+    seen = PLAIN.read("file.tif", lambda url: os.environ.get("GDAL_CACHEMAX"))
+    assert seen == str(tuning.GDAL_CACHE_MB)

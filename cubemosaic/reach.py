@@ -19,13 +19,16 @@ import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ClusterError, one_line
-from .relay import RelayedWrites
-from .store import DIRECT, Writes
 from .urls import is_local, local_path
+
+if TYPE_CHECKING:  # imported where used: the workers import this module to run _sees, and stay light
+    from .relay import RelayedWrites
+    from .store import Writes
 
 __all__ = ["choose_writes"]
 
@@ -72,6 +75,11 @@ def choose_writes(client: object | None, folders: Iterable[tuple[str, str]]) -> 
     folder) pairs; ``client`` is a ``distributed.Client``, or None for the local threaded
     scheduler. Logs the choice and why.
     """
+    # Here, not at the top: the store and the relay load Dask's arrays, zarr and xarray (~100 MB),
+    # which a worker running _sees would import too.
+    from .relay import RelayedWrites
+    from .store import DIRECT
+
     if client is None:
         return DIRECT
     for parameter, folder in folders:
@@ -108,5 +116,7 @@ def choose_writes(client: object | None, folders: Iterable[tuple[str, str]]) -> 
 
 def _checked(client: object) -> RelayedWrites:
     """The relay of ``client``, once a worker has sent a test block back (:func:`_relay_works`)."""
+    from .relay import RelayedWrites  # as in choose_writes: not on a worker's import of this module
+
     _relay_works(client)
     return RelayedWrites(client)

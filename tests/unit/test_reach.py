@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from distributed import Client, LocalCluster
 
@@ -33,3 +36,11 @@ def test_a_folder_the_client_cannot_write_is_relayed_not_a_traceback(client, tmp
     blocker.write_text("x")
     writes = choose_writes(client, [("cube_url", str(blocker / "cube-parent"))])
     assert isinstance(writes, RelayedWrites) and writes.client is client and writes.relayed
+
+
+def test_a_worker_importing_this_module_loads_no_arrays_library():
+    """The workers import cubemosaic.reach to run the check: kept light (a worker may be small,
+    cluster.memory_limit), the store and the relay are imported only where the choice is made."""
+    code = "import sys, cubemosaic.reach; print(sorted({'dask.array', 'xarray', 'zarr'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -23,7 +23,6 @@ from . import store
 from .blocks import lazy_layers
 from .errors import OutputError
 from .kernels import count_block, median_block, sorting_network, valid_count
-from .relay import relay_month_blocks
 from .statistics import REFLECTANCE, Composite, Layer, MonthBlock
 from .statistics import composite as make_composite
 from .tuning import MONTHS_PER_BATCH
@@ -83,7 +82,7 @@ def month_block(
     return composite.reduce(MonthBlock(blocks, np.asarray(days[t0:t1])))
 
 
-def _reducer(composite: Composite, days: np.ndarray, t0: int, t1: int):
+def _reducer(composite: Composite, days: np.ndarray, t0: int, t1: int) -> store.Reduce:
     """For the relay: (the month's band blocks, in the sources' order) -> every output variable."""
     bands = list(composite.bands)
 
@@ -120,16 +119,16 @@ def build_monthly(
     provenance: Sequence[str] = (),
     percentile_method: str = "linear",
     overwrite: bool = False,
-    relay: Any = None,
+    writes: store.Writes = store.DIRECT,
 ) -> str:
     """Write (or resume) the monthly composites of the cube at ``cube_path`` to ``path``.
 
     ``statistics``: their names, the first the month's mosaic (``median``, ``p<NN>``, ``medoid``,
     ``geomedian``); ``provenance``: layers beside the count (``first_day``, ``last_day``, ``iqr``);
     ``percentile_method``: numpy's ``percentile`` method (:mod:`cubemosaic.statistics`), over
-    every band of the cube. ``relay``: a ``distributed.Client`` whose workers cannot see the
-    stores; this process then reads the cube and writes the months, the workers reduce
-    (:mod:`cubemosaic.relay`).
+    every band of the cube. ``writes``: how the months reach the store, the run's choice
+    (:func:`cubemosaic.reach.choose_writes`); relayed, this process reads the cube and writes the
+    months, the workers reduce (:mod:`cubemosaic.relay`).
     """
 
     attrs = store.read_attrs(cube_path)
@@ -165,23 +164,22 @@ def build_monthly(
 
     sources = store.dn_arrays(cube_path, composite.bands)
     starts = np.cumsum([0, *counts])
+    spans = {i: (int(starts[i]), int(starts[i + 1])) for i in range(len(months))}  # month -> its days t0:t1
     names = [v for layer in layers for v in layer.variables]
     log.info("composite: %d month(s) from %d day(s); %d to compute (%s)", len(months), len(cube.time),
              len(months) - len(state.done), ", ".join(s.name for s in composite.statistics))  # fmt: skip
 
     def write(batch: list[int]) -> list[dict[str, str]]:
-        if relay is not None:
-            targets = store.writable_arrays(path)
-            for i in batch:
-                t0, t1 = int(starts[i]), int(starts[i + 1])
-                reduce = _reducer(composite, day_of_month, t0, t1)
-                relay_month_blocks(relay, reduce, list(sources.values()), targets, {i: (t0, t1)}, names, shard)
-            store.release_memory()
-        else:
-            steps = {
-                i: _month(sources, day_of_month, int(starts[i]), int(starts[i + 1]), composite, shard) for i in batch
-            }
-            store.write_steps(path, steps)
+        """The batch's months into the store, each reduced from its days of the cube (none left out)."""
+        months_of = store.Reduction(
+            sources=list(sources.values()),
+            spans={i: spans[i] for i in batch},
+            reducer=lambda i: _reducer(composite, day_of_month, *spans[i]),
+            lazy=lambda i: _month(sources, day_of_month, *spans[i], composite, shard),
+            names=names,
+            shard=shard,
+        )
+        writes.write(path, months_of)
         return []
 
     store.run_steps(

@@ -212,15 +212,15 @@ def build_cube(
     overwrite: bool = False,
     access: Access = PLAIN,
     on_read_error: str = "fail",
-    relay: Any = None,
+    writes: store.Writes = store.DIRECT,
 ) -> str:
     """Write (or resume) the cube of ``items`` (STAC items or scenes parsed from them) made as
     ``spec`` says at ``path``; returns ``path``.
 
     With ``on_read_error="skip"`` a scene with an unreadable asset is left out of its day, and
     the skipped assets are logged and recorded in the store (then in the months' STAC items).
-    ``relay``: a ``distributed.Client`` whose workers cannot see ``path``; they compute the
-    days and this process writes them (:mod:`cubemosaic.relay`).
+    ``writes``: how the days reach the store, the run's choice (:func:`cubemosaic.reach.choose_writes`);
+    relayed, the workers compute the days and this process writes them (:mod:`cubemosaic.relay`).
     """
     geobox, bands = spec.geobox, spec.band_keys
     days = group_by_solar_day(items)
@@ -254,7 +254,7 @@ def build_cube(
         skipped: list[dict[str, str]] = []
         while True:  # each pass leaves out one more scene, or ends the loop
             try:
-                store.write_steps(path, {i: load_day(day, spec, shard, access) for i, day in batch_days.items()}, relay)
+                writes.write(path, {i: load_day(day, spec, shard, access) for i, day in batch_days.items()})
                 return skipped
             except AssetReadError as e:
                 day = next((d for d in batch_days.values() if any(s.id == e.item_id for s in d.items)), None)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import STAGES, Settings
 from .errors import OutputError, WriteError
@@ -19,6 +19,9 @@ from .lock import run_lock, store_lease
 from .progress import Progress
 from .tuning import configure
 from .urls import is_local, local_path
+
+if TYPE_CHECKING:  # the store module loads Dask, zarr and xarray: not on the command line's start-up path
+    from .store import Writes
 
 __all__ = ["Outputs", "outputs", "resolve_demo", "run"]
 
@@ -208,8 +211,8 @@ def units_of(out: Outputs, plan: Plan | None, settings: Settings) -> tuple[list[
 
 def _run(settings: Settings) -> Outputs:
     from .cluster import dask_client, worker_failures
-    from .reach import choose_relay
-    from .store import check_intact
+    from .reach import choose_writes
+    from .store import DIRECT, check_intact
     from .tiled import write_tiled
 
     started = time.perf_counter()
@@ -230,25 +233,25 @@ def _run(settings: Settings) -> Outputs:
     mosaics: list[Path] = []
     progress = Progress(len(units), "tiles", unit="tiles") if grid is not None else None
     with ExitStack() as context:
-        client = relay = None
+        client, writes = None, DIRECT
         if "cube" in stages or "composite" in stages or "export" in stages:
             client = context.enter_context(dask_client(settings.cluster))
             context.enter_context(worker_failures(settings.cluster, client))
-            relay = choose_relay(client, _store_folders(out))
+            writes = choose_writes(client, _store_folders(out))
         if grid is not None and "cube" in stages:
             write_tiled(out.cube, grid, plan.tiles, overwrite=settings.overwrite, label="cube")
         if grid is not None and "composite" in stages:
             write_tiled(out.monthly, grid, [{"id": u.tile, "index": list(u.index or ())} for u in units],
                         overwrite=settings.overwrite, label="composite")  # fmt: skip
         if "export" in stages:
-            _say_where_cogs_are_made(client, relay)
+            _say_where_cogs_are_made(client, writes)
 
         def work(unit: Unit) -> list[Any]:
             """The unit's stages; the tile's exported months (untiled: none, its catalog is written)."""
             nonlocal mosaics
             done: list[Any] = []
             if "cube" in stages:
-                _cube(settings, unit, plan, client, relay)
+                _cube(settings, unit, plan, client, writes)
             if "composite" in stages:
                 from .composite import build_monthly
 
@@ -264,13 +267,13 @@ def _run(settings: Settings) -> Outputs:
                         provenance=settings.provenance,
                         percentile_method=settings.percentile_method,
                         overwrite=settings.overwrite,
-                        relay=relay,
+                        writes=writes,
                     )
             if "export" in stages:
                 if "composite" not in stages:
                     check_intact(unit.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
                 with _timed(f"export{unit.label}"):
-                    cogs = _cluster_cogs(client, unit.monthly, relay)
+                    cogs = _cluster_cogs(client, unit.monthly, writes)
                     if grid is None:
                         from .export import export_months
 
@@ -364,7 +367,7 @@ def _worker_limit_mb(spec: Any) -> float | None:
     return parse_bytes(text) / 1e6 if text else None
 
 
-def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, relay: Any) -> None:
+def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, writes: Writes) -> None:
     """The unit's cube: its scenes on its grid."""
     from .cluster import waiting_on_network
     from .cube import CubeSpec, build_cube
@@ -390,24 +393,24 @@ def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, relay: Any) -
             overwrite=settings.overwrite,
             access=Access(signer(settings.sign), settings.gdal),
             on_read_error=settings.on_read_error,
-            relay=relay,
+            writes=writes,
         )
 
 
-def _cluster_cogs(client: Any, monthly: str, relay: Any) -> Any:
+def _cluster_cogs(client: Any, monthly: str, writes: Writes) -> Any:
     """The export's COGs made on the cluster's workers (None: in this process, no cluster)."""
     if client is None:
         return None
     from .export import ClusterCogs
 
-    return ClusterCogs(client, monthly, relay=relay is not None)
+    return ClusterCogs(client, monthly, relay=writes.relayed)
 
 
-def _say_where_cogs_are_made(client: Any, relay: Any) -> None:
+def _say_where_cogs_are_made(client: Any, writes: Writes) -> None:
     if client is None:
         log.info("export: COGs made in this process (2 months at a time)")
         return
-    how = "this process sends each month's layer and writes the files" if relay is not None else (
+    how = "this process sends each month's layer and writes the files" if writes.relayed else (
         "they read the monthly store, this process writes the files")  # fmt: skip
     log.info("export: COGs made on the cluster's Dask workers (%s)", how)
 

@@ -5,9 +5,11 @@ On a Dask Gateway the workers run in pods of their own that do not mount the job
 writes to its own disk, where nobody reads it: the whole compute is lost and a later stage
 would report a wrong cause. So before a stage runs on a distributed cluster, the client
 writes a marker into each local store folder and every worker is asked whether it sees it.
-When one does not, the Zarr I/O goes through this process instead (the relay, slower
-than object storage the workers reach, ``zarr_dir=s3://...``, which the log line says). Stores
-on object storage and the local threaded scheduler (same process) need no check.
+When one does not, the Zarr I/O goes through this process instead (the relay,
+:class:`~cubemosaic.relay.RelayedWrites`, slower than object storage the workers reach,
+``zarr_dir=s3://...``, which the log line says). Stores on object storage and the local threaded
+scheduler (same process) need no check. :func:`choose_writes` makes that choice once for a run;
+both stages write through what it returns.
 """
 
 from __future__ import annotations
@@ -17,13 +19,18 @@ import os
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ClusterError, one_line
 from .urls import is_local, local_path
 
-__all__ = ["choose_relay"]
+if TYPE_CHECKING:  # imported where used: the workers import this module to run _sees, and stay light
+    from .relay import RelayedWrites
+    from .store import Writes
+
+__all__ = ["choose_writes"]
 
 #: Side of the test block sent back by a worker before relaying (one default shard: 2048^2 uint16, 8 MB).
 PROBE_SIDE = 2048
@@ -60,14 +67,21 @@ def _relay_works(client: object) -> None:
         raise ClusterError("cluster: a Dask worker sent back a wrong test block; the relay cannot work")
 
 
-def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> object | None:
-    """``client`` when some worker cannot see one of the local ``folders`` (the Zarr I/O must then
-    go through this process: :mod:`cubemosaic.relay`), else None (the workers read and write the
-    stores themselves). ``folders`` holds (parameter, folder) pairs; ``client`` is a
-    ``distributed.Client``, or None for the local threaded scheduler. Logs the choice and why.
+def choose_writes(client: object | None, folders: Iterable[tuple[str, str]]) -> Writes:
+    """How both stages' blocks reach the stores: :class:`~cubemosaic.relay.RelayedWrites` of
+    ``client`` when some worker cannot see one of the local ``folders`` (the Zarr I/O must then go
+    through this process), else :data:`~cubemosaic.store.DIRECT` (the workers, or the local
+    threaded scheduler, read and write the stores themselves). ``folders`` holds (parameter,
+    folder) pairs; ``client`` is a ``distributed.Client``, or None for the local threaded
+    scheduler. Logs the choice and why.
     """
+    # Here, not at the top: the store and the relay load Dask's arrays, zarr and xarray (~100 MB),
+    # which a worker running _sees would import too.
+    from .relay import RelayedWrites
+    from .store import DIRECT
+
     if client is None:
-        return None
+        return DIRECT
     for parameter, folder in folders:
         if not is_local(folder):
             continue  # object storage: reached over the network, not through a shared disk
@@ -87,7 +101,7 @@ def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> o
             marker.unlink(missing_ok=True)
         if not seen:  # an adaptive cluster with no worker yet: the relay works whoever joins
             log.info("cluster: no Dask worker yet to ask whether it sees %s: this process relays the Zarr I/O", base)
-            return client
+            return RelayedWrites(client)
         blind = sorted(worker for worker, ok in seen.items() if not ok)
         if blind:
             log.info(
@@ -97,9 +111,12 @@ def choose_relay(client: object | None, folders: Iterable[tuple[str, str]]) -> o
             )  # fmt: skip
             return _checked(client)
     log.info("cluster: the Dask workers see the stores and read and write them themselves")
-    return None
+    return DIRECT
 
 
-def _checked(client: object) -> object:
+def _checked(client: object) -> RelayedWrites:
+    """The relay of ``client``, once a worker has sent a test block back (:func:`_relay_works`)."""
+    from .relay import RelayedWrites  # as in choose_writes: not on a worker's import of this module
+
     _relay_works(client)
-    return client
+    return RelayedWrites(client)

@@ -8,11 +8,15 @@ count come back and are written. At most a bounded window of blocks is in flight
 workers' threads, at most :data:`~cubemosaic.tuning.MAX_IN_FLIGHT`), so memory on both sides stays that of a few
 blocks, never a month of the whole grid. Written by hand: Dask's ``store`` makes the workers
 write, and nothing in dask or xarray streams results to the client's own store.
+
+:class:`RelayedWrites` is the relay as the stages see it, one of the two ways blocks reach a
+store (:class:`cubemosaic.store.Writes`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import dask.array as da
@@ -20,9 +24,10 @@ import numpy as np
 from distributed import as_completed
 
 from .blocks import block_slices
+from .store import Reduction, Steps, Writes, release_memory, writable_arrays
 from .tuning import MAX_IN_FLIGHT
 
-__all__ = ["relay_month_blocks", "relay_steps"]
+__all__ = ["RelayedWrites", "relay_month_blocks", "relay_steps"]
 
 J = TypeVar("J")
 
@@ -103,3 +108,27 @@ def relay_month_blocks(
             group[name][i, ys, xs] = data[name] if isinstance(data, Mapping) else data[k]
 
     _stream(client, jobs, submit, done)
+
+
+@dataclass(frozen=True)
+class RelayedWrites(Writes):
+    """The workers of ``client`` (a ``distributed.Client``) compute, this process writes the store
+    (they cannot see it): the relay, a bounded window of blocks in flight."""
+
+    client: Any
+    relayed = True
+
+    def write(self, path: str, steps: Steps) -> None:
+        """Lazy steps: computed block by block on the workers, sent back and written here
+        (:func:`relay_steps`). A :class:`~cubemosaic.store.Reduction`: its sources read here, one
+        step at a time, each block sent to a worker to reduce and written here (:func:`relay_month_blocks`)."""
+
+        targets = writable_arrays(path)
+        if isinstance(steps, Reduction):
+            for index, span in steps.spans.items():
+                relay_month_blocks(
+                    self.client, steps.reducer(index), steps.sources, targets, {index: span}, steps.names, steps.shard
+                )
+        else:
+            relay_steps(self.client, targets, steps)
+        release_memory()

@@ -5,8 +5,10 @@ written the same way:
 
 1. :func:`create` writes the store's metadata and coordinates from an xarray template
    (no data), tagged with a *signature* of the request that made it;
-2. :func:`write_steps` stores a batch of steps' uint16 DN arrays into their regions with
-   one ``dask.array.store`` (each task writes whole shards, so writes never race);
+2. a :class:`Writes` stores a batch of steps' uint16 DN arrays into their regions: the run
+   chooses one (:func:`cubemosaic.reach.choose_writes`) for both stages, :class:`DirectWrites`
+   (one ``dask.array.store``, each task writing whole shards, so writes never race) or the
+   relay's :class:`~cubemosaic.relay.RelayedWrites`;
 3. :func:`mark_done` records the steps as done, after their data (completion record last); the
    store is complete when every step is.
 
@@ -31,10 +33,12 @@ import json
 import logging
 import shutil
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Final
 
 import dask.array as da
 import fsspec
@@ -48,12 +52,16 @@ from zarr.core.sync import sync
 
 from .errors import OutputError, WriteError, one_line
 from .progress import Progress
-from .relay import relay_steps
 from .s2 import REFLECTANCE_SCALE
 from .urls import is_local
 
 __all__ = [
+    "DIRECT",
+    "DirectWrites",
+    "Reduction",
+    "Steps",
     "StoreState",
+    "Writes",
     "batches",
     "check_intact",
     "create",
@@ -64,7 +72,6 @@ __all__ = [
     "mark_done",
     "open_or_create",
     "run_steps",
-    "write_steps",
     "zarr_encoding",
 ]
 
@@ -446,30 +453,82 @@ def check_visible(path: str, arrays: Mapping[str, Target], steps: Mapping[int, I
                 )
 
 
-def write_steps(path: str, steps: Mapping[int, Mapping[str, Any]], relay: Any = None) -> None:
-    """Store uint16 dask arrays of shape (1, y, x) at each time index of each named variable.
+#: A batch of steps to store: step index -> variable -> lazy (1, y, x) array of that step.
+Steps = Mapping[int, Mapping[str, Any]]
+#: One block of a :class:`Reduction`'s step: the sources' blocks (in their order) -> its arrays by variable.
+Reduce = Callable[[list[np.ndarray]], Mapping[str, np.ndarray]]
 
-    Several steps in one ``dask.array.store`` keep every worker thread busy; each task
-    writes whole shards, so no two tasks write the same object. With ``relay`` (a
-    ``distributed.Client`` whose workers cannot see the store) the workers compute the
-    blocks and this process writes them (:mod:`cubemosaic.relay`). A failed write raises
-    :class:`WriteError`; so do steps the workers wrote where this process cannot see them.
+
+@dataclass(frozen=True, eq=False)
+class Reduction(Mapping[int, Mapping[str, Any]]):
+    """Steps computed from another store's arrays, block by block: the block (ys, xs) of step ``i``
+    is ``reducer(i)([src[t0:t1, ys, xs] for src in sources])`` with ``(t0, t1) = spans[i]``, one
+    (y, x) array for each of ``names``, in blocks of ``shard``.
+
+    As :data:`Steps` (indexed by step) it gives ``lazy(i)``, the same step as lazy arrays whose
+    tasks read the sources themselves; the relay instead reads the blocks in this process and
+    sends them to the workers to reduce (:class:`~cubemosaic.relay.RelayedWrites`).
     """
 
-    arrays = writable_arrays(path)
-    if relay is not None:
-        relay_steps(relay, arrays, steps)
+    sources: Sequence[Any]
+    spans: Mapping[int, tuple[int, int]]
+    reducer: Callable[[int], Reduce]
+    lazy: Callable[[int], Mapping[str, Any]]
+    names: Sequence[str]
+    shard: tuple[int, int]
+
+    def __getitem__(self, index: int) -> Mapping[str, Any]:
+        if index not in self.spans:
+            raise KeyError(index)
+        return self.lazy(index)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.spans)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+
+class Writes(ABC):
+    """How the blocks of a batch of steps reach a store: chosen once for a run
+    (:func:`cubemosaic.reach.choose_writes`) and used by both stages, the cube's days and the
+    composite's months. A failed write raises :class:`WriteError`."""
+
+    #: Whether this process writes what the workers compute (they cannot see the stores).
+    relayed: ClassVar[bool]
+
+    @abstractmethod
+    def write(self, path: str, steps: Steps) -> None:
+        """Store ``steps`` (lazy arrays, or a :class:`Reduction` of another store) into their time
+        steps of the store at ``path``, then hand the batch's freed memory back (:func:`release_memory`)."""
+
+
+@dataclass(frozen=True)
+class DirectWrites(Writes):
+    """The workers (or the local threaded scheduler) compute and write the store themselves."""
+
+    relayed = False
+
+    def write(self, path: str, steps: Steps) -> None:
+        """One ``dask.array.store`` of every step's arrays: several steps keep every worker thread
+        busy, and each task writes whole shards, so no two tasks write the same object. Then
+        :func:`check_visible`: steps the workers wrote where this process cannot see them are a
+        :class:`WriteError`."""
+
+        arrays = writable_arrays(path)
+        sources, targets, regions = [], [], []
+        for index, step in steps.items():
+            for name, array in step.items():
+                sources.append(array)
+                targets.append(arrays[name])
+                regions.append((slice(index, index + 1), slice(None), slice(None)))
+        da.store(sources, targets, regions=regions, lock=False, compute=True)
         release_memory()
-        return
-    sources, targets, regions = [], [], []
-    for index, step in steps.items():
-        for name, array in step.items():
-            sources.append(array)
-            targets.append(arrays[name])
-            regions.append((slice(index, index + 1), slice(None), slice(None)))
-    da.store(sources, targets, regions=regions, lock=False, compute=True)
-    release_memory()
-    check_visible(path, arrays, {index: list(step) for index, step in steps.items()})
+        check_visible(path, arrays, {index: list(step) for index, step in steps.items()})
+
+
+#: The writes of the local threaded scheduler and of workers that see the stores.
+DIRECT: Final = DirectWrites()
 
 
 def release_memory() -> None:

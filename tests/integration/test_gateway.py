@@ -265,6 +265,7 @@ def test_steps_the_workers_wrote_where_this_process_cannot_see_are_an_error(priv
 
     from cubemosaic import store
     from cubemosaic.errors import WriteError
+    from cubemosaic.relay import RelayedWrites
 
     path = str(hidden_dir / "direct-by-blind-workers.zarr")
     template = xr.Dataset(
@@ -278,9 +279,9 @@ def test_steps_the_workers_wrote_where_this_process_cannot_see_are_an_error(priv
         try:
             before = transitions()
             with client.as_current(), pytest.raises(WriteError, match="cannot see") as failed:
-                store.write_steps(path, steps)  # direct: the workers write into their own tmpfs
+                store.DIRECT.write(path, steps)  # direct: the workers write into their own tmpfs
             assert transitions() > before, "the workers ran the write"
-            store.write_steps(path, steps, relay=client)  # the relay: this process writes, and sees it
+            RelayedWrites(client).write(path, steps)  # the relay: this process writes, and sees it
         finally:
             client.close()
     assert "zarr_dir" in str(failed.value) and "step 0 of red" in str(failed.value)

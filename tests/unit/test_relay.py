@@ -5,10 +5,11 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
+import xarray as xr
 from distributed import Client, LocalCluster
 
-from cubemosaic import relay
-from cubemosaic.relay import MAX_IN_FLIGHT, relay_month_blocks, relay_steps
+from cubemosaic import relay, store
+from cubemosaic.relay import MAX_IN_FLIGHT, RelayedWrites, relay_month_blocks, relay_steps
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +106,47 @@ def test_no_more_than_the_window_is_in_flight(monkeypatch):
     relay._stream(_Threads(1), range(10), submit, done)
     assert sorted(results) == [(j, 2 * j) for j in range(10)]
     assert most == 2, "the window of one thread: two in flight"
+
+
+def _store(path: str, names: list[str]) -> str:
+    """An empty store of two (8, 12) uint16 steps per name, in shards of (4, 8)."""
+    template = xr.Dataset(
+        {n: (("time", "y", "x"), da.zeros((2, 8, 12), dtype="uint16", chunks=(1, 4, 8))) for n in names},
+        coords={"time": np.array(["2021-01-01", "2021-02-01"], dtype="datetime64[ns]")},
+    )
+    encoding = {n: store.zarr_encoding((1, 4, 4), (1, 4, 8), reflectance=False) for n in names}
+    store.create(path, template, encoding, {"format": 0})
+    return path
+
+
+def _max_and_count(blocks: list[np.ndarray]) -> dict[str, np.ndarray]:
+    (block,) = blocks
+    return {"max": block.max(axis=0), "count": (block > 0).sum(axis=0).astype(np.uint16)}
+
+
+def test_relayed_writes_store_what_direct_writes_store(client, tmp_path):
+    """Both ways blocks reach a store write the same steps: lazy arrays (the cube's days) and a
+    Reduction of another store (the months: the relay reads its sources here, the workers reduce)."""
+    rng = np.random.default_rng(2)
+    cube = rng.integers(0, 100, (6, 8, 12)).astype(np.uint16)
+    days = {
+        1: {"red": da.from_array(cube[:1], chunks=(1, 4, 8))},
+        0: {"red": da.from_array(cube[5:], chunks=(1, 4, 8))},
+    }
+    spans = {0: (0, 3), 1: (3, 6)}
+
+    def lazy(i: int) -> dict[str, da.Array]:
+        month = da.from_array(cube, chunks=(6, 4, 8))[slice(*spans[i])]
+        return {"max": month.max(axis=0)[None], "count": (month > 0).sum(axis=0).astype(np.uint16)[None]}
+
+    months = store.Reduction([cube], spans, lambda i: _max_and_count, lazy, ["max", "count"], (4, 8))
+    assert set(months) == {0, 1} and len(months) == 2 and set(months[1]) == {"max", "count"}
+    for name, writes in [("direct", store.DIRECT), ("relayed", RelayedWrites(client))]:
+        writes.write(_store(str(tmp_path / f"{name}-days.zarr"), ["red"]), days)
+        writes.write(_store(str(tmp_path / f"{name}-months.zarr"), ["max", "count"]), months)
+    for kind in ("days", "months"):
+        direct, relayed = (store.open_dn(str(tmp_path / f"{name}-{kind}.zarr")) for name in ("direct", "relayed"))
+        xr.testing.assert_identical(direct.load(), relayed.load())
+    months_here = store.open_dn(str(tmp_path / "relayed-months.zarr"))
+    np.testing.assert_array_equal(months_here["max"][1], cube[3:6].max(axis=0))
+    np.testing.assert_array_equal(store.open_dn(str(tmp_path / "relayed-days.zarr"))["red"][0], cube[5])

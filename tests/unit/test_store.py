@@ -42,7 +42,7 @@ def test_steps_are_recorded_after_their_data_and_a_rerun_resumes(tmp_path):
         if seen:
             raise RuntimeError("interrupted")
         seen.append(batch)
-        store.write_steps(path, {i: _step(i + 1) for i in batch})
+        store.DIRECT.write(path, {i: _step(i + 1) for i in batch})
         return [{"item": "x", "band": "red"}]
 
     with pytest.raises(RuntimeError):
@@ -52,7 +52,7 @@ def test_steps_are_recorded_after_their_data_and_a_rerun_resumes(tmp_path):
 
     again = _open(path, 3, sig)
     assert again.done == {0, 1}
-    store.run_steps(again, lambda b: store.write_steps(path, {i: _step(i + 1) for i in b}) or [], batch_size=2,
+    store.run_steps(again, lambda b: store.DIRECT.write(path, {i: _step(i + 1) for i in b}) or [], batch_size=2,
                     label="t", name=str)  # fmt: skip
     attrs = store.read_attrs(path)
     assert attrs["done"] == [0, 1, 2] and attrs["complete"]
@@ -72,7 +72,7 @@ def test_another_request_is_refused_naming_what_differs_or_replaced_when_asked(t
 def test_a_later_end_extends_the_store_keeping_the_steps_written(tmp_path):
     path = str(tmp_path / "s.zarr")
     state = _open(path, 2, {"days": ["a", "b"]})
-    store.run_steps(state, lambda b: store.write_steps(path, {i: _step(7) for i in b}) or [], batch_size=4,
+    store.run_steps(state, lambda b: store.DIRECT.write(path, {i: _step(7) for i in b}) or [], batch_size=4,
                     label="t", name=str)  # fmt: skip
     longer = _open(path, 3, {"days": ["a", "b", "c"]})
     assert longer.steps == 3 and longer.done == {0, 1}
@@ -95,7 +95,7 @@ def test_reflectance_is_float32_to_xarray_and_uint16_on_disk_and_to_the_pipeline
     encoding = {"red": store.zarr_encoding((1, 128, 128), (1, 256, 256))}
     state = store.open_or_create(path, template, encoding, {"days": ["a"]}, overwrite=False, label="t")
     step = {0: {"red": da.from_array(values[None], chunks=(1, 256, 256))}}
-    store.run_steps(state, lambda b: store.write_steps(path, step) or [], batch_size=1, label="t", name=str)
+    store.run_steps(state, lambda b: store.DIRECT.write(path, step) or [], batch_size=1, label="t", name=str)
 
     red = xr.open_zarr(path).red
     assert red.dtype == np.float32

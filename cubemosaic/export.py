@@ -501,7 +501,7 @@ def write_months(
     # On a cluster every month of the tile at once; relayed, each month's layer is held here while
     # it travels (4096 px, 4 bands: 134 MB), so two at a time, as in this process.
     if cluster is None:
-        threads = min(EXPORT_THREADS, os.cpu_count() or 1)
+        threads = months_at_once_here()
     else:
         threads = min(len(months), EXPORT_THREADS) if cluster.relay else max(1, len(months))
     with ThreadPoolExecutor(threads) as pool:
@@ -538,6 +538,11 @@ def export_months(monthly_path: str, output_dir: Path, *, cluster: ClusterCogs |
     log.info("export: %s lists %d monthly mosaic(s)", output_dir / "catalog.json", len(kept))
     log.info("export: %s, their STAC Collection", output_dir / "collection.json")
     return paths
+
+
+def months_at_once_here() -> int:
+    """How many months' COGs this process makes at once without a cluster (a thread each)."""
+    return min(EXPORT_THREADS, os.cpu_count() or 1)
 
 
 def month_items(

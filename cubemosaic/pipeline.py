@@ -1,4 +1,10 @@
-"""The main job: search -> cube -> composite -> export, or any one stage of it."""
+"""The main job: search -> cube -> composite -> export, or any one stage of it.
+
+The stage modules (catalog, cube, composite, export, cluster, ...) are imported inside the
+functions that run them, not at the top: the command line imports this module on its start-up
+path, and ``--help``, ``--cfg`` or a configuration error answer without loading Dask, xarray,
+zarr or GDAL (tests/unit/test_main.py). A run loads each stage's module as the stage starts.
+"""
 
 from __future__ import annotations
 
@@ -408,7 +414,9 @@ def _cluster_cogs(client: Any, monthly: str, writes: Writes) -> Any:
 
 def _say_where_cogs_are_made(client: Any, writes: Writes) -> None:
     if client is None:
-        log.info("export: COGs made in this process (2 months at a time)")
+        from .export import months_at_once_here
+
+        log.info("export: COGs made in this process (%d month(s) at a time)", months_at_once_here())
         return
     how = "this process sends each month's layer and writes the files" if writes.relayed else (
         "they read the monthly store, this process writes the files")  # fmt: skip

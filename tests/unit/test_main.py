@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from omegaconf import OmegaConf
 
@@ -85,3 +88,14 @@ def test_version_prints_both_versions_and_exits_0(capsys):
 
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out == f"cubemosaic {cubemosaic.__version__} (Hydra {hydra.__version__})\n"
+
+
+def test_the_command_lines_start_up_loads_no_stage_library():
+    """``--help`` and a configuration error answer without Dask, xarray, zarr or GDAL: the
+    command line imports the pipeline, which imports each stage's module only to run it."""
+    code = (
+        "import sys, cubemosaic.__main__; "
+        "print(sorted({'dask', 'xarray', 'zarr', 'rasterio', 'odc.stac'} & set(sys.modules)))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

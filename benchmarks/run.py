@@ -127,15 +127,34 @@ def region_correctness(ds, archive) -> dict:
 
 def correctness(monthly_path: Path, truth, raw_dn: bool) -> dict:
     """Share of clear truth pixels within 1 DN, and pixels whose nodata-ness is wrong (``truth``: a
-    demo archive's truth, or a region archive, whose truth is made on the output's grid)."""
+    demo archive's truth, or a region archive, whose truth is made on the output's grid). A tiled
+    monthly store (a grid wider than ``tile_size``) is compared tile by tile, the counts summed."""
     import xarray as xr
 
     from cubemosaic import store
     from cubemosaic.regiondemo import RegionArchive
+    from cubemosaic.tiled import member, read_tiled
 
-    ds = store.open_dn(monthly_path) if raw_dn else xr.open_zarr(monthly_path)
-    if isinstance(truth, RegionArchive):
-        return region_correctness(ds, truth)
+    record = read_tiled(str(monthly_path))
+    paths = [member(str(monthly_path), t["id"]) for t in record.tiles] if record else [str(monthly_path)]
+    counts = []
+    for path in paths:
+        ds = store.open_dn(path) if raw_dn else xr.open_zarr(path)
+        if isinstance(truth, RegionArchive):
+            if record:
+                raise NotImplementedError("a region's truth on tiles: see benchmarks/large.py")
+            return region_correctness(ds, truth)
+        counts.append(_demo_counts(ds, truth, raw_dn))
+    if any(c is None for c in counts):
+        return {"within_1dn": 0.0, "nodata_wrong": -1, "months": -1, "note": "months differ"}
+    within, total, wrong = (sum(c[i] for c in counts) for i in range(3))
+    note = counts[0][4] + (f"{'; ' if counts[0][4] else ''}{len(paths)} tiles" if record else "")
+    return {"within_1dn": within / total, "nodata_wrong": wrong, "months": counts[0][3], "note": note}
+
+
+def _demo_counts(ds, truth, raw_dn: bool) -> tuple[int, int, int, int, str] | None:
+    """(pixels within 1 DN, clear truth pixels, pixels whose nodata-ness is wrong, months, note) of
+    the monthly store ``ds`` against a demo archive's ``truth``; None when the months differ."""
     note = ""
     res = float(abs(ds.x[1] - ds.x[0]))
     if res == 20 and not (np.isin(ds.x.values, truth.x.values).all() and np.isin(ds.y.values, truth.y.values).all()):
@@ -147,7 +166,7 @@ def correctness(monthly_path: Path, truth, raw_dn: bool) -> dict:
     nearest = {} if res == 20 else {"method": "nearest", "tolerance": 10.0}
     t = truth.reindex(x=ds.x.values, y=ds.y.values, **nearest)
     if len(ds.time) != len(t.time):
-        return {"within_1dn": 0.0, "nodata_wrong": -1, "months": int(len(ds.time)), "note": note}
+        return None
     within, total, wrong = 0, 0, 0
     for name, key in NAMES.items():
         got = ds[name].values.astype("float64")
@@ -158,7 +177,7 @@ def correctness(monthly_path: Path, truth, raw_dn: bool) -> dict:
         within += int((np.abs(got[clear] - exp[clear]) <= 1).sum())
         total += int(clear.sum())
         wrong += int((np.isnan(got) != ~clear).sum())
-    return {"within_1dn": within / total, "nodata_wrong": wrong, "months": int(len(ds.time)), "note": note}
+    return within, total, wrong, int(len(ds.time)), note
 
 
 def run_peer(kind: str, archive, items: Path, out: Path, truth, res: int, threads: int = 0) -> dict:

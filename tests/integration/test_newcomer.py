@@ -14,6 +14,24 @@ from conftest import cli
 SMALL = ["catalog=demo", "resolution=120"]  # the demo at 120 m: a whole job in about a second
 
 
+def test_a_run_opens_with_its_plan(tmp_path):
+    """Before any stage's work, the run says what it will do: the scenes, days and months, the
+    tiles and pixels, the bytes to read and write, the memory: the figures stage=plan prints."""
+    out = tmp_path / "out"
+    proc = cli([*SMALL, f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [line.split("cubemosaic: ", 1)[1] for line in proc.stderr.splitlines() if "cubemosaic: " in line]
+    planned = [i for i, line in enumerate(lines) if line.startswith("plan: ")]
+    first_work = next(i for i, line in enumerate(lines) if line.startswith(("cube: ", "composite: ", "export: ")))
+    assert len(planned) == 4 and planned[-1] < first_work, lines[: first_work + 1]
+    figures = json.loads(cli([*SMALL, "stage=plan", f"output_dir={tmp_path / 'plan'}"], cwd=tmp_path).stdout)
+    said = " ".join(lines[i] for i in planned)
+    assert f"{figures['scenes']} scene(s) on {figures['solar_days']} solar day(s), {figures['months']} month(s)" in said
+    assert f"peak memory about {figures['peak_memory_mb']} MB" in said
+    cube = next(line for line in lines if re.match(r"cube: \d+ solar day\(s\)", line))
+    assert cube.startswith(f"cube: {figures['solar_days']} solar day(s), {figures['scenes']} scene(s)"), cube
+
+
 def test_a_run_ends_with_a_summary(tmp_path):
     out = tmp_path / "out"
     proc = cli([*SMALL, f"output_dir={out}"], cwd=tmp_path)

@@ -32,9 +32,8 @@ import dask.config
 from dask.utils import parse_bytes
 from distributed import Client, KilledWorker, LocalCluster
 
-from .clusterspec import ClusterSpec, bytes_text, sizing
+from .clusterspec import ClusterSpec, bytes_text, local_layout, local_threads, remote_read_threads, sizing
 from .errors import ClusterError, ConfigError
-from .tuning import REMOTE_THREADS_PER_CORE
 from .urls import redact
 from .workerenv import carry_environment
 
@@ -81,10 +80,10 @@ def waiting_on_network(spec: ClusterSpec, client: object | None, remote: bool) -
     """More threads (:data:`~cubemosaic.tuning.REMOTE_THREADS_PER_CORE`) on the local threaded
     scheduler for a stage that reads ``remote`` assets, unless ``cluster.threads_per_worker`` is set
     (or the stage runs on a cluster's workers)."""
-    if client is not None or not remote or spec.threads_per_worker:
+    threads = remote_read_threads(spec)
+    if client is not None or not remote or threads is None:
         yield
         return
-    threads = REMOTE_THREADS_PER_CORE * (os.cpu_count() or 1)
     with dask.config.set(num_workers=threads):
         log.info("cluster: %d thread(s) for the cube's remote reads (cluster.threads_per_worker to set)", threads)
         yield
@@ -96,14 +95,14 @@ CLOSE_TIMEOUT_S = 20
 
 @contextmanager
 def _local(spec: ClusterSpec) -> Iterator[object]:
-    if not (spec.dashboard or spec.processes):
-        threads = spec.threads_per_worker or os.cpu_count() or 1
+    layout = local_layout(spec)
+    if layout is None:
+        threads = local_threads(spec)
         with dask.config.set(scheduler="threads", num_workers=threads):
             log.info("cluster: local, %d thread(s) in this process (cluster.dashboard=true for a dashboard)", threads)
             yield None
         return
-    workers = spec.n_workers or 1
-    threads = spec.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    workers, threads = layout
     with _workers_ignore_interrupts(spec.processes):
         cluster = LocalCluster(
             n_workers=workers,

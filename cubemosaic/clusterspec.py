@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .tuning import REMOTE_THREADS_PER_CORE
 
 __all__ = ["ENV_SIZING", "ClusterSpec", "bytes_text", "check_spec", "sizing"]
 
@@ -46,6 +47,30 @@ class ClusterSpec:
     max_memory: str | None = None
     #: Gateway: adapt between 1 and the maximum number of workers instead of a fixed scale.
     adaptive: bool = False
+
+
+def local_layout(spec: ClusterSpec) -> tuple[int, int] | None:
+    """(workers, threads each) of the distributed LocalCluster a local run starts
+    (``cluster.processes`` or ``cluster.dashboard``); None when it runs on the threaded scheduler
+    in this process (:func:`local_threads` threads)."""
+    if not (spec.dashboard or spec.processes):
+        return None
+    workers = int(spec.n_workers or 1)
+    return workers, int(spec.threads_per_worker or max(1, (os.cpu_count() or 1) // workers))
+
+
+def local_threads(spec: ClusterSpec) -> int:
+    """The threaded scheduler's threads in this process: ``cluster.threads_per_worker``, else a core each."""
+    return int(spec.threads_per_worker or os.cpu_count() or 1)
+
+
+def remote_read_threads(spec: ClusterSpec) -> int | None:
+    """The threads the threaded scheduler gets for a cube stage whose assets are remote (its tasks
+    wait on the network: :data:`~cubemosaic.tuning.REMOTE_THREADS_PER_CORE` a core); None when the
+    user set ``cluster.threads_per_worker``, which is then kept."""
+    if spec.threads_per_worker:
+        return None
+    return REMOTE_THREADS_PER_CORE * (os.cpu_count() or 1)
 
 
 def sizing(spec: ClusterSpec, key: str) -> str | None:

@@ -330,25 +330,24 @@ def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
     """The plan's figures for ``units``; :class:`ConfigError` when they exceed this machine (or the
     cluster's workers), before any read."""
     from .cluster import gateway_requested
+    from .clusterspec import local_layout, local_threads, remote_read_threads
     from .plan import check_feasible, estimate, machine_memory_mb, n_months
     from .statistics import composite
-    from .tuning import REMOTE_THREADS_PER_CORE
 
     spec = settings.cluster
     layers = composite(tuple(plan.bands), settings.statistics, settings.provenance, settings.percentile_method).layers()
     on_gateway = gateway_requested(spec)
-    cores = os.cpu_count() or 1
     cube_threads = None
+    layout = local_layout(spec)
     if on_gateway:
         threads, local = int(spec.worker_cores or 1), None
-    elif spec.dashboard or spec.processes:  # local worker processes, as cluster._local sizes them
-        threads = int(spec.threads_per_worker or max(1, cores // int(spec.n_workers or 1)))
-        local = threads * int(spec.n_workers or 1)
+    elif layout is not None:  # local worker processes, as cluster._local starts them
+        workers, threads = layout
+        local = threads * workers
     else:  # this process's threads; remote assets get more for the cube (cluster.waiting_on_network)
-        threads = local = int(spec.threads_per_worker or cores)
-        remote = not all(is_local(g.href) for u in units for s in u.scenes for g in s.assets.values())
-        if remote and not spec.threads_per_worker:
-            cube_threads = REMOTE_THREADS_PER_CORE * cores
+        threads = local = local_threads(spec)
+        if not all(is_local(g.href) for u in units for s in u.scenes for g in s.assets.values()):
+            cube_threads = remote_read_threads(spec)
     assert settings.start_date and settings.end_date
     figures = estimate(
         [(u.geobox, u.scenes) for u in units],

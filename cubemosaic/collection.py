@@ -34,8 +34,10 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pystac
 import rasterio
+from odc.geo.geobox import GeoBox
 from pystac.layout import CustomLayoutStrategy
 
+from .aoi import aoi_block
 from .export import COLLECTION_ID, PREFIX, Month, Written, build_collection, month_items
 from .quicklook import Quicklook, month_quicklook, overview_picture
 from .statistics import count_layer
@@ -83,6 +85,7 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     boxes = [t.written.source.geobox.extent.boundingbox for t in tiles]
     bounds = (min(b.left for b in boxes), min(b.bottom for b in boxes), max(b.right for b in boxes),
               max(b.top for b in boxes))  # fmt: skip
+    area = _aoi_area(tiles[0].written.source.made.get("aoi_geometry"), tiles[0].written.source.geobox, bounds)
     for tag in sorted(months):
         parts = months[tag]
         name = f"{PREFIX}-{tag}"
@@ -100,6 +103,7 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
             output_dir / f"{name}{mosaic.suffix}.vrt",
             output_dir / f"{name}{count.suffix}.vrt",
             output_dir / f"{name}-quicklook.png",
+            area=area,
         )
         looks.append((tag, look))
         vrts[output_dir / f"{name}{mosaic.suffix}.vrt"] = look.clear_share
@@ -155,6 +159,16 @@ def listed_tiles(output_dir: Path) -> set[str]:
 
 
 _GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32", "float64": "Float64"}
+
+
+def _aoi_area(aoi_wkt: str | None, tile_box: GeoBox, bounds: tuple[float, float, float, float]):
+    """Which pixels of a picture of the month VRTs' grid (``bounds``, the tiles' CRS and
+    resolution) lie in a polygon AOI, for their clear share (as an untiled run's quick-look
+    counts it); None without one (the whole grid)."""
+    if not aoi_wkt:
+        return None
+    box = GeoBox.from_bbox(bounds, crs=tile_box.crs, resolution=tile_box.resolution)
+    return lambda shape: aoi_block(aoi_wkt, box.zoom_to(shape))
 
 
 def write_vrt(path: Path, sources: Sequence[Path], bounds: tuple[float, float, float, float] | None = None) -> Path:

@@ -121,7 +121,8 @@ def month_quicklook(
 
 def overview_picture(quicklooks: Sequence[tuple[str, Quicklook]], png: Path) -> Path:
     """One picture of every month's quick-look side by side, captioned with its month and the
-    share of the grid with at least one clear observation."""
+    share of the area asked for (the grid, or a polygon AOI's pixels) with at least one clear
+    observation."""
 
     caption = 34
     panels = []

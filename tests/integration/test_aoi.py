@@ -67,3 +67,38 @@ def test_a_triangle_aoi_is_nodata_outside_and_the_truth_inside(demo, truth, tmp_
     assert item["bbox"] == [-122.32, 47.54, -122.27, 47.57]
     with rasterio.open(out / "monthly-mosaic-2022-01" / "monthly-mosaic-2022-01.tif") as ds:
         assert (ds.read(1)[~inside] == 0).all()
+
+
+def test_a_tiled_runs_clear_shares_are_of_the_triangle(demo, truth, tmp_path):
+    """Cut into tiles, the same triangle: each month's clear share (the summary's, the month
+    quick-look's over every tile) is the share of the triangle's pixels with a clear observation,
+    as an untiled run's item says, not the share of the tiles' box around it."""
+    import re
+
+    import shapely
+    from odc.geo.geobox import GeoBox
+    from odc.geo.geom import Geometry
+    from odc.geo.xr import rasterize
+
+    from cubemosaic.quicklook import clear_percent
+
+    from conftest import cli
+
+    area = _write(tmp_path / "triangle.geojson", {"type": "Polygon", "coordinates": [TRIANGLE]})
+    out = tmp_path / "tiled"
+    proc = cli(["catalog=demo", f"aoi={area}", "tile_size=128", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len({p.parent.parent.name for p in out.glob("x*/monthly-mosaic-*/*.tif")}) > 1, "cut into tiles"
+    shares = dict(re.findall(r"summary: monthly-mosaic-(\d{4}-\d\d) clear (\S+%)", proc.stderr))
+    assert len(shares) == 4, proc.stderr
+    # The triangle on the month VRTs' grid: the tiles' pixels, around the triangle's.
+    with rasterio.open(out / f"monthly-mosaic-{min(shares)}-count.vrt") as vrt:
+        box = GeoBox((vrt.height, vrt.width), vrt.transform, vrt.crs)
+    inside = rasterize(Geometry(shapely.Polygon(TRIANGLE), "EPSG:4326"), box).values
+    assert 0.05 < inside.mean() < 0.9, "the tiles' box is larger than the triangle"
+    for month, said in shares.items():
+        count = truth["count"].sel(time=month).squeeze("time", drop=True)
+        count = count.reindex(x=box.coords["x"].values, y=box.coords["y"].values, method="nearest", tolerance=1.0,
+                              fill_value=0)  # fmt: skip
+        clear = count.values > 0
+        assert said == clear_percent(clear[inside].mean()), (month, said, clear[inside].mean(), clear.mean())

@@ -239,8 +239,13 @@ def _served(archive, work: Path):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", nargs="*", default=list(CASES), choices=(*CASES, "core"),
-                        help="cases to run (default all; core: the single-tile and region ones)")
+    parser.add_argument(
+        "--case",
+        nargs="*",
+        default=list(CASES),
+        choices=(*CASES, "core"),
+        help="cases to run (default all; core: the single-tile and region ones)",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["original", "odc"], help="peers to leave out")
     args = parser.parse_args()
     if "core" in args.case:

@@ -23,7 +23,6 @@ wheels). GDAL, QGIS and rioxarray open them as one raster, with the COGs' overvi
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Mapping, Sequence
@@ -38,7 +37,16 @@ from odc.geo.geobox import GeoBox
 from pystac.layout import CustomLayoutStrategy
 
 from .aoi import aoi_block
-from .export import COLLECTION_ID, PREFIX, Month, Written, build_collection, month_items
+from .export import (
+    PREFIX,
+    Month,
+    Written,
+    build_collection,
+    listed_months,
+    listed_tiles,
+    month_items,
+    remove_untiled_outputs,
+)
 from .quicklook import Quicklook, month_quicklook, overview_picture
 from .statistics import count_layer
 from .tiling import TileGrid
@@ -62,9 +70,9 @@ class TileOutputs(NamedTuple):
 def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: TileGrid) -> dict[Path, float]:
     """Write the items of every tile and month, the month VRTs and quick-looks, the overview
     picture and ``collection.json``; remove tile folders an earlier request listed that this one
-    does not make. Returns the month VRTs of the mosaic, in month order, with the share of the
+    does not make, and what an untiled run left (its months, its ``catalog.json``). Returns the month VRTs of the mosaic, in month order, with the share of the
     area each has a clear observation for."""
-    earlier = listed_tiles(output_dir)
+    earlier, untiled = listed_tiles(output_dir), listed_months(output_dir)
     layers = tiles[0].written.layers
     items: list[pystac.Item] = []
     months: dict[str, list[tuple[TileOutputs, Month]]] = {}
@@ -129,6 +137,7 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     for tile in sorted(earlier - {t.tile for t in tiles}):  # an earlier request's tiles
         shutil.rmtree(output_dir / tile, ignore_errors=True)
         log.info("export: removed %s, a tile of the earlier request", output_dir / tile)
+    remove_untiled_outputs(output_dir, untiled)
     made = {output_dir / f"{PREFIX}-{tag}{layer.suffix}.vrt" for tag in months for layer in layers}
     made |= {output_dir / f"{PREFIX}-{tag}-quicklook.png" for tag in months}
     for stale in sorted(
@@ -140,22 +149,6 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     log.info("export: %s lists %d item(s): %d tile(s) x %d month(s) at most", output_dir / "collection.json",
              len(items), len(tiles), len(months))  # fmt: skip
     return vrts
-
-
-def listed_tiles(output_dir: Path) -> set[str]:
-    """The tile folders the ``collection.json`` already in ``output_dir`` (one of ours) lists."""
-    try:
-        doc = json.loads((output_dir / "collection.json").read_text())
-    except (OSError, ValueError):
-        return set()
-    if doc.get("id") != COLLECTION_ID:
-        return set()
-    tiles = set()
-    for link in doc.get("links", []):
-        rel = [p for p in Path(link.get("href", "")).parts if p != "."]
-        if link.get("rel") == "item" and len(rel) == 3 and rel[1].startswith(f"{PREFIX}-"):
-            tiles.add(rel[0])
-    return tiles
 
 
 _GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32", "float64": "Float64"}

@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -423,7 +423,7 @@ def _write_month(
 def _catalog_complete(output_dir: Path, months: Sequence[Month], layers: Sequence[Layer]) -> bool:
     """Whether the catalog in ``output_dir`` lists exactly these months and every file it needs is
     there (items, COGs, quick-looks, the overview): else the rerun rewrites it."""
-    if _listed_folders(output_dir) != {output_dir / m.name for m in months}:
+    if listed_months(output_dir) != {output_dir / m.name for m in months}:
         return False
     needed = [output_dir / "collection.json", output_dir / "catalog.json", output_dir / "overview.png"]
     for m in months:
@@ -523,8 +523,8 @@ def export_months(monthly_path: str, output_dir: Path, *, cluster: ClusterCogs |
         raise OutputError("no month has any clear pixel: nothing to export (try a longer period or another aoi)")
     kept, layers = written.months, written.layers
     paths = written.paths()
-    earlier = _listed_folders(output_dir)
-    if not written.new and _catalog_complete(output_dir, kept, layers):
+    earlier, earlier_tiles = listed_months(output_dir), listed_tiles(output_dir)
+    if not written.new and not earlier_tiles and _catalog_complete(output_dir, kept, layers):
         log.info("export: %s is up to date, nothing rewritten", output_dir / "catalog.json")
         return paths
     try:
@@ -535,6 +535,7 @@ def export_months(monthly_path: str, output_dir: Path, *, cluster: ClusterCogs |
     for folder in sorted(earlier - {output_dir / m.name for m in kept}):  # an earlier request's months
         shutil.rmtree(folder)
         log.info("export: removed %s, a month of the earlier request", folder)
+    remove_tiled_outputs(output_dir, earlier_tiles)
     log.info("export: %s lists %d monthly mosaic(s)", output_dir / "catalog.json", len(kept))
     log.info("export: %s, their STAC Collection", output_dir / "collection.json")
     return paths
@@ -795,10 +796,11 @@ def _written_from(path: Path, source: Mapping[str, str]) -> bool:
     return all(tags.get(k) == v for k, v in source.items())
 
 
-def _listed_folders(output_dir: Path) -> set[Path]:
-    """The month folders the ``collection.json`` and ``catalog.json`` already in ``output_dir``
-    (ours) list: both, so a folder is found whichever root an earlier version or a torn run left."""
-    folders = set()
+def _listed_items(output_dir: Path) -> list[tuple[str, ...]]:
+    """The item links (their paths' parts, below ``output_dir``) of the ``collection.json`` and
+    ``catalog.json`` already in ``output_dir``, where they are ours: both, so an output is found
+    whichever root an earlier version, a torn run or the other layout left."""
+    links = []
     for name in ("collection.json", "catalog.json"):
         try:
             doc = json.loads((output_dir / name).read_text())
@@ -807,9 +809,52 @@ def _listed_folders(output_dir: Path) -> set[Path]:
         if doc.get("id") != COLLECTION_ID:
             continue
         for link in doc.get("links", []):
-            if link.get("rel") != "item":
-                continue
-            folder = (output_dir / link.get("href", "")).resolve().parent
-            if folder.parent == output_dir.resolve() and folder.name.startswith(f"{PREFIX}-"):
-                folders.add(output_dir / folder.name)
-    return folders
+            if link.get("rel") == "item":
+                links.append(tuple(p for p in Path(link.get("href", "")).parts if p != "."))
+    return links
+
+
+def listed_months(output_dir: Path) -> set[Path]:
+    """The month folders of an untiled run (``output_dir/monthly-mosaic-YYYY-MM``) our roots in
+    ``output_dir`` list."""
+    return {
+        output_dir / parts[0]
+        for parts in _listed_items(output_dir)
+        if len(parts) == 2 and parts[0].startswith(f"{PREFIX}-")
+    }
+
+
+def listed_tiles(output_dir: Path) -> set[str]:
+    """The tile folders of a tiled run (``output_dir/x142y995/monthly-mosaic-YYYY-MM``) our roots in
+    ``output_dir`` list."""
+    return {parts[0] for parts in _listed_items(output_dir) if len(parts) == 3 and parts[1].startswith(f"{PREFIX}-")}
+
+
+def remove_tiled_outputs(output_dir: Path, tiles: Iterable[str]) -> None:
+    """Remove what a tiled run left in ``output_dir`` (an untiled run now writes there): the
+    ``tiles`` its collection listed, its month VRTs and its month quick-looks over the whole area.
+    Left, they would show an earlier request's pixels beside this one's."""
+    for tile in sorted(tiles):
+        shutil.rmtree(output_dir / tile, ignore_errors=True)
+        log.info("export: removed %s, a tile of the earlier request", output_dir / tile)
+    for stale in sorted(
+        set(output_dir.glob(f"{PREFIX}-????-??*.vrt")) | set(output_dir.glob(f"{PREFIX}-????-??-quicklook.png"))
+    ):
+        stale.unlink(missing_ok=True)
+        log.info("export: removed %s, of the earlier (tiled) request", stale)
+
+
+def remove_untiled_outputs(output_dir: Path, months: Iterable[Path]) -> None:
+    """Remove what an untiled run left in ``output_dir`` (a tiled run now writes there): the month
+    folders its roots listed and its ``catalog.json``, which would list them."""
+    for folder in sorted(months):
+        shutil.rmtree(folder, ignore_errors=True)
+        log.info("export: removed %s, a month of the earlier (untiled) request", folder)
+    catalog = output_dir / "catalog.json"
+    try:
+        ours = json.loads(catalog.read_text()).get("id") == COLLECTION_ID
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if ours:
+        catalog.unlink()
+        log.info("export: removed %s, the earlier (untiled) request's catalog", catalog)

@@ -233,3 +233,33 @@ def test_the_two_steps_of_the_workflow_carry_a_tiled_cube(demo, tmp_path):
         with rasterio.open(vrt) as a, rasterio.open(step2 / vrt.name) as b:
             np.testing.assert_array_equal(a.read(), b.read())
     assert len(list(whole.glob("monthly-mosaic-*.vrt"))) == 8
+
+
+def _ours(out: Path) -> list[str]:
+    """What is in ``out`` but the stores, the Hydra record and the log."""
+    skip = {"cube.zarr", "monthly.zarr", ".hydra", "cubemosaic.log"}
+    return sorted(str(p.relative_to(out)) for p in out.rglob("*") if not skip & set(p.relative_to(out).parts))
+
+
+def test_switching_between_tiled_and_untiled_leaves_nothing_of_the_other(tmp_path):
+    """The same output_dir, an untiled run, then a tiled one, then untiled again (overwrite=true,
+    as the refusal says): what each leaves is what the same run leaves in an empty folder, no
+    catalog.json listing the months of the run before, no month VRT showing its pixels. A file
+    of the user's stays."""
+    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    runs = [["tile_size=4096"], ["tile_size=128"], ["tile_size=4096"]]
+    for i, extra in enumerate(runs):
+        proc = cli(["catalog=demo", *extra, "overwrite=true", f"output_dir={out}"], cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        alone = fresh / str(i)
+        assert cli(["catalog=demo", *extra, f"output_dir={alone}"], cwd=tmp_path).returncode == 0
+        assert _ours(out) == sorted([*_ours(alone), "notes.txt"]), extra
+        roots = [json.loads((out / name).read_text()) for name in ("collection.json", "catalog.json")
+                 if (out / name).exists()]  # fmt: skip
+        for root in roots:
+            for link in root["links"]:
+                if link["rel"] == "item":
+                    assert (out / link["href"]).is_file(), link
+    assert (out / "notes.txt").read_text() == "mine"

@@ -9,7 +9,8 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from cubemosaic.collection import COLLECTION_ID, listed_tiles, write_vrt
+from cubemosaic.collection import write_vrt
+from cubemosaic.export import COLLECTION_ID, listed_months, listed_tiles
 
 NODATA = 0
 
@@ -56,7 +57,7 @@ def test_a_vrt_over_given_bounds_keeps_every_months_grid(tmp_path, tiles):
     assert (data[:, :4] == 11).all() and (data[:, 4:] == NODATA).all(), "a missing tile reads as nodata"
 
 
-def test_the_tiles_a_collection_lists_are_its_items_first_folders(tmp_path):
+def test_the_tiles_and_months_a_collection_lists_are_its_items_folders(tmp_path):
     links = [
         {"rel": "item", "href": "./x0y0/monthly-mosaic-2022-01/monthly-mosaic-2022-01.json"},
         {"rel": "item", "href": "x1y0/monthly-mosaic-2022-02/monthly-mosaic-2022-02.json"},
@@ -66,6 +67,8 @@ def test_the_tiles_a_collection_lists_are_its_items_first_folders(tmp_path):
     doc = {"type": "Collection", "id": COLLECTION_ID, "links": links}
     (tmp_path / "collection.json").write_text(json.dumps(doc))
     assert listed_tiles(tmp_path) == {"x0y0", "x1y0"}
+    assert listed_months(tmp_path) == {tmp_path / "monthly-mosaic-2022-01"}, "an untiled run's month"
     assert listed_tiles(tmp_path / "nowhere") == set()
     (tmp_path / "collection.json").write_text(json.dumps({**doc, "id": "someone-elses"}))
     assert listed_tiles(tmp_path) == set(), "a collection not of ours lists no tile of ours"
+    assert listed_months(tmp_path) == set()

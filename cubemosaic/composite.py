@@ -120,6 +120,7 @@ def build_monthly(
     percentile_method: str = "linear",
     overwrite: bool = False,
     writes: store.Writes = store.DIRECT,
+    label: str = "composite",
 ) -> str:
     """Write (or resume) the monthly composites of the cube at ``cube_path`` to ``path``.
 
@@ -160,13 +161,13 @@ def build_monthly(
             "layers": [layer.key for layer in layers],
             "bands": list(composite.bands),
         }
-    state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="composite")
+    state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label=label)
 
     sources = store.dn_arrays(cube_path, composite.bands)
     starts = np.cumsum([0, *counts])
     spans = {i: (int(starts[i]), int(starts[i + 1])) for i in range(len(months))}  # month -> its days t0:t1
     names = [v for layer in layers for v in layer.variables]
-    log.info("composite: %d month(s) from %d day(s); %d to compute (%s)", len(months), len(cube.time),
+    log.info("%s: %d month(s) from %d day(s); %d to compute (%s)", label, len(months), len(cube.time),
              len(months) - len(state.done), ", ".join(s.name for s in composite.statistics))  # fmt: skip
 
     def write(batch: list[int]) -> list[dict[str, str]]:
@@ -186,7 +187,7 @@ def build_monthly(
         state,
         write,
         batch_size=MONTHS_PER_BATCH,
-        label="composite",
+        label=label,
         name=lambda i: f"month {str(months[i])[:7]}",
         unit="months",
     )

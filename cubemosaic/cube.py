@@ -213,6 +213,7 @@ def build_cube(
     access: Access = PLAIN,
     on_read_error: str = "fail",
     writes: store.Writes = store.DIRECT,
+    label: str = "cube",
 ) -> str:
     """Write (or resume) the cube of ``items`` (STAC items or scenes parsed from them) made as
     ``spec`` says at ``path``; returns ``path``.
@@ -228,13 +229,14 @@ def build_cube(
     template = cube_template(geobox, days, list(bands), shard)
     encoding = {name: store.zarr_encoding((1,) + chunk, (1,) + shard, compressor="lz4") for name in bands}
     sig = signature(days, spec)
-    state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label="cube")
+    state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label=label)
     todo = [i for i in range(len(days)) if i not in state.done]
     direct, warped = read_counts([days[i] for i in todo], spec)
-    log.info("cube: %d asset(s) of the %d day(s) to write line up with the grid and are read directly, %d are "
-             "warped (odc-loader's reader, from their native pixels)", direct, len(todo), warped)  # fmt: skip
+    log.info("%s: %d asset(s) of the %d day(s) to write line up with the grid and are read directly, %d are "
+             "warped (odc-loader's reader, from their native pixels)", label, direct, len(todo), warped)  # fmt: skip
     log.info(
-        "cube: %d solar day(s), %d scene(s), grid %s at %g m in %s; %d day(s) to write",
+        "%s: %d solar day(s), %d scene(s), grid %s at %g m in %s; %d day(s) to write",
+        label,
         len(days),
         len(items),
         "x".join(map(str, geobox.shape[::-1])),
@@ -260,7 +262,7 @@ def build_cube(
                 day = next((d for d in batch_days.values() if any(s.id == e.item_id for s in d.items)), None)
                 if on_read_error != "skip" or day is None:
                     raise
-                log.warning("cube: skipped asset %s of item %s (%s)", e.band, e.item_id, e.problem)
+                log.warning("%s: skipped asset %s of item %s (%s)", label, e.band, e.item_id, e.problem)
                 skipped.append({"day": day.day.isoformat(), "item": e.item_id, "band": e.band, "problem": e.problem})
                 batch_days = {
                     i: replace(d, items=tuple(s for s in d.items if s.id != e.item_id)) for i, d in batch_days.items()
@@ -275,5 +277,5 @@ def build_cube(
     def name(i: int) -> str:
         return f"day {i + 1}/{len(days)}: {days[i].day} ({len(days[i].items)} scene(s))"
 
-    store.run_steps(state, write, batch_size=DAYS_PER_BATCH, label="cube", name=name, unit="days")
+    store.run_steps(state, write, batch_size=DAYS_PER_BATCH, label=label, name=name, unit="days")
     return path

@@ -274,6 +274,7 @@ def _run(settings: Settings) -> Outputs:
                         percentile_method=settings.percentile_method,
                         overwrite=settings.overwrite,
                         writes=writes,
+                        label=f"composite{unit.label}",
                     )
             if "export" in stages:
                 if "composite" not in stages:
@@ -399,6 +400,7 @@ def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, writes: Write
             access=Access(signer(settings.sign), settings.gdal),
             on_read_error=settings.on_read_error,
             writes=writes,
+            label=f"cube{unit.label}",
         )
 
 

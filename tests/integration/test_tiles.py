@@ -127,6 +127,21 @@ def test_the_collection_lists_every_tile_and_month(tiled20):
         assert png.width >= 256
 
 
+def test_every_line_of_a_tiles_work_names_the_tile(tiled20):
+    """Tiles run side by side on a cluster, so each line of a tile's cube and composite (its days
+    and months written, its read counts) names the tile: ``cube tile x142y995: ...``."""
+    import re
+
+    lines = [line.partition(" cubemosaic: ")[2] for line in (tiled20 / "log.txt").read_text().splitlines()]
+    work = [line for line in lines if re.match(r"(cube|composite)[ :]", line)]
+    steps = [line for line in work if " written [" in line]
+    assert len(steps) >= 9 * (3 + len(MONTHS)), "the days and months of every tile"
+    tiles = {p.name for p in tiled20.iterdir() if p.is_dir() and p.name.startswith("x")}
+    for line in work:
+        match = re.match(r"(cube|composite) tile (x\d+y\d+): ", line)
+        assert match and match[2] in tiles, line
+
+
 def test_a_killed_tiled_run_resumes_tile_by_tile(region, tiled20, tmp_path):
     """Killed (SIGKILL) after its second tile, the run started again keeps the tiles already done
     (their COGs up to date, nothing rewritten) and ends with the same pixels."""

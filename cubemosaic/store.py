@@ -289,6 +289,8 @@ def open_or_create(
         if not overwrite:
             if attrs is None:
                 what = "is not a cubemosaic store"
+            elif "tiled" in attrs:  # cubemosaic.tiled's group of tile stores
+                what = "holds a tiled store (an area cut into tiles)"
             else:
                 keys = ", ".join(differences(attrs.get("signature") or {}, sig)) or "format"
                 what = f"was made for another request (differs in: {keys})"

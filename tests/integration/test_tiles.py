@@ -257,15 +257,28 @@ def _ours(out: Path) -> list[str]:
 
 
 def test_switching_between_tiled_and_untiled_leaves_nothing_of_the_other(tmp_path):
-    """The same output_dir, an untiled run, then a tiled one, then untiled again (overwrite=true,
-    as the refusal says): what each leaves is what the same run leaves in an empty folder, no
+    """The same output_dir, an untiled run, then a tiled one, then untiled again: refused in one
+    line naming the store and what it holds, then with overwrite=true (as the refusal says): what each leaves is what the same run leaves in an empty folder, no
     catalog.json listing the months of the run before, no month VRT showing its pixels. A file
     of the user's stays."""
     out, fresh = tmp_path / "out", tmp_path / "fresh"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     runs = [["tile_size=4096"], ["tile_size=128"], ["tile_size=4096"]]
+    refusals = [
+        None,
+        "holds an untiled store (an area that fitted one tile)",
+        "holds a tiled store (an area cut into tiles)",
+    ]
     for i, extra in enumerate(runs):
+        if refusals[i]:  # without overwrite=true: refused, in one line, nothing changed
+            before = _ours(out)
+            refused = cli(["catalog=demo", *extra, f"output_dir={out}"], cwd=tmp_path)
+            assert refused.returncode == 1 and one_line_error(refused) == (
+                f"cubemosaic: error: output_dir: {out / 'cube.zarr'} {refusals[i]}; choose another output_dir or set overwrite=true "
+                "to replace it"
+            ), refused.stderr[-2000:]
+            assert _ours(out) == before
         proc = cli(["catalog=demo", *extra, "overwrite=true", f"output_dir={out}"], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         alone = fresh / str(i)

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 TILE = 512
 
 
-def _stage_seconds(stderr: str) -> dict[str, float]:
+def stage_seconds(stderr: str) -> dict[str, float]:
     """Seconds per stage, the tiles' summed (``timing: cube tile x1y2 1.2 s``)."""
     out: dict[str, float] = {}
     for stage, seconds in re.findall(r"timing: (\w+)(?: tile \S+)? ([\d.]+) s", stderr):
@@ -69,7 +69,7 @@ def run_tiled(measure, archive, items: Path, out: Path, res: int, *extra: str, a
     from run import region_correctness
 
     m = measure(command(archive, items, out, res, *extra, aoi=aoi))
-    m["stages"] = _stage_seconds(m["stderr"])
+    m["stages"] = stage_seconds(m["stderr"])
     if m["rc"] == 0:
         m.update(region_correctness(vrt_dataset(out), archive))
         m["tiles"] = len([p for p in out.iterdir() if p.is_dir() and p.name.startswith("x")])
@@ -189,7 +189,7 @@ def export_rows(work: Path, measure, run_dir: Path) -> tuple[dict, list[str]]:
         cmd = [sys.executable, "-m", "cubemosaic", "stage=export", f"zarr_dir={run_dir}", f"output_dir={out}",
                *extra]  # fmt: skip
         m = measure(cmd)
-        m["stages"] = _stage_seconds(m["stderr"])
+        m["stages"] = stage_seconds(m["stderr"])
         rows[("export2", label)] = m
         outs[label] = out
     a, b = outs.values()

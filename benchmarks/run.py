@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from archive import area_archive, bench_archive, fast_archive, region_archive, request_args, tile_archive  # noqa: E402
+from large import stage_seconds  # noqa: E402
 
 RESULTS = HERE / "results"
 NAMES = {"red": "B04", "green": "B03", "blue": "B02", "nir": "B08"}
@@ -197,7 +197,7 @@ def run_cubemosaic(archive, items: Path, out: Path, truth, res: int, *extra: str
            f"aoi={req['aoi']}", f"start_date={req['start_date']}", f"end_date={req['end_date']}",
            f"resolution={res}", f"output_dir={out}", "overwrite=true", *extra]  # fmt: skip
     m = measure(cmd)
-    m["stages"] = {k: float(v) for k, v in re.findall(r"timing: (\w+) ([\d.]+) s", m["stderr"])}
+    m["stages"] = stage_seconds(m["stderr"])  # a tiled run's tiles summed
     if m["rc"] == 0 and truth is not None:
         m.update(correctness(out / "monthly.zarr", truth, raw_dn=True))
     return m

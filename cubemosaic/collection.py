@@ -24,7 +24,6 @@ wheels). GDAL, QGIS and rioxarray open them as one raster, with the COGs' overvi
 from __future__ import annotations
 
 import logging
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -36,7 +35,6 @@ import rasterio
 from odc.geo.geobox import GeoBox
 from pystac.layout import CustomLayoutStrategy
 
-from .aoi import aoi_block
 from .export import (
     PREFIX,
     Month,
@@ -45,6 +43,8 @@ from .export import (
     listed_months,
     listed_tiles,
     month_items,
+    picture_area,
+    remove_tiled_outputs,
     remove_untiled_outputs,
 )
 from .quicklook import Quicklook, month_quicklook, overview_picture
@@ -69,9 +69,10 @@ class TileOutputs(NamedTuple):
 
 def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: TileGrid) -> dict[Path, float]:
     """Write the items of every tile and month, the month VRTs and quick-looks, the overview
-    picture and ``collection.json``; remove tile folders an earlier request listed that this one
-    does not make, and what an untiled run left (its months, its ``catalog.json``). Returns the month VRTs of the mosaic, in month order, with the share of the
-    area each has a clear observation for."""
+    picture and ``collection.json``; remove tile folders, month VRTs and quick-looks an earlier
+    request made that this one does not, and what an untiled run left (its months, its
+    ``catalog.json``). Returns the month VRTs of the mosaic, in month order, with the share of
+    the area each has a clear observation for."""
     earlier, untiled = listed_tiles(output_dir), listed_months(output_dir)
     layers = tiles[0].written.layers
     items: list[pystac.Item] = []
@@ -93,7 +94,10 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     boxes = [t.written.source.geobox.extent.boundingbox for t in tiles]
     bounds = (min(b.left for b in boxes), min(b.bottom for b in boxes), max(b.right for b in boxes),
               max(b.top for b in boxes))  # fmt: skip
-    area = _aoi_area(tiles[0].written.source.made.get("aoi_geometry"), tiles[0].written.source.geobox, bounds)
+    # The month VRTs' grid: the tiles' CRS and resolution over their bounds.
+    vrt_box = GeoBox.from_bbox(bounds, crs=tiles[0].written.source.geobox.crs,
+                               resolution=tiles[0].written.source.geobox.resolution)  # fmt: skip
+    area = picture_area(tiles[0].written.source.made.get("aoi_geometry"), vrt_box)
     for tag in sorted(months):
         parts = months[tag]
         name = f"{PREFIX}-{tag}"
@@ -134,34 +138,16 @@ def assemble_collection(output_dir: Path, tiles: Sequence[TileOutputs], grid: Ti
     collection.make_all_asset_hrefs_relative()
     collection.make_asset_hrefs_relative()  # its own (the VRTs, the overview): the call above does the items'
     collection.save(pystac.CatalogType.SELF_CONTAINED)
-    for tile in sorted(earlier - {t.tile for t in tiles}):  # an earlier request's tiles
-        shutil.rmtree(output_dir / tile, ignore_errors=True)
-        log.info("export: removed %s, a tile of the earlier request", output_dir / tile)
     remove_untiled_outputs(output_dir, untiled)
     made = {output_dir / f"{PREFIX}-{tag}{layer.suffix}.vrt" for tag in months for layer in layers}
     made |= {output_dir / f"{PREFIX}-{tag}-quicklook.png" for tag in months}
-    for stale in sorted(
-        set(output_dir.glob(f"{PREFIX}-????-??*.vrt")) | set(output_dir.glob(f"{PREFIX}-????-??-quicklook.png"))
-    ):
-        if stale not in made:  # an earlier request's month (or layer) over the whole area
-            stale.unlink(missing_ok=True)
-            log.info("export: removed %s, of the earlier request", stale)
+    remove_tiled_outputs(output_dir, earlier - {t.tile for t in tiles}, keep=made)
     log.info("export: %s lists %d item(s): %d tile(s) x %d month(s) at most", output_dir / "collection.json",
              len(items), len(tiles), len(months))  # fmt: skip
     return vrts
 
 
 _GDAL_TYPES = {"uint8": "Byte", "uint16": "UInt16", "int16": "Int16", "float32": "Float32", "float64": "Float64"}
-
-
-def _aoi_area(aoi_wkt: str | None, tile_box: GeoBox, bounds: tuple[float, float, float, float]):
-    """Which pixels of a picture of the month VRTs' grid (``bounds``, the tiles' CRS and
-    resolution) lie in a polygon AOI, for their clear share (as an untiled run's quick-look
-    counts it); None without one (the whole grid)."""
-    if not aoi_wkt:
-        return None
-    box = GeoBox.from_bbox(bounds, crs=tile_box.crs, resolution=tile_box.resolution)
-    return lambda shape: aoi_block(aoi_wkt, box.zoom_to(shape))
 
 
 def write_vrt(path: Path, sources: Sequence[Path], bounds: tuple[float, float, float, float] | None = None) -> Path:

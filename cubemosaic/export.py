@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -546,6 +546,14 @@ def months_at_once_here() -> int:
     return min(EXPORT_THREADS, os.cpu_count() or 1)
 
 
+def picture_area(aoi_wkt: str | None, geobox: GeoBox) -> Callable[[tuple[int, int]], np.ndarray] | None:
+    """Which pixels of a picture of ``geobox`` (any shape: its quick-look) lie in a polygon AOI,
+    for the picture's clear share; None without one (the whole grid)."""
+    if not aoi_wkt:
+        return None
+    return lambda shape: aoi_block(aoi_wkt, geobox.zoom_to(shape))
+
+
 def month_items(
     written: Written, *, tile: str | None = None, code: str | None = None
 ) -> list[tuple[pystac.Item, Quicklook]]:
@@ -553,8 +561,7 @@ def month_items(
     For a tile: its id is in the item's id (``monthly-mosaic-YYYY-MM-x142y995``), its ``grid:code``
     in its properties (STAC grid extension)."""
     made, geobox, layers = written.source.made, written.source.geobox, written.layers
-    aoi_wkt = made.get("aoi_geometry")
-    area = (lambda shape: aoi_block(aoi_wkt, geobox.zoom_to(shape))) if aoi_wkt else None
+    area = picture_area(made.get("aoi_geometry"), geobox)
     mosaic, count = layers[0], count_layer(layers)
 
     def look(month: Month) -> Quicklook:
@@ -801,6 +808,7 @@ def _listed_items(output_dir: Path) -> list[tuple[str, ...]]:
     ``catalog.json`` already in ``output_dir``, where they are ours: both, so an output is found
     whichever root an earlier version, a torn run or the other layout left."""
     links = []
+    root = output_dir.resolve()
     for name in ("collection.json", "catalog.json"):
         try:
             doc = json.loads((output_dir / name).read_text())
@@ -809,8 +817,12 @@ def _listed_items(output_dir: Path) -> list[tuple[str, ...]]:
         if doc.get("id") != COLLECTION_ID:
             continue
         for link in doc.get("links", []):
-            if link.get("rel") == "item":
-                links.append(tuple(p for p in Path(link.get("href", "")).parts if p != "."))
+            if link.get("rel") != "item":
+                continue
+            try:  # relative or absolute, resolved: only what lies below output_dir
+                links.append((output_dir / link.get("href", "")).resolve().relative_to(root).parts)
+            except ValueError:
+                continue
     return links
 
 
@@ -830,18 +842,20 @@ def listed_tiles(output_dir: Path) -> set[str]:
     return {parts[0] for parts in _listed_items(output_dir) if len(parts) == 3 and parts[1].startswith(f"{PREFIX}-")}
 
 
-def remove_tiled_outputs(output_dir: Path, tiles: Iterable[str]) -> None:
-    """Remove what a tiled run left in ``output_dir`` (an untiled run now writes there): the
-    ``tiles`` its collection listed, its month VRTs and its month quick-looks over the whole area.
-    Left, they would show an earlier request's pixels beside this one's."""
+def remove_tiled_outputs(output_dir: Path, tiles: Iterable[str], *, keep: Collection[Path] = ()) -> None:
+    """Remove what a tiled request left in ``output_dir`` and this run does not make: the ``tiles``
+    its collection listed, its month VRTs and its month quick-looks over the whole area, but those
+    in ``keep`` (this tiled run's own). Left, they would show an earlier request's pixels beside
+    this one's."""
     for tile in sorted(tiles):
         shutil.rmtree(output_dir / tile, ignore_errors=True)
         log.info("export: removed %s, a tile of the earlier request", output_dir / tile)
     for stale in sorted(
         set(output_dir.glob(f"{PREFIX}-????-??*.vrt")) | set(output_dir.glob(f"{PREFIX}-????-??-quicklook.png"))
     ):
-        stale.unlink(missing_ok=True)
-        log.info("export: removed %s, of the earlier (tiled) request", stale)
+        if stale not in keep:
+            stale.unlink(missing_ok=True)
+            log.info("export: removed %s, of the earlier request", stale)
 
 
 def remove_untiled_outputs(output_dir: Path, months: Iterable[Path]) -> None:

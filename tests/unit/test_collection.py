@@ -68,6 +68,13 @@ def test_the_tiles_and_months_a_collection_lists_are_its_items_folders(tmp_path)
     (tmp_path / "collection.json").write_text(json.dumps(doc))
     assert listed_tiles(tmp_path) == {"x0y0", "x1y0"}
     assert listed_months(tmp_path) == {tmp_path / "monthly-mosaic-2022-01"}, "an untiled run's month"
+    absolute = [{"rel": "item", "href": str(tmp_path / "monthly-mosaic-2022-03" / "monthly-mosaic-2022-03.json")},
+                {"rel": "item", "href": "../monthly-mosaic-2022-04/monthly-mosaic-2022-04.json"}]  # fmt: skip
+    (tmp_path / "collection.json").write_text(json.dumps({**doc, "links": links + absolute}))
+    assert listed_months(tmp_path) == {tmp_path / "monthly-mosaic-2022-01", tmp_path / "monthly-mosaic-2022-03"}, (
+        "an absolute href below output_dir counts; one outside it does not"
+    )
+    (tmp_path / "collection.json").write_text(json.dumps(doc))
     assert listed_tiles(tmp_path / "nowhere") == set()
     (tmp_path / "collection.json").write_text(json.dumps({**doc, "id": "someone-elses"}))
     assert listed_tiles(tmp_path) == set(), "a collection not of ours lists no tile of ours"

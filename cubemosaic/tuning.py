@@ -30,11 +30,11 @@ __all__ = [
 
 # --------------------------------------------------------------------------- GDAL (every process)
 #: GDAL's block cache in MB, unless the user set one: GDAL's default (5% of the RAM) lets the
-#: export's COG driver cache as much of a month as fits, so memory grew with the grid (155 MB at
-#: 1000 px, 961 MB at 8000 px measured); 128 MB keeps it flat (peak 343 MB at 4000 px, 377 MB at
-#: 8000 px) and was not slower. Set as the environment variable before GDAL first reads it
-#: (:func:`configure`): the config option set later (``rasterio.Env(GDAL_CACHEMAX=...)``) was
-#: measured to make the COG driver 2.5x slower.
+#: export cache as much of a month as fits, so memory grew with the grid (155 MB at 1000 px,
+#: 961 MB at 8000 px measured, with GDAL's COG driver); 128 MB keeps it flat (peak 343 MB at
+#: 4000 px, 377 MB at 8000 px; ``test_export`` holds it) and was not slower. Set as the
+#: environment variable before GDAL first reads it (:func:`configure`): the config option set
+#: later (``rasterio.Env(GDAL_CACHEMAX=...)``) was measured to make the COG driver 2.5x slower.
 GDAL_CACHE_MB = 128
 
 # --------------------------------------------------------------------------- reads (read, cluster)

@@ -313,9 +313,9 @@ def _composites(cfg: Any, bands: tuple[str, ...]) -> tuple[tuple[str, ...], tupl
 MIN_TILE_SIZE = 128
 MAX_TILE_SIZE = 32768
 
-#: Pixels the output grid needs on each side: a mosaic one pixel wide or high is no map, but most
-#: likely a slip in ``aoi`` or ``resolution`` (GDAL's COG driver, which the export used before,
-#: could not even write one).
+#: Pixels the output grid needs on each side: a raster one pixel high gets overviews that fail
+#: COG validation (rio-cogeo: "Invalid Decimation"), and a mosaic one pixel wide is most likely a
+#: slip in ``aoi`` or ``resolution`` anyway.
 MIN_GRID_PIXELS = 2
 
 

@@ -203,9 +203,9 @@ def _stream_and_copy(
     the overview factors. Where they do not, an overview's size is rounded up here (gdaladdo's
     rule: 301 px for a 601 px side at 2x) where the COG driver rounded it down (300 px), so its
     pixels are a little smaller rather than a little larger than 2^k source pixels; either way
-    GDAL's nodata-aware average. This is the route GDAL's COG
-    documentation gives for the GTiff driver, and rio-cogeo's own (whose ``cog_translate`` took
-    2.9 s, copying the file once more)."""
+    GDAL's nodata-aware average. This is the recipe of GDAL's Cloud Optimized GeoTIFF notes
+    (gdaladdo, then a copy with ``COPY_SRC_OVERVIEWS=YES``) and rio-cogeo's own (whose
+    ``cog_translate`` took 2.9 s, copying the file once more)."""
     count, height, width = profile["count"], profile["height"], profile["width"]
     with rasterio.open(staged, "w", **profile) as dst:
         for i, desc in enumerate(descriptions, start=1):

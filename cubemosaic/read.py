@@ -461,7 +461,8 @@ def _fill(out: np.ndarray, values: Sequence[np.ndarray], take: np.ndarray) -> No
     """The fuse's first clear value: each of a scene's ``values`` (its own arrays, zeroed here
     outside ``take``) into ``out[i]`` where ``take``, pixels still empty, where ``out`` is 0: so a
     multiply and an OR. numpy's masked copy (``np.copyto(..., where=take)``) took 13 ms for a
-    2048 px band against 2.6 ms for the multiply, ~10 % of a 10 m day's block."""
+    2048 px band against 2.6 ms for the multiply; py-spy had 10 % of the cube stage's busy time
+    at 10 m in it."""
     for i, v in enumerate(values):
         np.multiply(v, take, out=v)
         out[i] |= v

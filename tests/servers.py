@@ -81,8 +81,8 @@ class AssetServer(_Server):
 
     - every ``fail_every``-th request fails: with the HTTP status ``fail_how`` ("503", "429",
       ...), or with ``fail_how="drop"`` the connection is reset without an answer;
-    - ``authorize(query) -> bool`` refuses requests (403, as Azure Blob Storage does) whose
-      query string it does not accept;
+    - ``authorize(query, path) -> bool`` refuses requests (403, as Azure Blob Storage does) whose
+      query string it does not accept for that file;
     - every answer waits ``latency`` seconds (a distant server);
     - requests in proxy form (``GET http://host/path``, as GDAL sends them through
       ``GDAL_HTTP_PROXY``) are served from ``root/path``, whatever the host.
@@ -93,7 +93,7 @@ class AssetServer(_Server):
         root: Path,
         fail_every: int = 0,
         fail_how: str = "503",
-        authorize: Callable[[str], bool] | None = None,
+        authorize: Callable[[str, str], bool] | None = None,
         latency: float = 0.0,
     ) -> None:
         self.root = root
@@ -142,7 +142,7 @@ class AssetServer(_Server):
                     return
                 if fail:
                     return self._empty(int(server.fail_how))
-                if server.authorize and not server.authorize(url.query):
+                if server.authorize and not server.authorize(url.query, url.path):
                     with server._lock:
                         server.refused += 1
                     return self._empty(403, "AuthenticationFailed: Signature not valid in the specified time frame")
@@ -173,9 +173,13 @@ class AssetServer(_Server):
 class SasTokenStandIn(_Server):
     """The Planetary Computer's SAS endpoint (``GET <url>/<account>/<container>``) on loopback.
 
-    Tokens work for ``lifetime`` seconds and, with ``uses``, for that many requests only: a
-    count the stand-in keeps, so a test of expiring tokens does not depend on how fast the
-    run or the machine is. The answer states ``stated_lifetime`` (by default ``lifetime``);
+    Tokens work for ``lifetime`` seconds and, with ``uses``, for reads they start within their
+    first ``uses`` requests only: a count the stand-in keeps, so a test of expiring tokens does
+    not depend on how fast the run or the machine is. A used-up token is refused for a file it
+    has not served yet, and still served for one it has: it expires between reads, never within
+    one, as a real token (an hour long) does for reads of milliseconds. (Refused within a read,
+    the fresh token a retry just fetched could be used up by the other threads sharing it
+    before the retry's last request, on a loaded machine only.) The answer states ``stated_lifetime`` (by default ``lifetime``);
     the planetary-computer package renews a token whose stated expiry is less than 60 s away,
     so a stated lifetime under 60 s makes it fetch a new token on every signing, whatever the
     clock. A ``key`` makes it require that ``Ocp-Apim-Subscription-Key`` (401 otherwise).
@@ -194,6 +198,7 @@ class SasTokenStandIn(_Server):
         self.uses = uses
         self.issued: dict[str, float] = {}  # signature -> time it stops working
         self.used: dict[str, int] = {}  # signature -> requests it authorized
+        self.files: dict[str, set[str]] = {}  # signature -> paths it has served
         self.containers: set[tuple[str, str]] = set()
         self.keys_seen: set[str | None] = set()
         self._lock = threading.Lock()
@@ -231,6 +236,7 @@ class SasTokenStandIn(_Server):
         with self._lock:
             self.issued[sig] = now + self.lifetime
             self.used[sig] = 0
+            self.files[sig] = set()
             self.containers.add((account, container))
         token = (
             f"st={start:%Y-%m-%dT%H:%M:%SZ}&se={stated:%Y-%m-%dT%H:%M:%SZ}&sp=rl&sv=2024-05-04&sr=c"
@@ -238,16 +244,19 @@ class SasTokenStandIn(_Server):
         )
         return {"msft:expiry": expiry, "token": token}
 
-    def valid(self, query: str) -> bool:
-        """Whether ``query`` carries a token issued here that still works (and counts the use)."""
+    def valid(self, query: str, path: str = "") -> bool:
+        """Whether ``query`` carries a token issued here that still works for the file at ``path``
+        (and counts the use)."""
         sig = (parse_qs(query).get("sig") or [""])[0]
         with self._lock:
             until = self.issued.get(sig)
             if until is None or time.time() >= until:
                 return False
-            if self.uses is not None and self.used[sig] >= self.uses:
+            started = path in self.files[sig]
+            if self.uses is not None and self.used[sig] >= self.uses and not started:
                 return False
             self.used[sig] += 1
+            self.files[sig].add(path)
             return True
 
 

@@ -4,8 +4,9 @@ Items carry blob-storage hrefs (``http://<account>.blob.core.windows.net/<contai
 as the Planetary Computer's do; the planetary-computer package signs them with tokens from
 ``PC_SDK_SAS_URL`` (the stand-in), and GDAL reaches the "blob storage" through
 ``GDAL_HTTP_PROXY`` (the asset server, which answers only requests with a working token).
-Tokens stop working after a number of requests (a count the stand-in keeps, not the clock), so a
-run outlives several of them however fast it is; the server answers after 20 ms.
+Tokens stop working for new reads after a number of requests (a count the stand-in keeps, not the
+clock), so a run outlives several of them however fast or loaded the machine is; the server
+answers after 20 ms.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def _run(demo, tmp_path: Path, sas: SasTokenStandIn, blobs: AssetServer, *args: 
     return proc, out
 
 
-#: Requests a token answers before the blob server refuses it. A run makes ~270 (3 per asset read),
-#: and several reads share a cached token at once, so a fresh token must outlast the reads in flight.
+#: Requests a token answers before the blob server refuses it for a new read. A run makes ~270
+#: (3 per asset read).
 TOKEN_USES = 40
 
 
@@ -66,8 +67,8 @@ TOKEN_USES = 40
     ],
 )
 def test_a_run_outlives_several_tokens(demo, demo_run, tmp_path, stated_lifetime):
-    # Tokens stop working after TOKEN_USES requests, a count the stand-in keeps, so the verdict
-    # does not depend on how fast the run is. The package renews a token when it states less than
+    # Tokens stop working for new reads after TOKEN_USES requests, a count the stand-in keeps, so
+    # the verdict does not depend on how fast the run is. The package renews a token when it states less than
     # 60 s left: stating 30 s makes it fetch a fresh one for every read, so none is ever refused;
     # stating an hour makes it keep the token, and only a fresh token after the server's 403
     # saves the run.
@@ -85,7 +86,6 @@ def test_a_run_outlives_several_tokens(demo, demo_run, tmp_path, stated_lifetime
     assert len(sas.issued) >= 3, f"the run outlived {len(sas.issued)} token(s) only"
     if stated_lifetime == 3600:
         assert blobs.refused > 0, "the server refused used-up tokens"
-        assert len(sas.issued) >= served // TOKEN_USES, "a refused token was replaced, not retried"
     else:
         assert blobs.refused == 0, "tokens renewed before they stop working are never refused"
     for sig in sas.issued:

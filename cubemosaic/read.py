@@ -350,18 +350,57 @@ def _warp(grid: AssetGrid, geobox, access: Access, resampling: str, out: np.ndar
     return out
 
 
-def _overlaps(grid: AssetGrid, geobox) -> bool:
-    """Whether the asset may reach ``geobox``: its stated footprint (``proj:`` fields) or its item's
-    lon/lat bbox does (True when neither is stated). Either suffices, so a catalog whose ``proj:``
-    fields are wrong (the file wins, :func:`_file_grid`) still has its scene read where the item is."""
+def _footprints(grid: AssetGrid) -> list:
+    """Where the asset says it is: its stated footprint (``proj:`` fields) and its item's lon/lat
+    bbox, those that are stated."""
     stated = []
     if grid.transform is not None and grid.shape is not None and grid.crs is not None:
         stated.append(GeoBox(grid.shape, Affine(*grid.transform), grid.crs).extent)
     if grid.bbox is not None:
         stated.append(geom_box(*grid.bbox, "EPSG:4326"))
+    return stated
+
+
+def _overlaps(grid: AssetGrid, geobox) -> bool:
+    """Whether the asset may reach ``geobox``: its stated footprint (``proj:`` fields) or its item's
+    lon/lat bbox does (True when neither is stated). Either suffices, so a catalog whose ``proj:``
+    fields are wrong (the file wins, :func:`_file_grid`) still has its scene read where the item is."""
+    stated = _footprints(grid)
     if not stated:
         return True
     return any(fp.intersects(geobox.extent.to_crs(fp.crs)) for fp in stated)
+
+
+#: Output pixels a scene's reach is widened by on each side. Footprints are projected with a
+#: vertex every km (0.01 deg for a lon/lat bbox), so a projected edge's curve strays from them by
+#: far less than a pixel; the margin is for the pixels the edges cut.
+REACH_PAD = 2
+
+
+def scene_reach(scene: SceneSource, geobox) -> tuple[slice, slice] | None:
+    """The rows and columns of ``geobox`` the scene may reach: the bounding box of every stated
+    footprint and item bbox of its assets (the trust :func:`_overlaps` gives them), widened by
+    :data:`REACH_PAD`; the whole block when an asset states neither; None when none reaches it.
+
+    A day's scenes are read, masked and fused on their reach only, so a block of a region many
+    tiles wide holds each scene's arrays at its tile's size, not the block's (measured on the
+    benchmark's 6 x 4 tiles of 9 km at 20 m: the cube stage's peak fell from 626 MB)."""
+    h, w = geobox.shape
+    shapes = {(g.crs, g.transform, g.shape, g.bbox) for g in (scene.scl, *scene.bands)}
+    x0, y0, x1, y1 = math.inf, math.inf, -math.inf, -math.inf
+    for crs, transform, shape, bbox in shapes:
+        stated = _footprints(AssetGrid("", crs, transform, shape, bbox=bbox))
+        if not stated:
+            return slice(0, h), slice(0, w)
+        for fp in stated:
+            px = geobox.project(fp.to_crs(geobox.crs, resolution=0.01 if fp.crs.geographic else 1000.0))
+            bx0, by0, bx1, by1 = px.boundingbox
+            x0, y0, x1, y1 = min(x0, bx0), min(y0, by0), max(x1, bx1), max(y1, by1)
+    c0, r0 = max(0, math.floor(x0) - REACH_PAD), max(0, math.floor(y0) - REACH_PAD)
+    c1, r1 = min(w, math.ceil(x1) + REACH_PAD), min(h, math.ceil(y1) + REACH_PAD)
+    if c1 <= c0 or r1 <= r0:
+        return None
+    return slice(r0, r1), slice(c0, c1)
 
 
 def _masked(grid: AssetGrid, geobox, mask: CloudMask, access: Access) -> np.ndarray:
@@ -443,15 +482,18 @@ def day_block(
     empty = aoi_block(aoi_wkt, geobox)  # pixels still without a value (outside the AOI: never)
     if not empty.any():
         return out
-    # Every scene's mask at once, then each needed scene's bands at once, on the I/O pool.
-    maskeds = list(_io_pool().map(lambda s: _masked(s.scl, geobox, mask, access), sources))
-    for scene, masked in zip(sources, maskeds, strict=True):
-        if not (empty & ~masked).any():
+    # Each scene on its reach only (a scene that reaches none is not opened): every scene's mask
+    # at once, then each needed scene's bands at once, on the I/O pool.
+    reached = [(s, roi) for s in sources if (roi := scene_reach(s, geobox)) is not None]
+    maskeds = list(_io_pool().map(lambda p: _masked(p[0].scl, geobox[p[1]], mask, access), reached))
+    for (scene, roi), masked in zip(reached, maskeds, strict=True):
+        still = empty[roi]  # a view: taking pixels below marks them in ``empty``
+        if not (still & ~masked).any():
             continue  # nothing this scene could fill: its bands are not read
-        bands, clear = _scene_bands(scene, geobox, access, resampling, masked)
-        take = empty & clear
-        _fill(out, bands, take)
-        empty &= ~take
+        bands, clear = _scene_bands(scene, geobox[roi], access, resampling, masked)
+        take = still & clear
+        _fill(out[(slice(None), *roi)], bands, take)
+        still &= ~take
         if not empty.any():
             break
     return out

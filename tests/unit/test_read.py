@@ -294,3 +294,34 @@ def test_every_read_configures_its_process_first(monkeypatch):
     monkeypatch.delenv("GDAL_CACHEMAX", raising=False)
     seen = PLAIN.read("file.tif", lambda url: os.environ.get("GDAL_CACHEMAX"))
     assert seen == str(tuning.GDAL_CACHE_MB)
+
+
+def test_each_scene_is_read_and_fused_on_its_reach_only(day, monkeypatch):
+    """A block five times a tile's side (a region's): each scene is read, masked and fused over the
+    pixels its stated footprint reaches (padded), not the block, and lands where it is; a scene
+    stating no footprint is read over the block; one far away is not read."""
+    from cubemosaic import read
+
+    block = GeoBox.from_bbox((X0 - 800, Y0 - 5 * N * 10 + 800, X0 - 800 + 5 * N * 10, Y0 + 800), CRS, resolution=20)
+    sources = day()
+    pad = read.REACH_PAD
+    reach = read.scene_reach(sources[0], block)
+    assert reach == (slice(40 - pad, 60 + pad), slice(40 - pad, 60 + pad))  # the tile: 800 m in, 400 m wide
+    stateless = SceneSource("s", sources[0].bands, AssetGrid("x.tif", None, None, None), 0)
+    assert read.scene_reach(stateless, block) == (slice(0, 100), slice(0, 100))
+    far = AssetGrid("gone.tif", "EPSG:32611", (10, 0, X0, 0, -10, Y0), (N, N))
+    assert read.scene_reach(SceneSource("far", (far,), far, 0), block) is None
+
+    shapes = []
+    original = read._read
+
+    def recorded(grid, geobox, *args, **kwargs):
+        shapes.append(geobox.shape)
+        return original(grid, geobox, *args, **kwargs)
+
+    monkeypatch.setattr(read, "_read", recorded)
+    got = day_block(sources, block, CloudMask(), PLAIN)
+    assert shapes and all(s == (20 + 2 * pad, 20 + 2 * pad) for s in shapes), shapes
+    expected = np.zeros(block.shape, dtype=np.uint16)
+    expected[40:60, 40:60] = _expected(20)
+    np.testing.assert_array_equal(got[0], expected)

@@ -75,11 +75,27 @@ def month_block(
 ) -> dict[str, np.ndarray]:
     """Every output variable of one month and block, as (y, x) arrays.
 
-    One task reads the month's days of every band for the block straight from Zarr (a
-    month is one read per shard), so no rechunked copies travel between tasks.
+    One task reads the month's days of every band for the block straight from Zarr, so no
+    rechunked copies travel between tasks, a strip of chunk rows at a time: every statistic is
+    per pixel, and a task holds one strip's days (not the shard's) beside the block's outputs,
+    so its memory does not grow with the shard (a region's, many tiles wide) or the days in a
+    month. Each stored chunk is still decoded once.
     """
-    blocks = {band: np.asarray(src[t0:t1, ys, xs]) for band, src in sources.items()}
-    return composite.reduce(MonthBlock(blocks, np.asarray(days[t0:t1])))
+    first = next(iter(sources.values()))
+    step = int(first.chunks[1]) if hasattr(first, "chunks") else ys.stop - ys.start  # zarr's chunk rows
+    outputs: dict[str, np.ndarray] = {}
+    for r0 in range(ys.start, ys.stop, step):
+        rows = slice(r0, min(r0 + step, ys.stop))
+        blocks = {band: np.asarray(src[t0:t1, rows, xs]) for band, src in sources.items()}
+        part = composite.reduce(MonthBlock(blocks, np.asarray(days[t0:t1])))
+        del blocks
+        if rows == ys:
+            return part  # one strip: the block itself
+        for name, values in part.items():
+            if name not in outputs:
+                outputs[name] = np.empty((ys.stop - ys.start,) + values.shape[1:], dtype=values.dtype)
+            outputs[name][r0 - ys.start : rows.stop - ys.start] = values
+    return outputs
 
 
 def _reducer(composite: Composite, days: np.ndarray, t0: int, t1: int) -> store.Reduce:

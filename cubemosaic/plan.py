@@ -14,7 +14,8 @@ The figures are estimates from the STAC items alone (no pixel is read):
   compressed sizes per pixel measured on the benchmark's archives (:data:`CUBE_BYTES_PER_VALUE`...).
 - ``peak_memory_mb``: the larger of the job's process and one Dask worker: a base (imports,
   GDAL's cache) plus, per thread, the largest task: a cube block (a shard of every band and a mask
-  per scene of the day) or a month block (every day of the month of a shard and band).
+  per scene of the day over its reach) or a month block (a shard's layers, and every day of the
+  month of each band for a strip of it: a row of chunks).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import shapely
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
@@ -139,8 +141,9 @@ def estimate(
         cell = shapely.box(*geobox.boundingbox)
         res = abs(geobox.resolution.x)
         ny, nx = geobox.shape
-        _, shard = chunk_layout(geobox, chunk_size)
+        chunk, shard = chunk_layout(geobox, chunk_size)
         shard_px = shard[0] * shard[1]
+        strip_px = chunk[0] * shard[1]  # the composite reads a shard a row of chunks at a time
         blocks = math.ceil(ny / shard[0]) * math.ceil(nx / shard[1])
         by_day: dict = {}
         # Each asset's pixels under the tile at the level the reader decodes, times its bytes a pixel.
@@ -154,14 +157,18 @@ def estimate(
                 read += pixels * _bytes_per_pixel(grid.href, grid.shape, "scl" if key == scl_key else "band", sizes)
         for scene in unit_scenes:
             by_day.setdefault(scene.day, []).append(scene)
+        masks_px = 0.0
         for day_scenes in by_day.values():
             covered = shapely.area(shapely.intersection([shapes.footprint(s, cell) for s in day_scenes], cell))
             cube_values += min(1.0, float(covered.sum()) / cell.area) * ny * nx * n_bands
-        max_per_day = max((len(v) for v in by_day.values()), default=0)
-        # A cube block: the fused output and one scene's bands (uint16), a mask per scene of the day (bool).
-        cube_task = shard_px * (2 * n_bands * 2 + max_per_day)
-        # A month block: every day of the month of each band (uint16), sorted in place, and its layers.
-        month_task = shard_px * (_max_days_per_month(by_day) * n_bands * 2 * 1.5 + n_layers * 2)
+            # Each scene's mask over its reach in a block: at most the block, at most its footprint.
+            masks_px = max(masks_px, float(np.minimum(covered / res**2, shard_px).sum()))
+        # A cube block: the fused output and one scene's bands (uint16), a mask per scene of the day
+        # over its reach (bool).
+        cube_task = shard_px * 2 * n_bands * 2 + masks_px
+        # A month block: a strip's days of the month of each band (uint16), sorted in place, and the
+        # block's layers.
+        month_task = strip_px * _max_days_per_month(by_day) * n_bands * 2 * 1.5 + shard_px * n_layers * 2
         largest_cube, largest_month = max(largest_cube, cube_task), max(largest_month, month_task)
         tasks += blocks * (len(by_day) + months)
     pixels = sum(g.shape[0] * g.shape[1] for g, _ in units)

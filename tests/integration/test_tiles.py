@@ -217,20 +217,21 @@ def test_the_plan_writes_nothing(region, tmp_path):
 
 
 def test_an_infeasible_request_stops_in_one_line(tmp_path):
-    """A 150 x 100 km request at 10 m with chunks of 8192 px in tiles of 32768: each task would hold
-    a 15000 x 10000 px shard of every day of a month, far more than this machine's memory. It stops
-    before any read, in one line naming the figure and what to change, and leaves no folder."""
+    """A 140 x 185 km request at 10 m with chunks of 8192 px in tiles of 32768: each task would hold
+    a 14000 x 12000 px shard, and a row of its chunks of every day of a month, more than this
+    machine's memory. It stops before any read, in one line naming the figure and what to change,
+    and leaves no folder."""
     import pc12  # benchmarks/pc12.py: PC #12's items, from the recorded real item in tests/data
 
-    items = pc12.write_items(tmp_path / "items.json", area=(5.5, 46.5, 7.5, 47.4))
+    items = pc12.write_items(tmp_path / "items.json", area=(5.5, 46.5, 7.5, 48.3))
     proc = cli(["catalog=demo", f"catalog.url={items}", "start_date=2020-06-01", "end_date=2020-07-31",
-                "aoi=[5.6,46.55,7.4,47.35]", "resolution=10", "chunk_size=8192", "tile_size=32768",
+                "aoi=[5.6,46.55,7.4,48.2]", "resolution=10", "chunk_size=8192", "tile_size=32768",
                 f"output_dir={tmp_path / 'out'}"])  # fmt: skip
     line = one_line_error(proc, "chunk_size", "MB in this process")
     assert "lower chunk_size" in line
     assert not (tmp_path / "out").exists()
     ok = cli(["catalog=demo", f"catalog.url={items}", "start_date=2020-06-01", "end_date=2020-07-31",
-              "aoi=[5.6,46.55,7.4,47.35]", "resolution=10", "stage=plan", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
+              "aoi=[5.6,46.55,7.4,48.2]", "resolution=10", "stage=plan", f"output_dir={tmp_path / 'out'}"])  # fmt: skip
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert json.loads(ok.stdout)["tiles"] > 6, "the same area in tiles of the default size plans"
 

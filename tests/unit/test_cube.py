@@ -13,6 +13,7 @@ from cubemosaic.cube import CubeSpec, group_by_solar_day, load_day, output_geobo
 from cubemosaic.read import Access
 from cubemosaic.s2 import CloudMask
 from cubemosaic.statistics import Composite
+from cubemosaic.statistics import composite as make_composite
 
 BANDS = {"red": "B04", "nir": "B08"}
 
@@ -63,3 +64,37 @@ def test_a_month_reads_nothing_until_computed():
     has = ~np.isnan(np.nanmax(expected, axis=0))
     assert np.abs(red[0][has] - np.nanmedian(expected, axis=0)[has]).max() <= 0.5
     assert first.dtype == np.uint8 and set(np.unique(first)) <= {0, 2, 3, 4}
+
+
+def test_a_month_block_is_reduced_a_row_of_chunks_at_a_time():
+    """A source with chunks of 16 rows in shards of 32 x 64: each block is read and reduced a strip
+    of 16 rows at a time (a task holds a strip's days, not the shard's), and gives what one read of
+    the block gives, for the median, the count and the provenance."""
+    rng = np.random.default_rng(2)
+    data = {b: rng.integers(0, 3000, (6, 70, 90)).astype(np.uint16) for b in ("red", "nir")}
+    data["red"][:, 5:20, 10:30] = 0  # no data across a strip's edge
+    composite = make_composite(("red", "nir"), ("median", "p90"), ("first_day", "iqr"))
+    days = np.arange(1, 7, dtype=np.uint8)
+
+    class Chunked(CountingSource):
+        chunks = (1, 16, 32)
+
+        def __getitem__(self, key):
+            assert key[1].stop - key[1].start <= 16, "one row of chunks at a time"
+            return super().__getitem__(key)
+
+    import dask
+
+    outputs = []
+    for kind in (CountingSource, Chunked):
+        cube = {b: kind(v) for b, v in data.items()}
+        arrays = _month(cube, days, 1, 5, composite, (32, 64))
+        outputs.append(dict(zip(arrays, dask.compute(*arrays.values(), scheduler="synchronous"), strict=True)))
+        if kind is Chunked:
+            # Rows of blocks 32, 32 and 6 high: 2 + 2 + 1 strips, in each of 2 columns of blocks.
+            assert all(c.reads == 5 * 2 for c in cube.values()), [c.reads for c in cube.values()]
+    whole, strips = outputs
+    assert whole.keys() == strips.keys() and len(whole) >= 6
+    for name in whole:
+        assert whole[name].dtype == strips[name].dtype
+        np.testing.assert_array_equal(whole[name], strips[name], err_msg=name)

@@ -95,14 +95,15 @@ def region_archive() -> RegionArchive:
     return ensure_region(region_spec(), cache_dir=CACHE)
 
 
-def area_spec(scale: int) -> RegionSpec:
-    """A region of 9 km tiles, ``scale`` x ``scale`` times the 3 x 2 tiles (scale 2: four times the
-    area), two months: for peak memory against the region's area."""
-    return RegionSpec(tile_px=450, cols=(2 * scale, scale), rows=2 * scale, blocksize=256)
+def area_spec(scale: int, tile_px: int = 450) -> RegionSpec:
+    """A region of tiles of ``tile_px`` 20 m pixels (450: 9 km), ``scale`` x ``scale`` times the 3 x 2
+    tiles (scale 2: four times the area), two months: for the large-area cases (``large.py``) and,
+    with 900 (the issue's 18 km tiles), peak memory against the region's area (``area20``)."""
+    return RegionSpec(tile_px=tile_px, cols=(2 * scale, scale), rows=2 * scale, blocksize=256)
 
 
-def area_archive(scale: int) -> RegionArchive:
-    return ensure_region(area_spec(scale), cache_dir=CACHE)
+def area_archive(scale: int, tile_px: int = 450) -> RegionArchive:
+    return ensure_region(area_spec(scale, tile_px), cache_dir=CACHE)
 
 
 def request_args(archive: DemoArchive | RegionArchive) -> dict[str, str]:

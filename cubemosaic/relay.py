@@ -94,18 +94,46 @@ def relay_month_blocks(
     shard: Sequence[int],
 ) -> None:
     """For each month (index -> cube steps t0:t1) and block: read the cube here, ``reduce`` on a worker,
-    write each of ``names`` (the reduced block's layers, in order, or its arrays by name) into ``group`` here."""
-    jobs = [(i, t0, t1, ys, xs) for i, (t0, t1) in months.items() for ys, xs in _blocks(sources[0].shape[1:], shard)]
+    write each of ``names`` (the reduced block's layers, in order, or its arrays by name) into ``group`` here.
+
+    A block travels as strips of the sources' chunk rows (as the in-place composite reads it,
+    :func:`cubemosaic.composite.month_block`): a worker holds one strip's days, not the shard's, and
+    this process assembles the block's outputs and writes each shard once (a strip written into a
+    shard would make zarr read, decode and encode the whole shard again, strip after strip)."""
+    step = int(sources[0].chunks[1]) if hasattr(sources[0], "chunks") else int(shard[0])
+    jobs = [
+        (i, t0, t1, ys, xs, slice(r0, min(r0 + step, ys.stop)))
+        for i, (t0, t1) in months.items()
+        for ys, xs in _blocks(sources[0].shape[1:], shard)
+        for r0 in range(ys.start, ys.stop, step)
+    ]
+    parts: dict[tuple[int, int, int], dict[str, np.ndarray]] = {}  # blocks being assembled
+    rows_left: dict[tuple[int, int, int], int] = {}
 
     def submit(job):
-        _, t0, t1, ys, xs = job
-        blocks = [np.asarray(src[t0:t1, ys, xs]) for src in sources]
+        _, t0, t1, _, xs, rows = job
+        blocks = [np.asarray(src[t0:t1, rows, xs]) for src in sources]
         return client.submit(reduce, blocks, pure=False)
 
     def done(job, data: np.ndarray | Mapping[str, np.ndarray]) -> None:
-        i, _, _, ys, xs = job
+        i, _, _, ys, xs, rows = job
+        key = (i, ys.start, xs.start)
+        out = parts.setdefault(key, {})
+        if not out:
+            rows_left[key] = -(-(ys.stop - ys.start) // step)
         for k, name in enumerate(names):
-            group[name][i, ys, xs] = data[name] if isinstance(data, Mapping) else data[k]
+            values = data[name] if isinstance(data, Mapping) else data[k]
+            if rows == ys:
+                out[name] = values
+                continue
+            if name not in out:
+                out[name] = np.empty((ys.stop - ys.start,) + values.shape[1:], dtype=values.dtype)
+            out[name][rows.start - ys.start : rows.stop - ys.start] = values
+        rows_left[key] -= 1
+        if rows_left[key] == 0:
+            for name in names:
+                group[name][i, ys, xs] = parts[key][name]
+            del parts[key], rows_left[key]
 
     _stream(client, jobs, submit, done)
 

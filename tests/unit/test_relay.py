@@ -67,6 +67,59 @@ def test_relay_month_blocks_reduces_on_the_workers_and_writes_here(client, by_na
         np.testing.assert_array_equal(group["count"][month], (cube[t0:t1] > 0).sum(axis=0))
 
 
+class _Chunked:
+    """A source stored in chunks of ``rows`` rows (as a zarr array says with ``chunks``)."""
+
+    def __init__(self, values: np.ndarray, rows: int) -> None:
+        self.values, self.shape, self.chunks = values, values.shape, (1, rows, values.shape[2])
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+
+class _Writes(dict):
+    """A store's arrays that count the writes of each region."""
+
+    def __init__(self, names, shape) -> None:
+        super().__init__({n: _Counted(np.zeros(shape, np.uint16)) for n in names})
+
+
+class _Counted:
+    def __init__(self, values: np.ndarray) -> None:
+        self.values, self.writes = values, []
+
+    def __setitem__(self, key, value) -> None:
+        self.writes.append(key)
+        self.values[key] = value
+
+
+def test_a_month_block_travels_as_strips_of_chunk_rows_and_each_shard_is_written_once(client):
+    """Workers reduce a strip of the cube's chunk rows at a time (their memory does not grow with
+    the shard); the strips' outputs are assembled here and each shard of a month written once."""
+    rng = np.random.default_rng(2)
+    cube = rng.integers(0, 100, (6, 10, 7)).astype(np.uint16)
+
+    def reduce(blocks):  # each output pixel says how many rows its worker was sent
+        (block,) = blocks
+        return {
+            "max": block.max(axis=0),
+            "first": block[0],
+            "rows": np.full(block.shape[1:], block.shape[1], np.uint16),
+        }
+
+    group = _Writes(["max", "first", "rows"], (2, 10, 7))
+    # Shards of 6 x 4 px; chunks of 2 rows: the 6-row shards go as 3 strips, the 4-row edge as 2.
+    relay_month_blocks(
+        client, reduce, [_Chunked(cube, 2)], group, {0: (0, 3), 1: (3, 6)}, ["max", "first", "rows"], (6, 4)
+    )
+    for month, (t0, t1) in enumerate([(0, 3), (3, 6)]):
+        np.testing.assert_array_equal(group["max"].values[month], cube[t0:t1].max(axis=0))
+        np.testing.assert_array_equal(group["first"].values[month], cube[t0])
+    assert (group["rows"].values == 2).all()  # a strip of 2 rows, never the shard's 6
+    blocks = [(i, ys.start, xs.start) for i, ys, xs in group["max"].writes]
+    assert sorted(blocks) == sorted({(i, y, x) for i in (0, 1) for y in (0, 6) for x in (0, 4)})  # once each
+
+
 def test_no_more_than_the_window_is_in_flight(monkeypatch):
     """``_stream`` keeps at most ``_window`` jobs submitted and not yet done."""
     from concurrent.futures import Future

@@ -3,6 +3,8 @@ independent Weiszfeld (tests/oracle.py)."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,27 @@ def test_a_statistic_across_the_bands_refuses_one_band(statistics):
     assert refused.value.parameter == "statistic"
     assert "geomedian needs at least 2 bands" in str(refused.value)
     assert composite(("red", "nir"), statistics).bands == ("red", "nir")
+
+
+def test_a_month_counts_its_clear_observations_once_for_every_band(monkeypatch):
+    """A cube's pixel of a day is clear in every band or in none, so the month's count is taken
+    once and shared by every band's median and percentile and by the count layer; each band's
+    values are still those of its own sort (against numpy on the same pixels)."""
+    rng = np.random.default_rng(3)
+    clear = rng.random((5, 40, 30)) < 0.6  # the same pixel-days clear in both bands
+    blocks = {b: np.where(clear, rng.integers(1, 9000, clear.shape), 0).astype(np.uint16) for b in ("red", "nir")}
+    counted = []
+    real = kernels.valid_count
+    monkeypatch.setattr(kernels, "valid_count", lambda block: counted.append(block.shape) or real(block))
+    c = composite(("red", "nir"), ("median", "p25"))
+    out = c.reduce(MonthBlock(blocks, np.arange(1, 6, dtype=np.uint8)))
+    assert len(counted) == 1
+    np.testing.assert_array_equal(out["count"], clear.sum(axis=0))
+    for b, block in blocks.items():
+        values = np.where(block == 0, np.nan, block.astype(np.float64))
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanmedian(values, axis=0)
+            p25 = np.nanpercentile(values, 25, axis=0)
+        np.testing.assert_array_equal(out[b], np.where(np.isnan(median), 0, np.rint(median)).astype(np.uint16))
+        np.testing.assert_array_equal(out[f"{b}_p25"], np.where(np.isnan(p25), 0, np.rint(p25)).astype(np.uint16))

@@ -71,3 +71,25 @@ def test_the_overview_caption_never_rounds_up_to_100(tmp_path, monkeypatch):
     ]
     overview_picture(looks, tmp_path / "overview.png")
     assert said == ["2021-12", "clear 99.5%", "2022-01", "clear 100%"]
+
+
+def test_the_stretch_takes_each_bands_2_and_98_percentile_of_its_valid_pixels_to_0_and_255():
+    """The picture's stretch, whatever way it is computed: numpy's linear 2nd and 98th percentile
+    of each band's valid pixels to 0 and 255, the rest scaled between them and clipped (for the
+    integers a quick-look reads, and for floating point)."""
+    from cubemosaic.quicklook import _stretch
+
+    rng = np.random.default_rng(7)
+    for dtype, top in ((np.uint16, 9000), (np.uint8, 255), (np.float32, 1.0)):
+        rgb = (rng.random((3, 61, 47)) * top).astype(dtype)
+        rgb[0, :5] = top  # a few bright invalid pixels that must not move the stretch
+        valid = rng.random((61, 47)) > 0.3
+        valid[:5] = False
+        expected = np.zeros(rgb.shape, dtype=np.uint8)
+        for b in range(3):
+            lo, hi = np.percentile(rgb[b][valid].astype(np.float32), [2, 98])
+            scaled = (rgb[b].astype(np.float32) - lo) / max(float(hi - lo), 1e-6)
+            expected[b] = np.clip(scaled * 255, 0, 255).astype(np.uint8)
+        got = _stretch(rgb, valid)
+        assert np.abs(got.astype(int) - expected).max() <= 1, dtype
+        assert (got[:, valid] == expected[:, valid]).mean() > 0.99, dtype

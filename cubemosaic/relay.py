@@ -24,8 +24,8 @@ import numpy as np
 from distributed import as_completed
 
 from .blocks import block_slices
-from .store import Reduction, Steps, Writes, release_memory, writable_arrays
-from .tuning import MAX_IN_FLIGHT
+from .store import Reduction, Steps, Writes, writable_arrays
+from .tuning import MAX_IN_FLIGHT, release_memory
 
 __all__ = ["RelayedWrites", "relay_month_blocks", "relay_steps"]
 

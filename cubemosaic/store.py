@@ -27,8 +27,6 @@ A CF ``scale_factor`` attribute cannot do this: xarray decodes a JSON scale fact
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import logging
 import shutil
@@ -53,6 +51,7 @@ from zarr.core.sync import sync
 from .errors import OutputError, WriteError, one_line
 from .progress import Progress
 from .s2 import REFLECTANCE_SCALE
+from .tuning import release_memory
 from .urls import is_local
 
 __all__ = [
@@ -531,17 +530,6 @@ class DirectWrites(Writes):
 
 #: The writes of the local threaded scheduler and of workers that see the stores.
 DIRECT: Final = DirectWrites()
-
-
-def release_memory() -> None:
-    """Hand freed heap back to the OS after a batch (glibc keeps it otherwise), so the resident
-    size of a long run stays that of one batch. A no-op where glibc is not the allocator."""
-
-    name = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass
 
 
 def mark_done(path: str, indices: Iterable[int], *, skipped: Sequence[Mapping[str, str]] = ()) -> None:

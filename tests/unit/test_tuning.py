@@ -54,3 +54,24 @@ def test_the_constants_are_within_their_stated_bounds():
     assert tuning.MAX_IN_FLIGHT >= 2, "the relay's window is at least 2"
     assert tuning.EXPORT_THREADS >= 1 and tuning.IO_THREADS >= 1 and tuning.DAYS_PER_BATCH >= 1
     assert set(tuning.__all__) <= set(vars(tuning)), "every listed name exists"
+
+
+def test_handing_memory_back_starts_no_process(monkeypatch):
+    """Not ctypes.util.find_library, which runs ldconfig in a child: forked from a large process,
+    the child showed its parent's resident size and the process tree's measured peak doubled."""
+    import subprocess
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a process was started: {args[0] if args else kwargs}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    tuning.release_memory()
+    tuning._limit_arenas(tuning.MALLOC_ARENAS)
+
+
+def test_memory_is_handed_back_through_glibc_where_glibc_is_the_allocator():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: release_memory is a no-op")
+    assert tuning._libc().malloc_trim(0) in (0, 1)

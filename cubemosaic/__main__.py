@@ -164,6 +164,11 @@ def _setup_logging(debug: bool) -> None:
 
 
 def _interrupt(signum, frame) -> None:
+    # The interrupt can land between zarr making a coroutine and handing it to its event loop
+    # (zarr.core.sync); collected later, that coroutine would print Python's "coroutine ... was
+    # never awaited" with a source line under our one line. The run is ending: work it abandons
+    # is expected to be abandoned.
+    warnings.filterwarnings("ignore", message=r"coroutine '.*' was never awaited", category=RuntimeWarning)
     raise KeyboardInterrupt
 
 

@@ -58,6 +58,9 @@ RESAMPLING: tuple[str, ...] = ("nearest", "average", "bilinear", "cubic", "mode"
 MAX_DILATION_M = 2000.0
 #: The smallest non-zero mask_dilation (metres): one pixel of the 20 m SCL.
 MIN_DILATION_M = 20.0
+#: The embedded synthetic archives, generated on first use (``catalog.url: null`` with these
+#: names): ``demo`` one MGRS-like tile, ``demo_region`` overlapping tiles of two UTM zones.
+DEMO_CATALOGS = ("demo", "demo_region")
 
 
 # --------------------------------------------------------------------------- schemas
@@ -67,7 +70,7 @@ class CatalogConf:
 
     name: str = "planetary_computer"
     #: A STAC API root URL, or a path/URL of a static ItemCollection or catalog JSON.
-    #: ``null`` with ``name: demo`` means the embedded demo archive.
+    #: ``null`` with ``name: demo`` (or ``demo_region``) means that embedded demo archive.
     url: str | None = None
     collection: str = "sentinel-2-l2a"
     #: How asset hrefs are signed before reading: ``none`` or ``planetary_computer``.
@@ -358,7 +361,7 @@ def to_settings(cfg: Any) -> Settings:
     if cfg.stage not in STAGES:
         raise ConfigError("stage", f"{cfg.stage!r} is not one of {', '.join(STAGES)}")
     searches = "cube" in STAGES[cfg.stage] or cfg.stage == "plan"  # the others start from a written store
-    if searches and catalog.name != "demo" and not url:
+    if searches and catalog.name not in DEMO_CATALOGS and not url:
         raise ConfigError("catalog.url", "required: a STAC API URL or a static ItemCollection/catalog file")
     if url and is_local(url) and not Path(local_path(url)).expanduser().exists():
         raise ConfigError("catalog.url", f"{url} is neither a URL nor an existing file")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import STAGES, Settings
+from .config import DEMO_CATALOGS, STAGES, Settings
 from .errors import OutputError, WriteError
 from .lock import run_lock, store_lease
 from .progress import Progress
@@ -59,13 +59,20 @@ def outputs(settings: Settings) -> Outputs:
 
 
 def resolve_demo(settings: Settings) -> Settings:
-    """For ``catalog=demo`` without a URL: build (or reuse) the demo archive and point at it."""
-    if settings.catalog != "demo" or settings.catalog_url:
+    """For ``catalog=demo`` or ``catalog=demo_region`` without a URL: build (or reuse) that
+    embedded archive and point at it."""
+    if settings.catalog not in DEMO_CATALOGS or settings.catalog_url:
         return settings
-    from .demo import ensure_demo
+    if settings.catalog == "demo_region":
+        from .regiondemo import ensure_region
 
-    archive = ensure_demo()
-    log.info("demo: archive at %s", archive.root)
+        archive = ensure_region()
+        log.info("demo: region archive (two UTM zones, two orbits) at %s", archive.root)
+    else:
+        from .demo import ensure_demo
+
+        archive = ensure_demo()
+        log.info("demo: archive at %s", archive.root)
     return replace(settings, catalog_url=str(archive.items_path))
 
 

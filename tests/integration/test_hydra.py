@@ -54,14 +54,18 @@ def test_a_users_config_folder_and_groups(tmp_path):
     assert (tmp_path / "myjob-out" / "catalog.json").is_file()
     bad = cli(["--config-dir", str(conf), "catalog=theirs"], cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
-        "cubemosaic: error: catalog: no option 'theirs'; choose one of cdse, demo, earth_search, mine, planetary_computer"
+        "cubemosaic: error: catalog: no option 'theirs'; choose one of cdse, demo, demo_region, earth_search, mine, "
+        "planetary_computer"
     ), bad.stderr
 
 
 @pytest.mark.parametrize(
     ("flags", "needles"),
     [
-        (["--help"], ["usage: python -m cubemosaic", "start_date=YYYY-MM-DD", "catalog: cdse, demo, earth_search"]),
+        (
+            ["--help"],
+            ["usage: python -m cubemosaic", "start_date=YYYY-MM-DD", "catalog: cdse, demo, demo_region, earth_search"],
+        ),
         (["--hydra-help"], ["Hydra (", "--multirun"]),
         (["--cfg", "job", *SMALL], ["resolution: 120", "start_date: '2021-12-01'"]),
         (["--cfg", "hydra", *SMALL], ["run:", "output_subdir: null"]),

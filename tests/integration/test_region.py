@@ -23,7 +23,7 @@ from cubemosaic.s2 import dominant_crs
 from cubemosaic.scenes import parse_scene
 from cubemosaic.store import open_dn
 
-from conftest import BANDS
+from conftest import BANDS, cli
 
 WEST, EAST = 32610, 32611
 
@@ -71,6 +71,24 @@ def test_both_read_paths_match_the_truth(region, tmp_path, caplog, res):
     # Pixels only the other zone's tiles cover are part of the comparison.
     assert (monthly.x.values > _west_zone_east_edge(region)).mean() > 0.1
     _assert_matches(monthly, truth)
+
+
+def test_the_region_demo_runs_from_the_command_line_and_matches_the_truth(region, tmp_path):
+    """``python -m cubemosaic catalog=demo_region``: a newcomer's first run across two UTM zones.
+    Its dates and area are the archive's, both read paths are taken, and the mosaic is the truth."""
+    out = tmp_path / "out"
+    proc = cli(["catalog=demo_region", f"output_dir={out}"], env={"CUBEMOSAIC_DEMO_DIR": str(region.root.parent)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"region archive (two UTM zones, two orbits) at {region.root}" in proc.stderr
+    direct, warped = _logged_counts(proc.stderr)
+    assert direct > 0 and warped > 0, "both zones' tiles, each read its own way"
+    shown = cli(["--cfg", "job", "catalog=demo_region"])
+    assert f"- {region.aoi()[0]}" in shown.stdout and f"- {region.aoi()[3]}" in shown.stdout, "the archive's area"
+    monthly = open_dn(out / "monthly.zarr")
+    assert monthly.odc.crs.epsg == WEST and [str(t)[:7] for t in monthly.time.values] == region.spec.months
+    assert (monthly.x.values > _west_zone_east_edge(region)).mean() > 0.1, "the other zone's part is mapped"
+    _assert_matches(monthly, region.truth(monthly.odc.geobox))
+    assert len(list(out.glob("monthly-mosaic-2022-0?/monthly-mosaic-2022-0?.tif"))) == 2
 
 
 def _west_zone_east_edge(region) -> float:

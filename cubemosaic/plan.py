@@ -80,7 +80,10 @@ class Figures:
     local: bool = True
 
     def record(self) -> dict:
-        return {**asdict(self), "largest_tile": list(self.largest_tile)}
+        """The figures for programs; the largest tile by name (its pair's order is numpy's, the
+        log's line says width x height)."""
+        h, w = self.largest_tile
+        return {**asdict(self), "largest_tile": {"width": w, "height": h}}
 
     def lines(self) -> list[str]:
         """The plan for people, a figure a line."""

@@ -4,6 +4,7 @@ of a plan that needs more memory than there is."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 import pytest
 from odc.geo.geobox import GeoBox
@@ -42,6 +43,13 @@ def _plan(scenes, **kw) -> Figures:
     return estimate([(TILE, scenes)], **{**args, **kw})
 
 
+def test_a_tiles_width_and_height_are_said_the_same_way_for_people_and_programs():
+    """The JSON once gave (rows, columns) as a bare pair where the log says width x height."""
+    figures = replace(_plan([_scene("a", 1)]), largest_tile=(128, 118))
+    assert figures.record()["largest_tile"] == {"width": 118, "height": 128}
+    assert "(largest 118 x 128 px)" in figures.lines()[1]
+
+
 def test_the_figures_of_a_tiny_local_plan():
     figures = _plan([_scene("a", 1), _scene("b", 2)])
     assert (figures.scenes, figures.solar_days, figures.months, figures.tiles) == (2, 2, 1, 1)
@@ -54,7 +62,7 @@ def test_the_figures_of_a_tiny_local_plan():
     # BASE_PROCESS_MB + 2 threads x the larger task (a month block: 10 000 px x (2 days x 2 B x 1.5 + 2 layers x 2 B) = 0.1 MB)
     assert figures.process_memory_mb == figures.peak_memory_mb == figures.worker_memory_mb == 320
     assert figures.threads == 2 and figures.local
-    assert figures.record()["largest_tile"] == [100, 100]
+    assert figures.record()["largest_tile"] == {"width": 100, "height": 100}
     assert figures.lines()[:3] == [
         "plan: 2 scene(s) on 2 solar day(s), 1 month(s)",
         "plan: 1 tile(s) (largest 100 x 100 px), 0.0 Mpx of output a band and month",

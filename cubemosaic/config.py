@@ -416,9 +416,15 @@ def to_settings(cfg: Any) -> Settings:
         from odc.geo import CRS  # only for a crs= given: odc-geo imports pyproj, slow to import
 
         try:
-            CRS(cfg.crs)
+            crs = CRS(cfg.crs)
         except Exception:  # pyproj raises several types for a bad CRS string
             raise ConfigError("crs", f"{cfg.crs!r} is not a CRS (e.g. crs=EPSG:32610)") from None
+        if crs.geographic:
+            raise ConfigError(
+                "crs",
+                f"{cfg.crs} is geographic (degrees) and resolution is in metres: choose a projected CRS "
+                "(the AOI's UTM zone, e.g. EPSG:32610, or leave crs unset to get it)",
+            )
     cluster = cfg.cluster
     if cluster.kind not in CLUSTER_KINDS:
         raise ConfigError("cluster.kind", f"{cluster.kind!r} is not one of {', '.join(CLUSTER_KINDS)}")

@@ -37,7 +37,7 @@ REFUSED = {
     "cluster.workers": [("+cluster.workers=3", "unknown key")],
     "catalog": [("catalog=nope", "no option 'nope'")],
     "stage": [("stage=foo", "'foo'")],
-    "crs": [("crs=EPSG:999999", "is not a CRS")],
+    "crs": [("crs=EPSG:999999", "is not a CRS"), ("crs=EPSG:4326", "is geographic (degrees)")],
     "mask_classes": [("mask_classes=[3,12]", "0-11")],
 }
 

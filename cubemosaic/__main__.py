@@ -31,7 +31,7 @@ import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 # Hydra and the configuration are on every path of the command line (``--help`` included); the
@@ -180,7 +180,7 @@ def _job(cfg: Any) -> None:
         OmegaConf.set_struct(cfg, False)
         cfg.output_dir = HydraConfig.get().runtime.output_dir  # absolute; a sweep's job folder
         with _working_dir(get_original_cwd()):  # relative paths mean what they meant where the user typed them
-            settings = to_settings(cfg)
+            settings = replace(to_settings(cfg), given=_given_keys(HydraConfig.get().overrides.task))
         if settings.stage == "plan":  # it writes nothing: no folder of it stays behind
             quiet_job()
         run(settings)
@@ -254,6 +254,12 @@ def _swept_keys(args: Sequence[str]) -> list[str]:
         if override.is_sweep_override():
             keys.append(override.key_or_group)
     return keys
+
+
+def _given_keys(overrides: Sequence[str]) -> frozenset[str]:
+    """The keys of the command line's overrides (``resolution=20``, ``+mask_classes=[3,8]``),
+    config groups (``catalog``) among them."""
+    return frozenset(str(line).partition("=")[0].lstrip("+~") for line in overrides)
 
 
 def _job_folder(_root_: Any) -> str:

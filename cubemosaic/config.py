@@ -189,6 +189,9 @@ class Settings:
     overwrite: bool
     cluster: ClusterSpec
     debug: bool
+    #: The keys the user gave (the command line's overrides): a stage that starts from a written
+    #: store refuses those that differ from what shaped it (:mod:`cubemosaic.request`).
+    given: frozenset[str] = frozenset()
 
 
 def _parse_date(name: str, value: Any) -> dt.date:

@@ -225,6 +225,7 @@ def units_of(out: Outputs, plan: Plan | None, settings: Settings) -> tuple[list[
 def _run(settings: Settings) -> Outputs:
     from .cluster import dask_client, worker_failures
     from .reach import choose_writes
+    from .request import refuse_ignored_overrides
     from .store import DIRECT, check_intact
     from .tiled import write_tiled
 
@@ -272,6 +273,7 @@ def _run(settings: Settings) -> Outputs:
                     check_intact(
                         unit.cube, _cube_parameter(settings), "run stage=cube (the same request) to write it again"
                     )
+                    refuse_ignored_overrides(settings, unit.cube, monthly=False)
                 with _timed(f"composite{unit.label}", client):
                     build_monthly(
                         unit.cube,
@@ -286,6 +288,7 @@ def _run(settings: Settings) -> Outputs:
             if "export" in stages:
                 if "composite" not in stages:
                     check_intact(unit.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
+                    refuse_ignored_overrides(settings, unit.monthly, monthly=True)
                 with _timed(f"export{unit.label}"):
                     cogs = _cluster_cogs(client, unit.monthly, writes)
                     if grid is None:

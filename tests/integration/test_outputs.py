@@ -164,3 +164,42 @@ def test_a_rerun_restores_every_file_the_catalog_lists(demo_run, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in cogs} == cogs, "the COGs were whole: none is rewritten"
     again = cli(["catalog=demo", "stage=export", f"output_dir={out}"], cwd=tmp_path)
     assert again.returncode == 0 and "is up to date, nothing rewritten" in again.stderr
+
+
+def _files(root: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file() and p.name != ".cubemosaic.lock"}
+
+
+def test_a_stage_run_alone_refuses_an_override_its_store_was_not_made_for(demo_run, tmp_path):
+    """stage=composite, mosaic and export make what the written store was made for. An override of
+    what shaped it used to be ignored: exit 0, "already complete", the other request's outputs
+    (a probe's runs: resolution=20 on a 60 m folder, statistic=[p25] on medians). Each such key is
+    refused in one line naming it; nothing is written. The same value given is no difference."""
+    from conftest import cli
+
+    out = tmp_path / "copy"
+    shutil.copytree(demo_run, out)
+    before = _files(out)
+    refused = [
+        (["stage=composite", "resolution=60"], "resolution: 60 was asked but the cube"),
+        (["stage=mosaic", "bands=[red,nir]"], "bands: red,nir was asked but the cube"),
+        (["stage=composite", "mask_dilation=200"], "mask_dilation: 200 was asked"),
+        (["stage=export", "statistic=[p25]"], "statistic: p25 was asked but the monthly store"),
+        (["stage=export", "crs=EPSG:32611"], "crs: EPSG:32611 was asked but the monthly store"),
+        (["stage=export", "provenance=[iqr]"], "provenance: iqr was asked"),
+        (["stage=composite", "start_date=2022-01-01"], "start_date: 2022-01-01 was asked"),
+    ]
+    for args, said in refused:
+        proc = cli(["catalog=demo", f"output_dir={out}", *args], cwd=tmp_path)
+        assert proc.returncode == 2, (args, proc.stderr[-2000:])
+        errors = [line for line in proc.stderr.splitlines() if "error" in line or "Traceback" in line]
+        assert len(errors) == 1 and errors[0].startswith(f"cubemosaic: error: {said}"), (args, proc.stderr[-2000:])
+        assert "was made for" in errors[0] and "overwrite=true" in errors[0]
+    assert _files(out) == before, "a refused stage writes nothing"
+    same = cli(
+        ["catalog=demo", f"output_dir={out}", "stage=mosaic", "resolution=20", "statistic=[median]"], cwd=tmp_path
+    )
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert {p: t for p, t in _files(out).items() if p.suffix == ".tif"} == {
+        p: t for p, t in before.items() if p.suffix == ".tif"
+    }

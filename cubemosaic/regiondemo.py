@@ -583,7 +583,10 @@ def _look(tile: Tile, res: float, xs: np.ndarray, ys: np.ndarray, pixels: np.nda
         return grid[np.clip(ri, 0, n - 1), np.clip(ci, 0, n - 1)], inside
 
     cell, inside = at(col, row)
-    shifts = ((EDGE_PX, 0), (-EDGE_PX, 0), (0, EDGE_PX), (0, -EDGE_PX))
+    # The diagonals too: an output pixel of twice the native size, read directly, has its centre
+    # on the corner of four native pixels, and any of the four is its nearest (the 2x overview
+    # gives the top-left one, the truth's floor the bottom-right one).
+    shifts = tuple((dc, dr) for dc in (-EDGE_PX, 0, EDGE_PX) for dr in (-EDGE_PX, 0, EDGE_PX) if dc or dr)
     return _Look(cell, inside, tuple(at(col + dc, row + dr) for dc, dr in shifts))
 
 

@@ -163,6 +163,18 @@ def _setup_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe whose reader has closed it (poll says POLLERR on Linux)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll, or no file descriptor
+        return False
+
+
 def _interrupt(signum, frame) -> None:
     # The interrupt can land between zarr making a coroutine and handing it to its event loop
     # (zarr.core.sync); collected later, that coroutine would print Python's "coroutine ... was
@@ -335,6 +347,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:
         _remove_created()
+        if isinstance(e, BrokenPipeError) and _stdout_gone():
+            # stdout's reader has gone (``--help | head``): stop quietly, as a tool SIGPIPE ends
+            # (Python ignores SIGPIPE, so the write raised instead). Not a socket's broken pipe.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+            return 128 + signal.SIGPIPE
         if _hydra_error(e):
             error = ConfigError(*_explain(e))
         elif isinstance(e, OSError) and not _started:  # Hydra makes the run directory before the job starts

@@ -120,3 +120,18 @@ def test_after_ctrl_c_a_coroutine_the_interrupt_abandoned_prints_nothing():
         gc.collect()
         warnings.warn("a RuntimeWarning of another kind", RuntimeWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == ["a RuntimeWarning of another kind"]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "catalog=demo"]])
+def test_output_piped_to_a_reader_that_stops_early_ends_quietly(args):
+    """``--help | head -20``: once, a newcomer's run said "output_dir: None is not writable (Broken
+    pipe)" with exit 2. The reader closes the pipe before anything is written: no error line, the
+    exit status of a tool that SIGPIPE ends (141), as ``yes | head`` gives."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cubemosaic", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(60) == 141, err
+    assert err == ""

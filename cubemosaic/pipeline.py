@@ -239,8 +239,7 @@ def _run(settings: Settings) -> Outputs:
             plan = _plan(settings)
     units, grid = units_of(out, plan, settings)
     if plan is not None:
-        for line in figures_of(settings, plan, units).lines():
-            log.info("%s", line)
+        log_plan(settings, plan, units)
     if grid is not None:
         log.info("tiles: the area is cut into %d tile(s) of up to %d x %d pixels (%s); each is a work unit, "
                  "resumed and skipped when done", len(units), grid.size, grid.size, grid.name)  # fmt: skip
@@ -328,13 +327,26 @@ def plan_only(settings: Settings) -> dict:
         settings = resolve_demo(settings)
         plan = _plan(settings)
     units, _ = units_of(outputs(settings), plan, settings)
-    figures = figures_of(settings, plan, units)
-    for line in figures.lines():
-        log.info("%s", line)
-    record = figures.record()
+    record = log_plan(settings, plan, units).record()
     print(json.dumps(record), flush=True)
     log.info("done: planned only (stage=plan), nothing written")
     return record
+
+
+def log_plan(settings: Settings, plan: Plan, units: list[Unit]):
+    """Log the plan's figures for ``units`` (refused when they exceed the machine), and the
+    period's months that no scene falls in (they get no mosaic); returns the figures."""
+    from .plan import months_without_scenes
+
+    figures = figures_of(settings, plan, units)
+    for line in figures.lines():
+        log.info("%s", line)
+    assert settings.start_date and settings.end_date
+    empty = months_without_scenes(settings.start_date, settings.end_date, [s.day for u in units for s in u.scenes])
+    if empty:
+        log.info("plan: no scene in %s of the period: no mosaic for %s", ", ".join(empty),
+                 "it" if len(empty) == 1 else "them")  # fmt: skip
+    return figures
 
 
 def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
@@ -342,7 +354,7 @@ def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
     cluster's workers), before any read."""
     from .cluster import gateway_requested
     from .clusterspec import local_layout, local_threads, remote_read_threads
-    from .plan import check_feasible, estimate, machine_memory_mb, n_months
+    from .plan import check_feasible, estimate, machine_memory_mb
     from .statistics import composite
 
     spec = settings.cluster
@@ -365,7 +377,7 @@ def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
         band_keys=list(plan.bands.values()),
         scl_key=plan.scl,
         n_layers=sum(len(layer.variables) for layer in layers),
-        months=n_months(settings.start_date, settings.end_date),
+        months=len({(s.day.year, s.day.month) for u in units for s in u.scenes}),  # those with a scene
         chunk_size=settings.chunk_size,
         threads=threads,
         local_threads=local,

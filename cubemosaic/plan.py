@@ -301,3 +301,13 @@ def _max_days_per_month(by_day: dict) -> int:
 def n_months(start, end) -> int:
     """Calendar months the period touches."""
     return (end.year - start.year) * 12 + end.month - start.month + 1
+
+
+def months_without_scenes(start, end, days) -> list[str]:
+    """The period's months (``YYYY-MM``) in which none of the solar ``days`` falls: they get no
+    mosaic, and the plan does not count them."""
+    had = {(d.year, d.month) for d in days}
+    months = [
+        (start.year + (start.month - 1 + i) // 12, (start.month - 1 + i) % 12 + 1) for i in range(n_months(start, end))
+    ]
+    return [f"{y:04d}-{m:02d}" for y, m in months if (y, m) not in had]

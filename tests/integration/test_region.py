@@ -112,6 +112,18 @@ def test_the_region_demo_runs_from_the_command_line_and_matches_the_truth(region
     assert len(list(out.glob("monthly-mosaic-2022-0?/monthly-mosaic-2022-0?.tif"))) == 2
 
 
+def test_a_month_of_the_period_without_a_scene_is_said_and_not_planned(region):
+    """A period that starts a month before the archive: the plan counted that month (its figures,
+    its bytes to write) and the run then made no mosaic for it without a word (a probe's run)."""
+    proc = cli(
+        ["catalog=demo_region", "start_date=2021-12-01", "end_date=2022-01-31", "stage=plan"],
+        env={"CUBEMOSAIC_DEMO_DIR": str(region.root.parent)},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["months"] == 1
+    assert "plan: no scene in 2021-12 of the period: no mosaic for it" in proc.stderr
+
+
 def _west_zone_east_edge(region) -> float:
     return max(t.x0 + t.size_m for t in region.tiles if t.epsg == WEST)
 

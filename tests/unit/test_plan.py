@@ -10,7 +10,7 @@ import pytest
 from odc.geo.geobox import GeoBox
 
 from cubemosaic.errors import ConfigError
-from cubemosaic.plan import BYTES_PER_PIXEL, Figures, check_feasible, estimate, n_months
+from cubemosaic.plan import BYTES_PER_PIXEL, Figures, check_feasible, estimate, months_without_scenes, n_months
 from cubemosaic.scenes import AssetGrid, Scene
 
 CRS = "EPSG:32606"
@@ -108,3 +108,9 @@ def test_the_months_a_period_touches():
     assert n_months(dt.date(2021, 12, 31), dt.date(2022, 1, 1)) == 2
     assert n_months(dt.date(2022, 1, 1), dt.date(2022, 1, 31)) == 1
     assert n_months(dt.date(2021, 1, 15), dt.date(2022, 3, 1)) == 15
+
+
+def test_the_months_of_the_period_without_a_scene():
+    days = [dt.date(2022, 1, 3), dt.date(2022, 1, 20), dt.date(2022, 3, 1)]
+    assert months_without_scenes(dt.date(2021, 11, 15), dt.date(2022, 3, 2), days) == ["2021-11", "2021-12", "2022-02"]
+    assert months_without_scenes(dt.date(2022, 1, 1), dt.date(2022, 1, 31), days) == []

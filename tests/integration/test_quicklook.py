@@ -4,12 +4,17 @@ transparent where the mosaic has no data; one overview picture of all months."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import rasterio
 from PIL import Image
 
 from cubemosaic.quicklook import MAX_SIDE
+
+#: The README's and the docs' picture of the demo: its overview as a run makes it.
+DOCS_PICTURE = Path(__file__).resolve().parents[2] / "docs" / "quicklook-demo.png"
 
 
 def test_every_month_has_a_thumbnail_that_is_not_blank(demo_run):
@@ -32,3 +37,24 @@ def test_every_month_has_a_thumbnail_that_is_not_blank(demo_run):
         assert (rgba[..., 3][nodata] == 0).all(), f"{png.name} shows nodata"
     with Image.open(demo_run / "overview.png") as im:
         assert im.width > im.height and np.asarray(im)[..., :3].std() > 10
+
+
+def _for_the_docs(overview: Path) -> Image.Image:
+    """The overview as the docs show it: over white, in 64 colours (a fifth of the file)."""
+    with Image.open(overview) as im:
+        white = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, im.convert("RGBA")).convert("RGB").quantize(64)
+
+
+def test_the_docs_picture_is_the_overview_the_demo_makes(demo_run):
+    """The README says ``output/overview.png`` is its picture; a newcomer found the picture's
+    labels (clear 100 %) were not the run's (99.5 %): it had been made before the labels changed.
+    CUBEMOSAIC_UPDATE_DOCS=1 writes it again from the demo's run."""
+    made = _for_the_docs(demo_run / "overview.png")
+    if os.environ.get("CUBEMOSAIC_UPDATE_DOCS"):
+        made.save(DOCS_PICTURE, optimize=True)
+    with Image.open(DOCS_PICTURE) as shown:
+        same = shown.size == made.size and np.array_equal(
+            np.asarray(shown.convert("RGB")), np.asarray(made.convert("RGB"))
+        )
+    assert same, f"{DOCS_PICTURE.name} is not the demo's overview: run this test with CUBEMOSAIC_UPDATE_DOCS=1"

@@ -79,7 +79,7 @@ def fast_archive(kind: str) -> DemoArchive:
 
 
 def region_spec() -> RegionSpec:
-    """The issue's region: 3 x 2 tiles of 18 km straddling the UTM 10/11 boundary at -120 deg (two
+    """The benchmark's region (region20, region60; as issue 19 measured it): 3 x 2 tiles of 18 km straddling the UTM 10/11 boundary at -120 deg (two
     columns in zone 10, one in zone 11), neighbours overlapping 10 %, two relative orbits with
     swath-edge wedges, 6 months from 2021-11 (the +1000 offset from 2022-01-25), every 15 days per orbit."""
     return RegionSpec(
@@ -98,7 +98,7 @@ def region_archive() -> RegionArchive:
 def area_spec(scale: int, tile_px: int = 450) -> RegionSpec:
     """A region of tiles of ``tile_px`` 20 m pixels (450: 9 km), ``scale`` x ``scale`` times the 3 x 2
     tiles (scale 2: four times the area), two months: for the large-area cases (``large.py``) and,
-    with 900 (the issue's 18 km tiles), peak memory against the region's area (``area20``)."""
+    with 900 (region20's 18 km tiles), peak memory against the region's area (``area20``)."""
     return RegionSpec(tile_px=tile_px, cols=(2 * scale, scale), rows=2 * scale, blocksize=256)
 
 

@@ -20,7 +20,7 @@ Cases (archives generated once into ``benchmarks/cache/``, see archive.py):
   wedges, 6 months, in EPSG:32610 at 20 m and at 60 m: the zone-10 tiles read directly, the zone-11
   ones warped. Correct = the share of interior truth pixels (``RegionArchive.truth`` on each
   contender's own grid) within 1 DN, nodata where the truth has no clear observation;
-- ``area20``: cubemosaic alone on the issue's region size (3 x 2 tiles of 18 km, two months) and on
+- ``area20``: cubemosaic alone on region20's region size (3 x 2 tiles of 18 km, two months) and on
   one of 6 x 4 (four times the area), at 20 m: its peak memory against the area (flat: target
   <= 1.2x). With 9 km tiles both grids were smaller than one Zarr shard, where a task's block
   grows with the grid by construction;

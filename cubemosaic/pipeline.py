@@ -508,7 +508,7 @@ def summary(out: Outputs, mosaics: list[Path], seconds: float, *, shares: dict[P
         name = path.stem if shares is not None else path.parent.name
         lines.append(f"summary: {name} {clear} ({path})")
     if mosaics:
-        lines.append(f"summary: {len(mosaics)} month(s) written in {seconds:.1f} s")
+        lines.append(f"summary: {len(mosaics)} month(s); run took {seconds:.1f} s")  # written now or resumed
         lines.append(f"summary: overview picture {out.root / 'overview.png'}")
         lines.append(f"summary: catalog {out.root / 'collection.json' if shares is not None else out.catalog}")
     else:

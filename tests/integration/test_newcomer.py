@@ -46,7 +46,7 @@ def test_a_run_ends_with_a_summary(tmp_path):
         percent = float(re.search(r"clear (\d+(?:\.\d)?)%", said).group(1))
         assert percent <= share * 100 < percent + 0.1 or percent == share * 100 == 100, (said, share)
         assert str(out / name / f"{name}.tif") in said
-    assert any(re.fullmatch(rf"summary: {len(items)} month\(s\) written in \d+\.\d s", line) for line in lines), lines
+    assert any(re.fullmatch(rf"summary: {len(items)} month\(s\); run took \d+\.\d s", line) for line in lines), lines
     assert f"summary: overview picture {out / 'overview.png'}" in lines and (out / "overview.png").is_file()
     assert f"summary: catalog {out / 'catalog.json'}" in lines
     last = proc.stderr.strip().splitlines()

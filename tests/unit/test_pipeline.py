@@ -47,7 +47,7 @@ def test_the_summary_lists_each_month_with_its_clear_share(tmp_path):
     assert lines[0].startswith("summary: monthly-mosaic-2021-12 clear 99.5") and "100" not in lines[0]
     assert lines[1].startswith("summary: monthly-mosaic-2022-01 clear 100")
     assert lines[2].startswith("summary: monthly-mosaic-2022-02 clear share unknown")
-    assert lines[3] == "summary: 3 month(s) written in 12.3 s"
+    assert lines[3] == "summary: 3 month(s); run took 12.3 s"
     assert lines[4] == f"summary: overview picture {tmp_path / 'overview.png'}"
     assert lines[5] == f"summary: catalog {tmp_path / 'catalog.json'}"
     assert summary(out, [], 1.0) == ["summary: run took 1.0 s"]

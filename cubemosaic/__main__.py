@@ -163,6 +163,33 @@ def _setup_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
+#: Hydra's flags that take a value (``--cfg job``); ``--info`` takes one of its own words or none.
+_VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                          "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc"})  # fmt: skip
+_INFO_WORDS = frozenset({"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"})
+
+
+def _flags_first(args: Sequence[str]) -> list[str]:
+    """Hydra's flags (with their values) before the overrides, each group in its order: Hydra's
+    parser refuses overrides after a flag that follows overrides (``catalog=demo --multirun
+    resolution=60,120`` printed its usage and "unrecognized arguments")."""
+    flags: list[str] = []
+    overrides: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("-"):  # an override starts with its key (or +, ~)
+            flags.append(arg)
+            takes = arg in _VALUE_FLAGS or (arg == "--info" and i + 1 < len(args) and args[i + 1] in _INFO_WORDS)
+            if takes and i + 1 < len(args):
+                flags.append(args[i + 1])
+                i += 1
+        else:
+            overrides.append(arg)
+        i += 1
+    return flags + overrides
+
+
 def _stdout_gone() -> bool:
     """Whether stdout is a pipe whose reader has closed it (poll says POLLERR on Linux)."""
     import select
@@ -311,7 +338,7 @@ def _run_dir(path: Any) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     configure()  # before anything can use GDAL (its block cache is read once)
 
-    args = [_listify(a) for a in (sys.argv[1:] if argv is None else argv)]
+    args = _flags_first([_listify(a) for a in (sys.argv[1:] if argv is None else argv)])
     if "--version" in args:  # Hydra's own flag prints only Hydra's version
         print(f"cubemosaic {__version__} (Hydra {hydra.__version__})")
         return 0

@@ -135,3 +135,28 @@ def test_output_piped_to_a_reader_that_stops_early_ends_quietly(args):
     err = proc.stderr.read()
     assert proc.wait(60) == 141, err
     assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("given", "parsed"),
+    [
+        (["catalog=demo", "--multirun", "resolution=60,120"], ["--multirun", "catalog=demo", "resolution=60,120"]),
+        (["catalog=demo", "--cfg", "job", "bands=[red]"], ["--cfg", "job", "catalog=demo", "bands=[red]"]),
+        (["a=1", "--info", "b=2"], ["--info", "a=1", "b=2"]),
+        (["a=1", "--info", "defaults", "b=2"], ["--info", "defaults", "a=1", "b=2"]),
+        (["-m", "a=1,2", "--cfg=job", "~b"], ["-m", "--cfg=job", "a=1,2", "~b"]),
+    ],
+)
+def test_hydras_flags_go_before_the_overrides_wherever_they_were_typed(given, parsed):
+    assert cli._flags_first(given) == parsed
+
+
+def test_a_flag_after_an_override_is_read_as_hydra_reads_it_before(tmp_path):
+    """``catalog=demo --multirun resolution=60,120``: Hydra's parser printed its usage and
+    "unrecognized arguments" (a probe's run); the same command with the flag first ran."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "cubemosaic", "catalog=demo", "--cfg", "job", "resolution=60"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "resolution: 60" in proc.stdout

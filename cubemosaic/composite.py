@@ -178,6 +178,8 @@ def build_monthly(
             "bands": list(composite.bands),
         }
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label=label)
+    if attrs.get("request") is not None:  # the cube's request travels on, for stage=export to compare
+        store.note_request(path, attrs["request"])
 
     sources = store.dn_arrays(cube_path, composite.bands)
     starts = np.cumsum([0, *counts])

@@ -214,6 +214,7 @@ def build_cube(
     on_read_error: str = "fail",
     writes: store.Writes = store.DIRECT,
     label: str = "cube",
+    request: Mapping[str, Any] | None = None,
 ) -> str:
     """Write (or resume) the cube of ``items`` (STAC items or scenes parsed from them) made as
     ``spec`` says at ``path``; returns ``path``.
@@ -222,6 +223,8 @@ def build_cube(
     the skipped assets are logged and recorded in the store (then in the months' STAC items).
     ``writes``: how the days reach the store, the run's choice (:func:`cubemosaic.reach.choose_writes`);
     relayed, the workers compute the days and this process writes them (:mod:`cubemosaic.relay`).
+    ``request``: what was asked (period, area, search filters), noted in the store
+    (:func:`cubemosaic.store.note_request`).
     """
     geobox, bands = spec.geobox, spec.band_keys
     days = group_by_solar_day(items)
@@ -230,6 +233,8 @@ def build_cube(
     encoding = {name: store.zarr_encoding((1,) + chunk, (1,) + shard, compressor="lz4") for name in bands}
     sig = signature(days, spec)
     state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label=label)
+    if request is not None:
+        store.note_request(path, request)
     todo = [i for i in range(len(days)) if i not in state.done]
     direct, warped = read_counts([days[i] for i in todo], spec)
     log.info("%s: %d asset(s) of the %d day(s) to write line up with the grid and are read directly, %d are "

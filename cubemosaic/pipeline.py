@@ -240,6 +240,12 @@ def _run(settings: Settings) -> Outputs:
     units, grid = units_of(out, plan, settings)
     if plan is not None:
         log_plan(settings, plan, units)
+    else:  # the stage starts from a written store: what the user asked must be what it holds
+        for unit in units:
+            if "composite" in stages:
+                refuse_ignored_overrides(settings, unit.cube, monthly=False)
+            else:
+                refuse_ignored_overrides(settings, unit.monthly, monthly=True)
     if grid is not None:
         log.info("tiles: the area is cut into %d tile(s) of up to %d x %d pixels (%s); each is a work unit, "
                  "resumed and skipped when done", len(units), grid.size, grid.size, grid.name)  # fmt: skip
@@ -272,7 +278,6 @@ def _run(settings: Settings) -> Outputs:
                     check_intact(
                         unit.cube, _cube_parameter(settings), "run stage=cube (the same request) to write it again"
                     )
-                    refuse_ignored_overrides(settings, unit.cube, monthly=False)
                 with _timed(f"composite{unit.label}", client):
                     build_monthly(
                         unit.cube,
@@ -287,7 +292,6 @@ def _run(settings: Settings) -> Outputs:
             if "export" in stages:
                 if "composite" not in stages:
                     check_intact(unit.monthly, "zarr_dir", "run stage=mosaic (the same request) to compute it again")
-                    refuse_ignored_overrides(settings, unit.monthly, monthly=True)
                 with _timed(f"export{unit.label}"):
                     cogs = _cluster_cogs(client, unit.monthly, writes)
                     if grid is None:
@@ -400,6 +404,7 @@ def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, writes: Write
     from .cluster import waiting_on_network
     from .cube import CubeSpec, build_cube
     from .read import Access
+    from .request import asked
     from .s2 import CloudMask
     from .signing import signer
 
@@ -423,6 +428,7 @@ def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, writes: Write
             on_read_error=settings.on_read_error,
             writes=writes,
             label=f"cube{unit.label}",
+            request=asked(settings),
         )
 
 

@@ -532,6 +532,22 @@ class DirectWrites(Writes):
 DIRECT: Final = DirectWrites()
 
 
+def note_request(path: str, request: Mapping[str, Any]) -> None:
+    """Record in the store the request it was last written for (``request``: JSON-able; the
+    asked period and area, which the signature's days and grid do not say exactly), for a later
+    stage to compare the user's overrides with (:mod:`cubemosaic.request`). Not part of the
+    signature: another request that makes the same store resumes it, and is then the one noted."""
+    value = json.loads(json.dumps(request, default=str))
+    with _quiet():
+        group = open_group(path, "r+")
+        attrs = _decode(group.attrs[ATTR])
+        if attrs.get("request") == value:
+            return
+        attrs["request"] = value
+        group.attrs[ATTR] = _encode(attrs)
+        zarr.consolidate_metadata(path)
+
+
 def mark_done(path: str, indices: Iterable[int], *, skipped: Sequence[Mapping[str, str]] = ()) -> None:
     """Record steps as written (after their data), and the inputs they skipped; the store is
     ``complete`` when every one of its steps is done.
@@ -587,6 +603,11 @@ def batches(todo: Sequence[int], size: int) -> Iterator[list[int]]:
     """``todo`` in consecutive batches of at most ``size``."""
     for start in range(0, len(todo), size):
         yield list(todo[start : start + size])
+
+
+def record_or_none(path: str) -> dict[str, Any] | None:
+    """The cubemosaic attributes of a store, or None where there is none (no store, not ours)."""
+    return _read_attrs(path)
 
 
 def read_attrs(path: str) -> dict[str, Any]:

@@ -188,6 +188,9 @@ def test_a_stage_run_alone_refuses_an_override_its_store_was_not_made_for(demo_r
         (["stage=export", "crs=EPSG:32611"], "crs: EPSG:32611 was asked but the monthly store"),
         (["stage=export", "provenance=[iqr]"], "provenance: iqr was asked"),
         (["stage=composite", "start_date=2022-01-01"], "start_date: 2022-01-01 was asked"),
+        (["stage=composite", "end_date=2022-12-31"], "end_date: 2022-12-31 was asked"),  # a wider period too
+        (["stage=export", "aoi=[-122.33,47.53,-122.26,47.58]"], "aoi: [-122.33,47.53,-122.26,47.58] was asked"),
+        (["stage=mosaic", "max_cloud_cover=20"], "max_cloud_cover: 20 was asked"),
     ]
     for args, said in refused:
         proc = cli(["catalog=demo", f"output_dir={out}", *args], cwd=tmp_path)
@@ -197,8 +200,10 @@ def test_a_stage_run_alone_refuses_an_override_its_store_was_not_made_for(demo_r
         assert "was made for" in errors[0] and "overwrite=true" in errors[0]
     assert _files(out) == before, "a refused stage writes nothing"
     same = cli(
-        ["catalog=demo", f"output_dir={out}", "stage=mosaic", "resolution=20", "statistic=[median]"], cwd=tmp_path
-    )
+        ["catalog=demo", f"output_dir={out}", "stage=mosaic", "resolution=20", "statistic=[median]",
+         "start_date=2021-12-01", "end_date=2022-03-31", "aoi=[-122.325,47.535,-122.265,47.575]"],
+        cwd=tmp_path,
+    )  # fmt: skip
     assert same.returncode == 0, same.stderr[-2000:]
     assert {p: t for p, t in _files(out).items() if p.suffix == ".tif"} == {
         p: t for p, t in before.items() if p.suffix == ".tif"

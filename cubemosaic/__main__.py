@@ -87,12 +87,18 @@ def compose(overrides: Sequence[str]):
 PATH_KEYS = ("output_dir", "zarr_dir", "cube_url", "catalog.url", "aoi")
 
 
+def _split(override: str) -> tuple[str, str, bool]:
+    """(key without Hydra's ``+``/``++``/``~`` prefix, value, whether it has a value) of an override."""
+    key, sep, value = str(override).partition("=")
+    return key.lstrip("+~"), value, bool(sep)
+
+
 def _listify(override: str) -> str:
     """An override as the user meant it: ``bands=red`` or ``bands=red,nir`` (a scalar or bare list
     where a list is meant) -> ``bands=[...]``; a path Hydra's grammar cannot read unquoted
     (``output_dir=~/x``) -> quoted."""
-    key, sep, value = override.partition("=")
-    name = key.lstrip("+~")
+    key = override.partition("=")[0]
+    name, value, sep = _split(override)
     if sep and name in ("bands", "mask_classes") and value and not value.startswith("["):
         return f"{key}=[{value}]"
     if sep and name in PATH_KEYS and value and value[0] not in "'\"" and not _parses(override):
@@ -163,31 +169,60 @@ def _setup_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.CRITICAL)
 
 
-#: Hydra's flags that take a value (``--cfg job``); ``--info`` takes one of its own words or none.
+#: Hydra's flags that take a value (``--cfg job``); ``--info``/``-i`` takes one of its own words or none.
 _VALUE_FLAGS = frozenset({"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                          "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc"})  # fmt: skip
+                          "--config-dir", "-cd", "--experimental-rerun"})  # fmt: skip
+_INFO_FLAGS = frozenset({"--info", "-i"})
 _INFO_WORDS = frozenset({"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"})
 
 
+def _takes_value(flag: str) -> bool:
+    """Whether Hydra's parser reads the next argument as ``flag``'s value (argparse accepts a long
+    flag's unambiguous prefix: ``--config-d x``)."""
+    if "=" in flag:
+        return False
+    if flag in _VALUE_FLAGS:
+        return True
+    longs = [f for f in (*_VALUE_FLAGS, *_INFO_FLAGS, "--help", "--hydra-help", "--version", "--resolve", "--run",
+                         "--multirun", "--shell-completion") if f.startswith("--")]  # fmt: skip
+    matches = [f for f in longs if f.startswith(flag)] if flag.startswith("--") and len(flag) > 2 else []
+    return len(matches) == 1 and matches[0] in _VALUE_FLAGS
+
+
 def _flags_first(args: Sequence[str]) -> list[str]:
-    """Hydra's flags (with their values) before the overrides, each group in its order: Hydra's
-    parser refuses overrides after a flag that follows overrides (``catalog=demo --multirun
-    resolution=60,120`` printed its usage and "unrecognized arguments")."""
+    """Hydra's flags (with their values) before the overrides, each group in its order, and a bare
+    ``--info`` after them (it would take the first override as its value): Hydra's parser refuses
+    overrides after a flag that follows overrides (``catalog=demo --multirun resolution=60,120``
+    printed its usage and "unrecognized arguments")."""
     flags: list[str] = []
     overrides: list[str] = []
+    last: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg.startswith("-"):  # an override starts with its key (or +, ~)
-            flags.append(arg)
-            takes = arg in _VALUE_FLAGS or (arg == "--info" and i + 1 < len(args) and args[i + 1] in _INFO_WORDS)
-            if takes and i + 1 < len(args):
-                flags.append(args[i + 1])
-                i += 1
-        else:
+        following = args[i + 1] if i + 1 < len(args) else None
+        if not arg.startswith("-"):  # an override starts with its key (or +, ~)
             overrides.append(arg)
+        elif arg in _INFO_FLAGS:
+            if following in _INFO_WORDS:
+                flags += [arg, following]
+                i += 1
+            else:
+                last.append(arg)
+        elif _takes_value(arg) and following is not None:
+            flags += [arg, following]
+            i += 1
+        else:
+            flags.append(arg)
         i += 1
-    return flags + overrides
+    return flags + overrides + last
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader has gone (``--help | head``): stop quietly, as a tool SIGPIPE ends (Python
+    ignores SIGPIPE, so the write raised instead); the exit status such a tool has."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    return 128 + signal.SIGPIPE
 
 
 def _stdout_gone() -> bool:
@@ -298,7 +333,7 @@ def _swept_keys(args: Sequence[str]) -> list[str]:
 def _given_keys(overrides: Sequence[str]) -> frozenset[str]:
     """The keys of the command line's overrides (``resolution=20``, ``+mask_classes=[3,8]``),
     config groups (``catalog``) among them."""
-    return frozenset(str(line).partition("=")[0].lstrip("+~") for line in overrides)
+    return frozenset(_split(line)[0] for line in overrides)
 
 
 def _job_folder(_root_: Any) -> str:
@@ -313,8 +348,7 @@ def _job_folder(_root_: Any) -> str:
     excluded = set(_root_.hydra.job.config.override_dirname.exclude_keys or ())
     names = []
     for line in _root_.hydra.overrides.task:
-        key, _, value = str(line).partition("=")
-        key = key.lstrip("+~")
+        key, value, _ = _split(line)
         if key not in _swept or key in excluded or key == "output_dir":
             continue
         if re.search(r"\$\{\s*" + re.escape(key) + r"\s*\}", raw):
@@ -340,7 +374,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _flags_first([_listify(a) for a in (sys.argv[1:] if argv is None else argv)])
     if "--version" in args:  # Hydra's own flag prints only Hydra's version
-        print(f"cubemosaic {__version__} (Hydra {hydra.__version__})")
+        try:
+            print(f"cubemosaic {__version__} (Hydra {hydra.__version__})", flush=True)
+        except BrokenPipeError:
+            return _quiet_broken_pipe()
         return 0
     debug = _debug_asked(args)
     multirun = any(a in ("-m", "--multirun") for a in args)
@@ -374,11 +411,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as e:
         _remove_created()
-        if isinstance(e, BrokenPipeError) and _stdout_gone():
-            # stdout's reader has gone (``--help | head``): stop quietly, as a tool SIGPIPE ends
-            # (Python ignores SIGPIPE, so the write raised instead). Not a socket's broken pipe.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-            return 128 + signal.SIGPIPE
+        if isinstance(e, BrokenPipeError) and _stdout_gone():  # not a socket's broken pipe
+            return _quiet_broken_pipe()
         if _hydra_error(e):
             error = ConfigError(*_explain(e))
         elif isinstance(e, OSError) and not _started:  # Hydra makes the run directory before the job starts

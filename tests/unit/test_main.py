@@ -122,7 +122,7 @@ def test_after_ctrl_c_a_coroutine_the_interrupt_abandoned_prints_nothing():
     assert [str(w.message) for w in seen] == ["a RuntimeWarning of another kind"]
 
 
-@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "catalog=demo"]])
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job", "catalog=demo"], ["--version"]])
 def test_output_piped_to_a_reader_that_stops_early_ends_quietly(args):
     """``--help | head -20``: once, a newcomer's run said "output_dir: None is not writable (Broken
     pipe)" with exit 2. The reader closes the pipe before anything is written: no error line, the
@@ -138,17 +138,26 @@ def test_output_piped_to_a_reader_that_stops_early_ends_quietly(args):
 
 
 @pytest.mark.parametrize(
-    ("given", "parsed"),
+    ("given", "meant"),
     [
         (["catalog=demo", "--multirun", "resolution=60,120"], ["--multirun", "catalog=demo", "resolution=60,120"]),
         (["catalog=demo", "--cfg", "job", "bands=[red]"], ["--cfg", "job", "catalog=demo", "bands=[red]"]),
-        (["a=1", "--info", "b=2"], ["--info", "a=1", "b=2"]),
-        (["a=1", "--info", "defaults", "b=2"], ["--info", "defaults", "a=1", "b=2"]),
+        (["a=1", "-c", "job", "b=2"], ["-c", "job", "a=1", "b=2"]),
+        (["a=1", "--info", "b=2"], ["a=1", "b=2", "--info"]),  # flags first, it would take a=1
+        (["--info", "catalog=demo"], ["catalog=demo", "--info"]),
+        (["a=1", "-i", "defaults", "b=2"], ["-i", "defaults", "a=1", "b=2"]),
         (["-m", "a=1,2", "--cfg=job", "~b"], ["-m", "--cfg=job", "a=1,2", "~b"]),
+        (["a=1", "--config-d", "/tmp/c", "b=2"], ["--config-dir", "/tmp/c", "a=1", "b=2"]),
+        (["a=1", "-sc", "install=bash", "-m", "b=2"], ["-sc", "-m", "a=1", "install=bash", "b=2"]),
     ],
 )
-def test_hydras_flags_go_before_the_overrides_wherever_they_were_typed(given, parsed):
-    assert cli._flags_first(given) == parsed
+def test_hydras_flags_are_read_wherever_they_were_typed(given, meant):
+    """What Hydra's own parser reads from the arguments as reordered is what it reads from them
+    typed flags first (a review found a bare --info taking the first override as its value)."""
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    assert parser.parse_args(cli._flags_first(given)) == parser.parse_args(meant)
 
 
 def test_a_flag_after_an_override_is_read_as_hydra_reads_it_before(tmp_path):

@@ -422,10 +422,11 @@ def to_settings(cfg: Any) -> Settings:
             crs = CRS(cfg.crs)
         except Exception:  # pyproj raises several types for a bad CRS string
             raise ConfigError("crs", f"{cfg.crs!r} is not a CRS (e.g. crs=EPSG:32610)") from None
-        if crs.geographic:
+        if not crs.projected:  # geographic (degrees), or geocentric
             raise ConfigError(
                 "crs",
-                f"{cfg.crs} is geographic (degrees) and resolution is in metres: choose a projected CRS "
+                f"{cfg.crs} is not projected ({'degrees' if crs.geographic else 'geocentric'}) and resolution "
+                "is in metres: choose a projected CRS "
                 "(the AOI's UTM zone, e.g. EPSG:32610, or leave crs unset to get it)",
             )
     cluster = cfg.cluster

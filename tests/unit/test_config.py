@@ -37,7 +37,11 @@ REFUSED = {
     "cluster.workers": [("+cluster.workers=3", "unknown key")],
     "catalog": [("catalog=nope", "no option 'nope'")],
     "stage": [("stage=foo", "'foo'")],
-    "crs": [("crs=EPSG:999999", "is not a CRS"), ("crs=EPSG:4326", "is geographic (degrees)")],
+    "crs": [
+        ("crs=EPSG:999999", "is not a CRS"),
+        ("crs=EPSG:4326", "is not projected (degrees)"),
+        ("crs=EPSG:4978", "(geocentric)"),
+    ],
     "mask_classes": [("mask_classes=[3,12]", "0-11")],
 }
 

@@ -358,7 +358,7 @@ def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
     cluster's workers), before any read."""
     from .cluster import gateway_requested
     from .clusterspec import local_layout, local_threads, remote_read_threads
-    from .plan import check_feasible, estimate, machine_memory_mb
+    from .plan import check_feasible, estimate, machine_memory_mb, months_of
     from .statistics import composite
 
     spec = settings.cluster
@@ -381,7 +381,7 @@ def figures_of(settings: Settings, plan: Plan, units: list[Unit]):
         band_keys=list(plan.bands.values()),
         scl_key=plan.scl,
         n_layers=sum(len(layer.variables) for layer in layers),
-        months=len({(s.day.year, s.day.month) for u in units for s in u.scenes}),  # those with a scene
+        months=len(months_of(s.day for u in units for s in u.scenes)),  # those with a scene
         chunk_size=settings.chunk_size,
         threads=threads,
         local_threads=local,

@@ -303,10 +303,15 @@ def n_months(start, end) -> int:
     return (end.year - start.year) * 12 + end.month - start.month + 1
 
 
+def months_of(days) -> set[tuple[int, int]]:
+    """The (year, month) the solar ``days`` fall in: the months that get a mosaic."""
+    return {(d.year, d.month) for d in days}
+
+
 def months_without_scenes(start, end, days) -> list[str]:
     """The period's months (``YYYY-MM``) in which none of the solar ``days`` falls: they get no
     mosaic, and the plan does not count them."""
-    had = {(d.year, d.month) for d in days}
+    had = months_of(days)
     months = [
         (start.year + (start.month - 1 + i) // 12, (start.month - 1 + i) % 12 + 1) for i in range(n_months(start, end))
     ]

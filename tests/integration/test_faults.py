@@ -174,11 +174,12 @@ def test_a_worker_killed_for_memory_on_a_real_cluster(tmp_path):
     assert proc.returncode == 1
 
 
-def test_a_grid_under_two_pixels_is_refused_before_any_read(tmp_path):
-    """In a CRS whose units are not metres the area's extent says nothing: the grid itself is checked."""
+def test_a_crs_in_degrees_is_refused_before_any_read(tmp_path):
+    """crs=EPSG:4326 with resolution=1 once made a grid of 1 x 1 pixels (one degree), refused as too
+    small an aoi; resolution is in metres, so the CRS is what is wrong, and said first."""
     proc = cli(["catalog=demo", "crs=EPSG:4326", "resolution=1", f"output_dir={tmp_path / 'out'}"], cwd=tmp_path)
-    one_line_error(proc, "aoi: the area is", "(a grid of 1 x 1 pixels), under 2 pixels on a side at resolution=1;")
-    assert not (tmp_path / "out" / "cube.zarr").exists()
+    one_line_error(proc, "crs: EPSG:4326 is not projected (degrees)")
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_smallest_grid_is_written(demo, tmp_path):

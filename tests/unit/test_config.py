@@ -179,6 +179,17 @@ def test_memory_limits_that_are_sizes_pass(tmp_path, value):
 
 
 # --------------------------------------------------------------------------- degenerate grids
+def test_a_grid_under_two_pixels_is_refused_by_its_shape():
+    """After the search the grid itself is checked (its pixels, not the area's metres)."""
+    from cubemosaic.config import check_grid_size
+    from cubemosaic.errors import ConfigError
+
+    with pytest.raises(ConfigError) as e:
+        check_grid_size((4500.0, 4400.0), 20.0, shape=(1, 225))
+    assert str(e.value).startswith("aoi: the area is 4500 m x 4400 m (a grid of 225 x 1 pixels), under 2 pixels")
+    check_grid_size((4500.0, 4400.0), 20.0, shape=(2, 2))
+
+
 @pytest.mark.parametrize(
     "aoi", ["[-122.3,47.55,-122.2999,47.5501]", "[-122.3,47.55,-122.2999,47.5503]", "[-122.3,47.55,-122.29,47.5501]"]
 )

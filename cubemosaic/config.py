@@ -429,6 +429,14 @@ def to_settings(cfg: Any) -> Settings:
                 "is in metres: choose a projected CRS "
                 "(the AOI's UTM zone, e.g. EPSG:32610, or leave crs unset to get it)",
             )
+        units = {(axis.unit_name, axis.unit_conversion_factor) for axis in crs.proj.axis_info}
+        if any(factor != 1.0 for _, factor in units):  # feet, kilometres: resolution would be read in them
+            raise ConfigError(
+                "crs",
+                f"{cfg.crs} measures in {', '.join(sorted(name for name, _ in units))}, and resolution and "
+                "mask_dilation are in metres: choose a CRS in metres (the AOI's UTM zone, e.g. EPSG:32610, "
+                "or leave crs unset to get it)",
+            )
     cluster = cfg.cluster
     if cluster.kind not in CLUSTER_KINDS:
         raise ConfigError("cluster.kind", f"{cluster.kind!r} is not one of {', '.join(CLUSTER_KINDS)}")

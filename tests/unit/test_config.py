@@ -41,6 +41,8 @@ REFUSED = {
         ("crs=EPSG:999999", "is not a CRS"),
         ("crs=EPSG:4326", "is not projected (degrees)"),
         ("crs=EPSG:4978", "(geocentric)"),
+        ("crs=EPSG:2227", "measures in US survey foot"),  # California zone 3: 20 would be 20 ft pixels
+        ("crs='+proj=utm +zone=10 +units=km'", "measures in kilometre"),
     ],
     "mask_classes": [("mask_classes=[3,12]", "0-11")],
 }

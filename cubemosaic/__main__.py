@@ -21,6 +21,7 @@ run takes away the folders it created and left empty.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -370,6 +371,19 @@ def _run_dir(path: Any) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line: ``argv`` (else this process's own arguments) -> the exit code."""
+    code = _main(argv)
+    if argv is None:  # the process's own command line: it ends now
+        # Everything is written and closed. The interpreter's shutdown would then walk every
+        # object the run's libraries left (Dask, xarray, odc, GDAL's bindings) looking for cycles:
+        # 0.5 s after the last line, measured on the demo (0.05 s frozen). Frozen, they are freed
+        # as the process ends; atexit handlers still run. Not for a caller's argv (a test, a
+        # library user), whose process goes on.
+        gc.freeze()
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     configure()  # before anything can use GDAL (its block cache is read once)
 
     args = _flags_first([_listify(a) for a in (sys.argv[1:] if argv is None else argv)])

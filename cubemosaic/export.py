@@ -651,7 +651,9 @@ def build_collection(items: Sequence[pystac.Item], layers: Sequence[Layer], *, d
     projections = {i.properties["proj:code"] for i in items if i.properties.get("proj:code")}
     if projections:
         summaries["proj:code"] = sorted(projections)
-    collection.summaries = pystac.Summaries(summaries)
+    # pystac leaves out of the saved file any list of maxcount (25) values or more: a tiled area's
+    # tiles or a long period's months would silently lose their summary.
+    collection.summaries = pystac.Summaries(summaries, maxcount=1 + max(len(v) for v in summaries.values()))
     collection.item_assets = {
         layer.key: pystac.ItemAssetDefinition.create(
             title=layer.title,

@@ -79,3 +79,34 @@ def test_the_tiles_and_months_a_collection_lists_are_its_items_folders(tmp_path)
     (tmp_path / "collection.json").write_text(json.dumps({**doc, "id": "someone-elses"}))
     assert listed_tiles(tmp_path) == set(), "a collection not of ours lists no tile of ours"
     assert listed_months(tmp_path) == set()
+
+
+def test_a_collection_summarizes_every_tile_and_month_however_many(tmp_path):
+    """pystac leaves out of the saved dict any summary list of 25 values or more (its default
+    maxcount): 30 tiles over 30 months must all be there."""
+    import datetime as dt
+
+    import pystac
+
+    from cubemosaic.export import build_collection
+    from cubemosaic.statistics import Composite
+
+    items = []
+    for i in range(30):
+        year, month = 2020 + i // 12, 1 + i % 12
+        start = dt.datetime(year, month, 1, tzinfo=dt.timezone.utc)
+        item = pystac.Item(
+            id=f"monthly-mosaic-{year}-{month:02d}-x{i}y0",
+            geometry={"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]},
+            bbox=[0, 0, 1, 1],
+            datetime=None,
+            start_datetime=start,
+            end_datetime=start + dt.timedelta(days=27),
+            properties={"grid:code": f"CUBEMOSAIC-x{i}y0", "proj:code": "EPSG:32610"},
+        )
+        items.append(item)
+    collection = build_collection(items, Composite(("red",)).layers(), description="test")
+    summaries = collection.to_dict(include_self_link=False)["summaries"]
+    assert len(summaries["grid:code"]) == 30
+    assert len(summaries["cubemosaic:months"]) == 30
+    assert summaries["proj:code"] == ["EPSG:32610"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def test_write_cog_in_this_process_metadata_gis_tools_read(tmp_path):
@@ -35,3 +36,24 @@ def test_write_cog_in_this_process_metadata_gis_tools_read(tmp_path):
     with rasterio.open(count) as src:
         assert src.nodata is None and src.colorinterp == (ColorInterp.gray,) and src.scales == (1.0,)
         np.testing.assert_array_equal(src.read(1), pixels[0] % 7)
+
+
+@pytest.mark.parametrize("shape", [(1, 26), (26, 1), (2, 700), (3, 5), (1, 1)])
+def test_a_tiles_edge_sliver_is_a_valid_cog(tmp_path, shape):
+    """A tiled area's last row or column of tiles can be one pixel thin: its COG gets only the
+    overviews that are smaller on both sides (none for one pixel), and is valid."""
+    import rasterio.transform
+    from rio_cogeo.cogeo import cog_validate
+
+    from cubemosaic.export import write_cog
+
+    pixels = np.arange(np.prod(shape), dtype=np.uint16).reshape(1, *shape) + 1
+    path = tmp_path / "sliver.tif"
+    write_cog(path, lambda ys, xs: pixels[:, ys, xs], shape=pixels.shape, block=(2048, 2048), dtype="uint16",
+              crs="EPSG:32610", transform=rasterio.transform.from_origin(500000, 5300000, 20, 20),
+              descriptions=["red"], nodata=0, overview_resampling="average")  # fmt: skip
+    valid, errors, _ = cog_validate(str(path), quiet=True)
+    assert valid, errors
+    with rasterio.open(path) as src:
+        np.testing.assert_array_equal(src.read(), pixels)
+        assert all(f > 1 for f in src.overviews(1))

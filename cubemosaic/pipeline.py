@@ -244,7 +244,7 @@ def _run(settings: Settings) -> Outputs:
     from .reach import choose_writes
     from .request import refuse_ignored_overrides
     from .store import DIRECT, check_intact
-    from .tiled import write_tiled
+    from .tiled import note_tiles, write_tiled
 
     started = time.perf_counter()
     out = outputs(settings)
@@ -325,6 +325,10 @@ def _run(settings: Settings) -> Outputs:
         if in_flight > 1:
             log.info("tiles: %d tile(s) at a time on the cluster's workers", in_flight)
         exported = [t for part in _each(work, units, in_flight) for t in part]
+        if grid is not None and "cube" in stages:  # every tile written: the records list this request's
+            note_tiles(out.cube, grid, plan.tiles)
+        if grid is not None and "composite" in stages:
+            note_tiles(out.monthly, grid, [{"id": u.tile, "index": list(u.index or ())} for u in units])
     shares: dict[Path, float] = {}
     if grid is not None and "export" in stages:
         from .collection import assemble_collection

@@ -27,7 +27,7 @@ from .errors import OutputError, one_line
 from .store import ATTR, open_group
 from .tiling import Tile, TileGrid
 
-__all__ = ["TiledRecord", "member", "read_tiled", "write_tiled"]
+__all__ = ["TiledRecord", "member", "note_tiles", "read_tiled", "write_tiled"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,11 @@ def read_tiled(root: str) -> TiledRecord | None:
 
 
 def write_tiled(root: str, grid: TileGrid, tiles: Sequence[Tile | dict], *, overwrite: bool, label: str) -> None:
-    """Make ``root`` the tiled store of ``tiles`` (create it, or keep its tiles' stores to resume).
+    """Make ``root`` a tiled store on ``grid`` for ``tiles`` (create it, or keep its tiles' stores to
+    resume). A new store's record lists ``tiles`` at once; an earlier one on the same grid keeps
+    listing its own tiles until the run has written every one of these (:func:`note_tiles`), so a
+    run refused at one of its tiles (another request's store) leaves the record as it was, and a
+    later stage run alone still works on, and keeps, the earlier request's tiles.
 
     An untiled store at ``root`` (an earlier request over an area that fitted one tile) is replaced
     only with ``overwrite``; else :class:`OutputError` names it. A tiled store made on another grid
@@ -98,5 +102,13 @@ def write_tiled(root: str, grid: TileGrid, tiles: Sequence[Tile | dict], *, over
                 )
             log.info("%s: replacing %s (overwrite=true)", label, root)
             fs.rm(path, recursive=True)
+    if read_tiled(root) is None:  # a new store (or one just replaced); else it is rewritten once every tile is done
+        note_tiles(root, grid, records)
+
+
+def note_tiles(root: str, grid: TileGrid, tiles: Sequence[Tile | dict]) -> None:
+    """Record in the tiled store at ``root`` that it holds ``tiles`` (in order), cut on ``grid``:
+    once the run has written every one of them."""
+    records = [t.record() if isinstance(t, Tile) else dict(t) for t in tiles]
     group = open_group(root, "a")
     group.attrs[ATTR] = json.dumps({"tiled": {"grid": grid.record(), "tiles": records}})

@@ -292,3 +292,23 @@ def test_switching_between_tiled_and_untiled_leaves_nothing_of_the_other(tmp_pat
                 if link["rel"] == "item":
                     assert (out / link["href"]).is_file(), link
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_a_run_refused_at_one_of_its_tiles_leaves_the_earlier_tiles_listed(demo, tmp_path):
+    """A tiled output, then a request over a smaller area into it: refused at a tile whose store
+    another request made (one line, exit 1). The stores' records must still list the earlier
+    tiles: a stage=export run alone then exports them all, as before, and removes none (it
+    removed the tiles the refused run had not listed)."""
+    out = tmp_path / "out"
+    assert cli(["catalog=demo", "tile_size=128", f"output_dir={out}"]).returncode == 0
+    tiles = sorted(p.name for p in out.glob("x*y*"))
+    vrts = {p.name: rasterio.open(p).read() for p in out.glob("monthly-mosaic-*.vrt")}
+    refused = cli(["catalog=demo", "tile_size=128", "aoi=[-122.31,47.54,-122.28,47.565]", f"output_dir={out}"])
+    assert refused.returncode == 1 and "was made for another request" in one_line_error(refused), refused.stderr[-2000:]
+    again = cli(["catalog=demo", "stage=export", f"output_dir={out}"])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "removed" not in again.stderr
+    assert sorted(p.name for p in out.glob("x*y*")) == tiles and len(tiles) > 1
+    for name, pixels in vrts.items():
+        with rasterio.open(out / name) as vrt:
+            np.testing.assert_array_equal(vrt.read(), pixels)

@@ -242,7 +242,7 @@ def units_of(out: Outputs, plan: Plan | None, settings: Settings) -> tuple[list[
 def _run(settings: Settings) -> Outputs:
     from .cluster import dask_client, worker_failures
     from .reach import choose_writes
-    from .request import refuse_ignored_overrides
+    from .request import refuse_ignored_overrides, refuse_other_tiling
     from .store import DIRECT, check_intact
     from .tiled import note_tiles, write_tiled
 
@@ -258,6 +258,8 @@ def _run(settings: Settings) -> Outputs:
     if plan is not None:
         log_plan(settings, plan, units)
     else:  # the stage starts from a written store: what the user asked must be what it holds
+        first = units[0].cube if "composite" in stages else units[0].monthly
+        refuse_other_tiling(settings, first, grid.size if grid else None, monthly="composite" not in stages)
         for unit in units:
             if "composite" in stages:
                 refuse_ignored_overrides(settings, unit.cube, monthly=False)

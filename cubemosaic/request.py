@@ -174,3 +174,24 @@ def refuse_ignored_overrides(settings: Settings, path: str, *, monthly: bool) ->
         _refuse(found, "the monthly store", path)
     else:
         _refuse(_cube_differences(settings, signature, noted), "the cube", path)
+
+
+def refuse_other_tiling(settings: Settings, path: str, tile_size: int | None, *, monthly: bool) -> None:
+    """:class:`ConfigError` naming ``tile_size`` when it is given and the store at ``path`` (a tiled
+    store cut into tiles of ``tile_size`` px, or, with ``None``, an untiled one) was cut otherwise:
+    a stage run alone works on the store's own tiles."""
+    if "tile_size" not in settings.given:
+        return
+    what = "the monthly store" if monthly else "the cube"
+    if tile_size is not None:
+        if settings.tile_size != tile_size:
+            _refuse([("tile_size", str(settings.tile_size), f"tiles of {tile_size} px")], what, path)
+        return
+    from . import store
+
+    attrs = store.record_or_none(path) or {}
+    signature = attrs.get("signature") or {}
+    shape = ((signature.get("cube") if monthly else signature) or {}).get("shape")
+    if shape and max(shape) > settings.tile_size:  # this tile_size would cut its grid into tiles
+        height, width = shape
+        _refuse([("tile_size", str(settings.tile_size), f"one untiled grid of {width} x {height} px")], what, path)

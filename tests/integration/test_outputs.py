@@ -191,6 +191,8 @@ def test_a_stage_run_alone_refuses_an_override_its_store_was_not_made_for(demo_r
         (["stage=composite", "end_date=2022-12-31"], "end_date: 2022-12-31 was asked"),  # a wider period too
         (["stage=export", "aoi=[-122.33,47.53,-122.26,47.58]"], "aoi: [-122.33,47.53,-122.26,47.58] was asked"),
         (["stage=mosaic", "max_cloud_cover=20"], "max_cloud_cover: 20 was asked"),
+        (["stage=mosaic", "tile_size=128"], "tile_size: 128 was asked but the cube"),  # its 228 x 225 px, untiled
+        (["stage=export", "tile_size=128"], "tile_size: 128 was asked but the monthly store"),
     ]
     for args, said in refused:
         proc = cli(["catalog=demo", f"output_dir={out}", *args], cwd=tmp_path)
@@ -201,7 +203,7 @@ def test_a_stage_run_alone_refuses_an_override_its_store_was_not_made_for(demo_r
     assert _files(out) == before, "a refused stage writes nothing"
     same = cli(
         ["catalog=demo", f"output_dir={out}", "stage=mosaic", "resolution=20", "statistic=[median]",
-         "start_date=2021-12-01", "end_date=2022-03-31", "aoi=[-122.325,47.535,-122.265,47.575]"],
+         "start_date=2021-12-01", "end_date=2022-03-31", "aoi=[-122.325,47.535,-122.265,47.575]", "tile_size=512"],
         cwd=tmp_path,
     )  # fmt: skip
     assert same.returncode == 0, same.stderr[-2000:]

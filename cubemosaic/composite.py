@@ -137,6 +137,7 @@ def build_monthly(
     overwrite: bool = False,
     writes: store.Writes = store.DIRECT,
     label: str = "composite",
+    cube_parameter: str = "zarr_dir",
 ) -> str:
     """Write (or resume) the monthly composites of the cube at ``cube_path`` to ``path``.
 
@@ -145,7 +146,8 @@ def build_monthly(
     ``percentile_method``: numpy's ``percentile`` method (:mod:`cubemosaic.statistics`), over
     every band of the cube. ``writes``: how the months reach the store, the run's choice
     (:func:`cubemosaic.reach.choose_writes`); relayed, this process reads the cube and writes the
-    months, the workers reduce (:mod:`cubemosaic.relay`).
+    months, the workers reduce (:mod:`cubemosaic.relay`). ``cube_parameter``: the parameter that
+    places the cube (``zarr_dir`` or ``cube_url``), named if a chunk of the cube does not decode.
     """
 
     attrs = store.read_attrs(cube_path)
@@ -181,7 +183,7 @@ def build_monthly(
     if attrs.get("request") is not None:  # the cube's request travels on, for stage=export to compare
         store.note_request(path, attrs["request"])
 
-    sources = store.dn_arrays(cube_path, composite.bands)
+    sources = store.dn_arrays(cube_path, composite.bands, parameter=cube_parameter, remedy=store.CUBE_REMEDY)
     starts = np.cumsum([0, *counts])
     spans = {i: (int(starts[i]), int(starts[i + 1])) for i in range(len(months))}  # month -> its days t0:t1
     names = [v for layer in layers for v in layer.variables]

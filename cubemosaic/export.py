@@ -502,7 +502,9 @@ def write_months(
         )
         for i in range(n)
     ]
-    arrays = store.dn_arrays(monthly_path, [v for layer in layers for v in layer.variables])
+    arrays = store.dn_arrays(
+        monthly_path, [v for layer in layers for v in layer.variables], remedy=store.MONTHLY_REMEDY
+    )
     first = arrays[mosaic.variables[0]]
     shard = tuple((first.shards or first.chunks)[1:])
     common = dict(block=shard, shape=tuple(first.shape[1:]), crs=geobox.crs.to_wkt(), transform=geobox.transform)
@@ -774,7 +776,7 @@ def cog_bytes(source: Any, variables: Sequence[str], i: int, name: str, options:
     import tempfile
 
     if isinstance(source, str):
-        arrays = store.dn_arrays(source, list(variables))
+        arrays = store.dn_arrays(source, list(variables), remedy=store.MONTHLY_REMEDY)
 
         def read(ys: slice, xs: slice) -> np.ndarray:
             return np.stack([arrays[v][i, ys, xs] for v in variables])

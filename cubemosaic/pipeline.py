@@ -307,6 +307,7 @@ def _run(settings: Settings) -> Outputs:
                         overwrite=settings.overwrite,
                         writes=writes,
                         label=f"composite{unit.label}",
+                        cube_parameter=_cube_parameter(settings),
                     )
             if "export" in stages:
                 if "composite" not in stages:

@@ -57,6 +57,7 @@ from .urls import is_local
 __all__ = [
     "DIRECT",
     "DirectWrites",
+    "Readable",
     "Reduction",
     "Steps",
     "StoreState",
@@ -181,9 +182,64 @@ def dn_array(array: zarr.Array) -> zarr.Array:
     return zarr.Array(AsyncArray(meta, array.store_path, array.config))
 
 
-def dn_arrays(path: str, names: Iterable[str] | None = None, *, mode: str = "r") -> dict[str, zarr.Array]:
-    """The store's arrays (or those in ``names``, in that order) as stored uint16 DN (:func:`dn_array`)."""
-    return _dn_arrays(path, names, mode, fast=mode == "r")
+#: What writes a damaged store again (:class:`Readable`): its files keep the sizes its record
+#: holds, so a rerun, even with overwrite=true (which replaces only a store of another request),
+#: resumes it as it is.
+_AS_IT_IS = "a rerun, even with overwrite=true, resumes the damaged store as it is"
+CUBE_REMEDY = f"delete it, then run stage=cube (the same request) to write it again; {_AS_IT_IS}"
+MONTHLY_REMEDY = f"delete it, then run stage=mosaic (the same request) to compute it again; {_AS_IT_IS}"
+
+
+def dn_arrays(
+    path: str,
+    names: Iterable[str] | None = None,
+    *,
+    mode: str = "r",
+    parameter: str = "zarr_dir",
+    remedy: str = "delete it and run again to write it again",
+) -> dict[str, Any]:
+    """The store's arrays (or those in ``names``, in that order) as stored uint16 DN (:func:`dn_array`).
+
+    Opened to read (``mode="r"``, how the stages read a store another stage wrote), each is a
+    :class:`Readable`: a chunk that does not decode is one :class:`OutputError` naming
+    ``parameter`` and the store, ending with ``remedy`` (what writes the store again).
+    """
+    arrays = _dn_arrays(path, names, mode, fast=mode == "r")
+    if mode != "r":
+        return arrays
+    return {name: Readable(array, parameter, f"{path.rstrip('/')}/{name}", remedy) for name, array in arrays.items()}
+
+
+class Readable:
+    """A stored array read by a stage (the array's attributes, and its ``[...]``), whose chunks that
+    do not decode raise :class:`OutputError` naming the store: a shard whose index fails its crc32c
+    checksum, a chunk that Blosc cannot decode. zarrs (:data:`FAST_PIPELINE`, the pipeline these
+    arrays read with) raises RuntimeError for every codec error; nothing else is caught. A damaged
+    chunk keeps the size recorded for its step, so a rerun would resume it as it is: the message
+    says what writes it again."""
+
+    def __init__(self, array: Any, parameter: str, where: str, remedy: str) -> None:
+        self.array, self.parameter, self.where, self.remedy = array, parameter, where, remedy
+
+    def __reduce__(self) -> tuple[Any, ...]:  # to Dask workers, with its fields
+        return (type(self), (self.array, self.parameter, self.where, self.remedy))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            array = self.__dict__["array"]
+        except KeyError:
+            raise AttributeError(name) from None
+        return getattr(array, name)
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            return self.array[key]
+        except RuntimeError as e:  # zarrs' codec errors: "the checksum is invalid", "blosc_decompress_ctx failed"
+            store_path, _, name = self.where.rpartition("/")
+            raise OutputError(
+                f"{self.parameter}: {store_path} is damaged: a shard of {name} does not decode "
+                f"({one_line(str(e), 120)}); {self.remedy}"
+            ) from None
 
 
 def _dn_arrays(path: str, names: Iterable[str] | None, mode: str, *, fast: bool) -> dict[str, zarr.Array]:

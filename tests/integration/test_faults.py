@@ -124,6 +124,43 @@ def test_a_deleted_monthly_shard_is_named_by_the_export_and_computed_again(demo_
     assert_same_cogs(demo_run, out)
 
 
+def _damage_index(shard: Path) -> None:
+    """Zero the last 8 bytes of a shard, its index's crc32c and more: same size, so not seen at resume."""
+    data = bytearray(shard.read_bytes())
+    data[-8:] = bytes(8)
+    shard.write_bytes(data)
+
+
+def test_a_monthly_shard_whose_index_does_not_decode_is_one_line_and_deleting_the_store_fixes_it(demo_run, tmp_path):
+    """The size check cannot see it; the export's read does: one line naming zarr_dir and the store
+    (a rerun would resume it as it is); deleting the store and running stage=mosaic computes it again."""
+    out = _finished_copy(demo_run, tmp_path / "out", keep_exports=True)
+    _damage_index(_shard(out / "monthly.zarr", "red", 1))
+    shutil.rmtree(out / "monthly-mosaic-2022-01")
+    proc = cli(["catalog=demo", f"output_dir={out}", "stage=export"], cwd=tmp_path)
+    one_line_error(proc, f"zarr_dir: {out / 'monthly.zarr'} is damaged: a shard of red does not decode",
+                   "delete it, then run stage=mosaic", "overwrite=true")  # fmt: skip
+    shutil.rmtree(out / "monthly.zarr")
+    fixed = cli(["catalog=demo", f"output_dir={out}", "stage=mosaic"], cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert_same_cogs(demo_run, out)
+
+
+def test_a_cube_shard_whose_index_does_not_decode_is_one_line_and_deleting_the_store_fixes_it(demo_run, tmp_path):
+    out = _finished_copy(demo_run, tmp_path / "out")
+    _damage_index(_shard(out / "cube.zarr", "red", 9))
+    proc = cli(["catalog=demo", f"output_dir={out}", "stage=mosaic"], cwd=tmp_path)
+    one_line_error(proc, f"zarr_dir: {out / 'cube.zarr'} is damaged: a shard of red does not decode",
+                   "delete it, then run stage=cube")  # fmt: skip
+    again = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)  # resumes the cube as it is: the same line
+    one_line_error(again, f"zarr_dir: {out / 'cube.zarr'} is damaged")
+    assert "resuming cube.zarr" in again.stderr
+    shutil.rmtree(out / "cube.zarr")
+    fixed = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stderr
+    assert_same_cogs(demo_run, out)
+
+
 def test_the_record_holds_what_each_step_wrote(demo_run, tmp_path):
     """Per step: its shard objects and their bytes, as the files are; nothing damaged in a finished store."""
     from cubemosaic.store import damaged_steps, read_attrs

@@ -108,3 +108,29 @@ def test_reflectance_is_float32_to_xarray_and_uint16_on_disk_and_to_the_pipeline
     np.testing.assert_array_equal(store.open_dn(path).red.values[0], values)
     public = zarr.open_group(path, mode="r")["red"]
     assert public.dtype == np.float32 and raw.nbytes == public.nbytes // 2
+
+
+class Broken:
+    """An array whose every read raises ``error`` (module level: it pickles)."""
+
+    shape = (2, 3)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __getitem__(self, key):
+        raise self.error
+
+
+def test_a_readable_array_travels_to_workers_and_names_its_store_when_a_chunk_does_not_decode():
+    """:class:`store.Readable` pickles with its fields; zarrs' RuntimeError is one OutputError, others pass."""
+    import pickle
+
+    readable = pickle.loads(pickle.dumps(store.Readable(Broken(RuntimeError("the checksum is invalid")),
+                                                        "zarr_dir", "out/monthly.zarr/red", "delete it")))  # fmt: skip
+    assert readable.shape == (2, 3)
+    with pytest.raises(OutputError, match=r"^zarr_dir: out/monthly.zarr is damaged: a shard of red does not decode "
+                       r"\(the checksum is invalid\); delete it$"):  # fmt: skip
+        readable[0]
+    with pytest.raises(IndexError):
+        store.Readable(Broken(IndexError("out of range")), "zarr_dir", "out/m.zarr/red", "delete it")[0]

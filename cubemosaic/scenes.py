@@ -14,6 +14,7 @@ offset its reflectance carries. The Sentinel-2 rules it applies (solar day, CRS,
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -99,20 +100,37 @@ def asset_grid(item: pystac.Item, key: str, crs: str | None) -> AssetGrid:
     where the asset states none); without them, only its href (the reader then warps)."""
     asset = item.assets[key]
     fields = asset.extra_fields
-    transform = fields.get("proj:transform") or item.properties.get("proj:transform")
-    shape = fields.get("proj:shape") or item.properties.get("proj:shape")
+    transform = _numbers(fields.get("proj:transform") or item.properties.get("proj:transform"), 6)
+    shape = _numbers(fields.get("proj:shape") or item.properties.get("proj:shape"), 2)
+    if shape is not None and (min(shape) < 1 or any(v != int(v) for v in shape)):
+        shape = None
+    if transform is not None and (transform[0] == 0 or transform[4] == 0):
+        transform = None
     asset_crs = stated_crs(fields) or crs
     known = bool(transform and shape and asset_crs)
     return AssetGrid(
         asset.get_absolute_href() or asset.href,
         str(asset_crs) if asset_crs else None,
-        tuple(float(v) for v in transform[:6]) if known else None,  # type: ignore[arg-type]
-        (int(shape[0]), int(shape[1])) if known else None,
+        transform if known else None,
+        (int(shape[0]), int(shape[1])) if known and shape else None,
         item.id,
         key,
         _is_jpeg2000(asset),
         _lonlat_bbox(item),
     )
+
+
+def _numbers(values: Any, n: int) -> tuple[float, ...] | None:
+    """The first ``n`` of ``values`` as finite numbers, or None where a catalog states fewer, or
+    anything else (text, null): a grid stated so is no grid, and the asset is read as its file
+    says, as one the catalog states nothing of."""
+    if not isinstance(values, (list, tuple)) or len(values) < n:
+        return None
+    try:
+        out = tuple(float(v) for v in values[:n])
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) for v in out) else None
 
 
 def _lonlat_bbox(item: pystac.Item) -> tuple[float, float, float, float] | None:

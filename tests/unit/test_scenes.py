@@ -63,6 +63,24 @@ def test_an_asset_without_projection_fields_is_only_its_href(raw):
     assert grid.href == "https://example.org/B04.jp2" and grid.jpeg2000
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("proj:transform", ["a", "b", "c", "d", "e", "f"]), ("proj:transform", [10.0, 0.0]),
+     ("proj:transform", [0.0, 0.0, 399960.0, 0.0, 0.0, 6800040.0]), ("proj:transform", None),
+     ("proj:shape", [0, 0]), ("proj:shape", [-5, 10980]), ("proj:shape", ["x", "y"]), ("proj:shape", [10980.5, 3])],
+)  # fmt: skip
+def test_a_grid_stated_as_no_grid_is_read_as_its_file_says(raw, field, value):
+    """proj: fields that cannot be a grid (text, too few numbers, a zero pixel size, an empty
+    shape) are as if not stated: the reader takes the file's grid. Text in proj:transform was a
+    traceback (ValueError: could not convert string to float)."""
+    d = copy.deepcopy(raw)
+    d["assets"]["B04"][field] = value
+    d["properties"].pop(field, None)
+    grid = asset_grid(pystac.Item.from_dict(d), "B04", "EPSG:32606")
+    assert grid.transform is None and grid.shape is None
+    assert grid.href.endswith("B04_10m.tif")
+
+
 def test_a_scene_gives_a_day_its_bands_in_order_and_its_scl(raw):
     scene = parse_scene(_item(raw, **{"s2:processing_baseline": "04.00"}))
     source = scene.source(["B08", "B04"], "SCL")

@@ -556,8 +556,7 @@ def export_months(monthly_path: str, output_dir: Path, *, cluster: ClusterCogs |
         problem = _write_problem(e, output_dir)
         raise WriteError(f"output_dir: cannot write the STAC catalog in {output_dir}: {problem}") from None
     for folder in sorted(earlier - {output_dir / m.name for m in kept}):  # an earlier request's months
-        shutil.rmtree(folder)
-        log.info("export: removed %s, a month of the earlier request", folder)
+        remove_ours(folder, "a month of the earlier request")
     remove_tiled_outputs(output_dir, earlier_tiles)
     log.info("export: %s lists %d monthly mosaic(s)", output_dir / "catalog.json", len(kept))
     log.info("export: %s, their STAC Collection", output_dir / "collection.json")
@@ -912,14 +911,33 @@ def listed_tiles(output_dir: Path) -> set[str]:
     return {parts[0] for parts in _listed_items(output_dir) if len(parts) == 3 and parts[1].startswith(f"{PREFIX}-")}
 
 
+def remove_ours(folder: Path, what: str) -> None:
+    """Remove what the export wrote in ``folder`` (a month's or a tile's: its ``monthly-mosaic-*``
+    COGs, quick-looks and items, its temp files, its month folders), then the folder if that
+    empties it. A file of the user's in it stays, and so does the folder, said in the log."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if path.is_dir() and path.name.startswith(f"{PREFIX}-"):
+            remove_ours(path, what)
+        elif path.is_file() and path.name.startswith((f"{PREFIX}-", f".{PREFIX}-")):
+            path.unlink(missing_ok=True)
+    try:
+        folder.rmdir()
+        log.info("export: removed %s, %s", folder, what)
+    except OSError:  # not empty: something of the user's is in it
+        kept = sorted(p.name for p in folder.iterdir())
+        log.info("export: removed what the export wrote in %s, %s; kept the folder, which holds %s",
+                 folder, what, ", ".join(kept[:5]))  # fmt: skip
+
+
 def remove_tiled_outputs(output_dir: Path, tiles: Iterable[str], *, keep: Collection[Path] = ()) -> None:
     """Remove what a tiled request left in ``output_dir`` and this run does not make: the ``tiles``
     its collection listed, its month VRTs and its month quick-looks over the whole area, but those
     in ``keep`` (this tiled run's own). Left, they would show an earlier request's pixels beside
     this one's."""
     for tile in sorted(tiles):
-        shutil.rmtree(output_dir / tile, ignore_errors=True)
-        log.info("export: removed %s, a tile of the earlier request", output_dir / tile)
+        remove_ours(output_dir / tile, "a tile of the earlier request")
     for stale in sorted(
         set(output_dir.glob(f"{PREFIX}-????-??*.vrt")) | set(output_dir.glob(f"{PREFIX}-????-??-quicklook.png"))
     ):
@@ -932,8 +950,7 @@ def remove_untiled_outputs(output_dir: Path, months: Iterable[Path]) -> None:
     """Remove what an untiled run left in ``output_dir`` (a tiled run now writes there): the month
     folders its roots listed and its ``catalog.json``, which would list them."""
     for folder in sorted(months):
-        shutil.rmtree(folder, ignore_errors=True)
-        log.info("export: removed %s, a month of the earlier (untiled) request", folder)
+        remove_ours(folder, "a month of the earlier (untiled) request")
     catalog = output_dir / "catalog.json"
     try:
         ours = json.loads(catalog.read_text()).get("id") == COLLECTION_ID

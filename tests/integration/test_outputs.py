@@ -210,3 +210,21 @@ def test_a_stage_run_alone_refuses_an_override_its_store_was_not_made_for(demo_r
     assert {p: t for p, t in _files(out).items() if p.suffix == ".tif"} == {
         p: t for p, t in before.items() if p.suffix == ".tif"
     }
+
+
+def test_a_file_of_the_users_in_a_month_folder_of_an_earlier_request_stays(demo_run, tmp_path):
+    """A shorter period into a demo run's folder (overwrite=true): the months it no longer makes
+    are removed, but a file the user put in one of their folders stays, with its folder (the
+    whole folder was removed)."""
+    from conftest import cli
+
+    out = tmp_path / "copy"
+    shutil.copytree(demo_run, out)
+    notes = out / "monthly-mosaic-2021-12" / "notes.txt"
+    notes.write_text("mine")
+    proc = cli(["catalog=demo", "start_date=2022-01-01", "overwrite=true", f"output_dir={out}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert notes.read_text() == "mine" and sorted(p.name for p in notes.parent.iterdir()) == ["notes.txt"]
+    assert "kept the folder, which holds notes.txt" in proc.stderr
+    assert not (out / "monthly-mosaic-2021-12" / "monthly-mosaic-2021-12.tif").exists()
+    assert "monthly-mosaic-2021-12" not in (out / "catalog.json").read_text()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import warnings
 from abc import ABC, abstractmethod
@@ -234,12 +235,20 @@ class Readable:
     def __getitem__(self, key: Any) -> Any:
         try:
             return self.array[key]
-        except RuntimeError as e:  # zarrs' codec errors: "the checksum is invalid", "blosc_decompress_ctx failed"
+        except RuntimeError as e:  # zarrs raises it for codec errors and for the storage's alike
             store_path, _, name = self.where.rpartition("/")
+            text = one_line(str(e), 120)
+            if not _CODEC_ERROR.search(text):  # permissions, a failing disk or network: not damage
+                raise OutputError(f"{self.parameter}: cannot read {name} of {store_path} ({text})") from None
             raise OutputError(
-                f"{self.parameter}: {store_path} is damaged: a shard of {name} does not decode "
-                f"({one_line(str(e), 120)}); {self.remedy}"
+                f"{self.parameter}: {store_path} is damaged: a shard of {name} does not decode ({text}); {self.remedy}"
             ) from None
+
+
+#: zarrs' messages for bytes that do not decode ("the checksum is invalid", "blosc_decompress_ctx
+#: failed", "blosc encoded value is invalid", a codec's or the shard index's decode error), as
+#: against its storage errors ("IO error for operation on ...").
+_CODEC_ERROR = re.compile(r"checksum|blosc|decod|codec|shard index|invalid", re.IGNORECASE)
 
 
 def _dn_arrays(path: str, names: Iterable[str] | None, mode: str, *, fast: bool) -> dict[str, zarr.Array]:

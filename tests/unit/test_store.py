@@ -134,3 +134,14 @@ def test_a_readable_array_travels_to_workers_and_names_its_store_when_a_chunk_do
         readable[0]
     with pytest.raises(IndexError):
         store.Readable(Broken(IndexError("out of range")), "zarr_dir", "out/m.zarr/red", "delete it")[0]
+
+
+def test_a_storage_error_of_zarrs_is_not_called_damage():
+    """zarrs raises RuntimeError for its storage's failures too (permissions, a failing disk or
+    network): one line that the store cannot be read, without the advice to delete it."""
+    readable = store.Readable(Broken(RuntimeError("IO error for operation on c/0/0/0: Permission denied (os error 13)")),
+                              "cube_url", "s3://b/cube.zarr/red", "delete it")  # fmt: skip
+    with pytest.raises(OutputError) as e:
+        readable[0]
+    assert str(e.value).startswith("cube_url: cannot read red of s3://b/cube.zarr (IO error")
+    assert "delete" not in str(e.value) and "damaged" not in str(e.value)

@@ -117,6 +117,10 @@ def _one_per_id(items: list[pystac.Item], source: str) -> list[pystac.Item]:
     for item in items:
         d = item.to_dict(include_self_link=False, transform_hrefs=False)
         content = {k: d.get(k) for k in ("geometry", "bbox", "properties", "assets", "collection")}
+        # An item re-ingested between two pages of a search differs in its record's times only.
+        content["properties"] = {
+            k: v for k, v in (content["properties"] or {}).items() if k not in ("updated", "created")
+        }
         if item.id not in first:
             first[item.id] = (item, content)
             kept.append(item)

@@ -134,9 +134,13 @@ _KEY_RESOLUTION = re.compile(r"_(\d+)m$")
 def asset_resolution(asset: Any, key: str) -> float | None:
     """The pixel size (m) of a STAC asset: ``gsd``, its projection transform, or a ``_20m`` key suffix."""
     fields = asset.extra_fields
-    for value in (fields.get("gsd"), (fields.get("proj:transform") or [None])[0]):
-        if value:
-            return abs(float(value))
+    transform = fields.get("proj:transform")
+    for value in (fields.get("gsd"), transform[0] if isinstance(transform, (list, tuple)) and transform else None):
+        try:
+            if value and float(value):
+                return abs(float(value))
+        except (TypeError, ValueError):  # a catalog's text where a number belongs: the next source says
+            continue
     for band in fields.get("bands") or fields.get("raster:bands") or []:
         if band.get("raster:spatial_resolution") or band.get("spatial_resolution"):
             return float(band.get("raster:spatial_resolution") or band.get("spatial_resolution"))

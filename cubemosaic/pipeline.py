@@ -127,6 +127,9 @@ def _collector_skips_what_is_there() -> Iterator[None]:
     library user's process collects them again."""
     from .store import DIRECT  # noqa: F401  (Dask, xarray and zarr: the bulk of what is frozen)
 
+    if gc.get_freeze_count():  # a caller froze its own (a server before it forks): theirs to undo
+        yield
+        return
     gc.freeze()
     try:
         yield
@@ -258,8 +261,11 @@ def _run(settings: Settings) -> Outputs:
     if plan is not None:
         log_plan(settings, plan, units)
     else:  # the stage starts from a written store: what the user asked must be what it holds
-        first = units[0].cube if "composite" in stages else units[0].monthly
-        refuse_other_tiling(settings, first, grid.size if grid else None, monthly="composite" not in stages)
+        if grid is not None:
+            where = out.cube if "composite" in stages else out.monthly
+        else:
+            where = units[0].cube if "composite" in stages else units[0].monthly
+        refuse_other_tiling(settings, where, grid.size if grid else None, monthly="composite" not in stages)
         for unit in units:
             if "composite" in stages:
                 refuse_ignored_overrides(settings, unit.cube, monthly=False)

@@ -78,7 +78,7 @@ def read_tiled(root: str) -> TiledRecord | None:
 def write_tiled(root: str, grid: TileGrid, tiles: Sequence[Tile | dict], *, overwrite: bool, label: str) -> None:
     """Make ``root`` a tiled store on ``grid`` for ``tiles`` (create it, or keep its tiles' stores to
     resume). A new store's record lists ``tiles`` at once; an earlier one on the same grid keeps
-    listing its own tiles until the run has written every one of these (:func:`note_tiles`), so a
+    listing its own tiles (but with ``overwrite``) until the run has written every one of these (:func:`note_tiles`), so a
     run refused at one of its tiles (another request's store) leaves the record as it was, and a
     later stage run alone still works on, and keeps, the earlier request's tiles.
 
@@ -102,7 +102,10 @@ def write_tiled(root: str, grid: TileGrid, tiles: Sequence[Tile | dict], *, over
                 )
             log.info("%s: replacing %s (overwrite=true)", label, root)
             fs.rm(path, recursive=True)
-    if read_tiled(root) is None:  # a new store (or one just replaced); else it is rewritten once every tile is done
+    # A new store (or one just replaced) lists its tiles at once. So does one whose tiles this run
+    # replaces (overwrite=true: nothing is refused, and an interrupted run must not leave the
+    # earlier list over tiles now this request's). Else it is rewritten once every tile is done.
+    if overwrite or read_tiled(root) is None:
         note_tiles(root, grid, records)
 
 

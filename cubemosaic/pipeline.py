@@ -275,6 +275,7 @@ def _run(settings: Settings) -> Outputs:
         log.info("tiles: the area is cut into %d tile(s) of up to %d x %d pixels (%s); each is a work unit, "
                  "resumed and skipped when done", len(units), grid.size, grid.size, grid.name)  # fmt: skip
     mosaics: list[Path] = []
+    monthly_tiles = [{"id": u.tile, "index": list(u.index or ())} for u in units]  # the monthly store's record
     progress = Progress(len(units), "tiles", unit="tiles") if grid is not None else None
     with ExitStack() as context:
         client, writes = None, DIRECT
@@ -285,8 +286,7 @@ def _run(settings: Settings) -> Outputs:
         if grid is not None and "cube" in stages:
             write_tiled(out.cube, grid, plan.tiles, overwrite=settings.overwrite, label="cube")
         if grid is not None and "composite" in stages:
-            write_tiled(out.monthly, grid, [{"id": u.tile, "index": list(u.index or ())} for u in units],
-                        overwrite=settings.overwrite, label="composite")  # fmt: skip
+            write_tiled(out.monthly, grid, monthly_tiles, overwrite=settings.overwrite, label="composite")
         if "export" in stages:
             _say_where_cogs_are_made(client, writes)
 
@@ -337,7 +337,7 @@ def _run(settings: Settings) -> Outputs:
         if grid is not None and "cube" in stages:  # every tile written: the records list this request's
             note_tiles(out.cube, grid, plan.tiles)
         if grid is not None and "composite" in stages:
-            note_tiles(out.monthly, grid, [{"id": u.tile, "index": list(u.index or ())} for u in units])
+            note_tiles(out.monthly, grid, monthly_tiles)
     shares: dict[Path, float] = {}
     if grid is not None and "export" in stages:
         from .collection import assemble_collection

@@ -6,11 +6,15 @@ a tile id names the same pixels in every run, whatever the AOI. Pixel edges lie 
 resolution, as for an untiled grid (:func:`cubemosaic.cube.output_geobox`), so the tiles of an area
 and its untiled grid share every pixel.
 
-Each tile keeps the scenes whose footprints (their STAC ``geometry``) meet it, so it reads only
-those, on only their solar days, and is cut down to the AOI's grid and those scenes' own grids
-(their ``proj:`` squares, the MGRS tiles: stable from one date to the next, where a footprint is
-not). A tile no scene meets is not a work unit at all, so the cost follows the data, not the AOI's
-bounding box: an AOI 100 times larger than the data it covers costs what the data does.
+Each tile keeps the scenes that may reach it, so it reads only those, on only their solar days,
+and is cut down to the AOI's grid and those scenes' own grids (their ``proj:`` squares, the MGRS
+tiles: stable from one date to the next, where a footprint is not). A scene may reach a tile where
+its STAC ``geometry`` or its stated grid does: the trust an untiled run gives a catalog (it reads a
+scene wherever its ``proj:`` fields or its bbox reach, :func:`cubemosaic.read.scene_reach`), so a
+catalog whose geometry or whose ``proj:`` fields understate a scene's pixels does not lose them
+from a tiled run either. A tile no scene reaches is not a work unit at all, so the cost follows
+the data, not the AOI's bounding box: an AOI 100 times larger than the data it covers costs what
+the data does.
 
 An area whose grid fits one tile (``tile_size`` pixels on each side) is one unit: today's untiled
 outputs (:func:`layout` returns ``None``).
@@ -18,15 +22,19 @@ outputs (:func:`layout` returns ``None``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import shapely
+import shapely.geometry
 from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, box
 from odc.geo.gridspec import GridSpec
+from pyproj import Transformer
 
 from .scenes import Scene
 
@@ -108,41 +116,53 @@ def footprint(scene: Scene) -> Geometry | None:
 
 def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | None = None) -> list[Tile] | None:
     """The tiles of the area whose grid is ``geobox`` (the untiled output grid), each with the
-    scenes whose footprints meet it, cut to ``geobox``, to ``aoi`` (a polygon; the grid's extent
-    without one) and to those scenes' grids; ``None`` when the grid fits one tile.
+    scenes that may reach it (their footprint or their stated grid meets it), cut to ``geobox``, to
+    ``aoi`` (a polygon; the grid's extent without one) and to those scenes' grids (and to a
+    footprint where it strays beyond its scene's grid, :meth:`GridExtents.cut`); ``None`` when the
+    grid fits one tile.
 
-    Footprints are matched to tiles through a shapely STRtree in the output CRS, so thousands of
-    scenes over hundreds of tiles take a fraction of a second; a footprint that cannot be projected
-    to the output CRS (far outside its zone's validity) is matched by its bounding box.
+    Footprints and grids are matched to tiles through a shapely STRtree in the output CRS, so
+    thousands of scenes over hundreds of tiles take a fraction of a second; a footprint that cannot
+    be projected to the output CRS (far outside its zone's validity) is matched by its bounding box.
     """
     if max(geobox.shape) <= size:
         return None
     crs = str(geobox.crs)
     grid = TileGrid(crs, abs(geobox.resolution.x), size)
     area = (aoi.to_crs(crs) if aoi is not None else geobox.extent).intersection(geobox.extent)
-    projected = [_projected(scene, crs) for scene in scenes]
-    known = [(i, g) for i, g in enumerate(projected) if g is not None]
-    tree = shapely.STRtree([g for _, g in known])
-    unknown = [i for i, g in enumerate(projected) if g is None]  # no footprint: meets every tile
     extents = GridExtents(crs)
+    projected = [_projected(scene, crs) for scene in scenes]
+    owners, shapes = [], []
+    for i, scene in enumerate(scenes):
+        for shape in (projected[i], extents.of(scene, None)):
+            if shape is not None:
+                owners.append(i)
+                shapes.append(shape)
+    tree = shapely.STRtree(shapes)
+    unknown = sorted(set(range(len(scenes))) - set(owners))  # neither: may reach every tile
+    cuts: dict[int, shapely.Geometry] = {}
     tiles = []
     for index, whole in grid.spec.tiles_from_geopolygon(area):
         cell = whole.extent.intersection(area)
         if cell.is_empty:
             continue
-        hits = [known[j][0] for j in tree.query(cell.geom, predicate="intersects")] + unknown
+        hits = sorted({owners[j] for j in tree.query(cell.geom, predicate="intersects")} | set(unknown))
         if not hits:
             continue
         if unknown:  # a scene without a footprint may be anywhere: the whole cell
             region = cell.geom
-        else:  # cut to the scenes' grids, not their footprints: see _grid_extent
-            region = cell.geom.intersection(shapely.union_all([extents.of(scenes[i], projected[i]) for i in hits]))
+        else:  # cut to the scenes' grids, not their footprints: see GridExtents
+            for i in hits:
+                if i not in cuts:
+                    cuts[i] = extents.cut(scenes[i], projected[i], grid.resolution)
+            shared = {id(cuts[i]): cuts[i] for i in hits}  # scenes of one MGRS tile share its grid's object
+            region = cell.geom.intersection(shapely.union_all(list(shared.values())))
         if region.is_empty or region.area == 0:
             continue
         cut = _cut(whole, geobox, Geometry(region, crs))
         if cut is None:
             continue
-        tiles.append(Tile(index, cut, tuple(scenes[i] for i in sorted(hits))))
+        tiles.append(Tile(index, cut, tuple(scenes[i] for i in hits)))
     tiles.sort(key=lambda t: (-t.index[1], t.index[0]))  # rows from the north, columns from the west
     return tiles
 
@@ -158,6 +178,7 @@ class GridExtents:
     def __init__(self, crs: str) -> None:
         self.crs = crs
         self.cache: dict[tuple, shapely.Geometry | None] = {}
+        self.unions: dict[frozenset, shapely.Geometry | None] = {}
 
     def grid(self, grid) -> shapely.Geometry | None:
         """``grid`` (an AssetGrid with its transform, shape and CRS) in the output CRS; ``None``
@@ -172,11 +193,79 @@ class GridExtents:
         return self.cache[key]
 
     def of(self, scene: Scene, fallback):
-        """The scene's grid (its first asset's that states one), else ``fallback``."""
-        grid = next((g for g in scene.assets.values() if g.transform is not None and g.shape is not None
-                     and g.crs is not None), None)  # fmt: skip
-        projected = self.grid(grid) if grid is not None else None
-        return fallback if projected is None else projected
+        """The scene's grid (the union of its assets' stated grids: one square for an honest
+        Sentinel-2 item, whose bands share their extent), else ``fallback``."""
+        keys = {(g.crs, tuple(g.transform[:6]), tuple(g.shape)): g for g in scene.assets.values()
+                if g.transform is not None and g.shape is not None and g.crs is not None}  # fmt: skip
+        together = frozenset(keys)
+        if together not in self.unions:
+            own = [p for p in map(self.grid, keys.values()) if p is not None]
+            if not own:
+                self.unions[together] = None
+            elif all(p.equals(own[0]) for p in own[1:]):
+                self.unions[together] = own[0]
+            else:
+                self.unions[together] = shapely.union_all(own)
+        found = self.unions[together]
+        return fallback if found is None else found
+
+    def cut(self, scene: Scene, footprint, resolution: float):
+        """What a tile is cut to for ``scene``: its grid (:meth:`of`), and its ``footprint`` (the
+        STAC geometry in the output CRS) too where that strays beyond the grid by more than a
+        pixel: a catalog that contradicts itself (the geometry or the ``proj:`` fields understate
+        the pixels), logged once a scene. An honest item's geometry lies inside its grid, so its
+        tiles are the grid's, whatever the orbit."""
+        own = self.of(scene, None)
+        if own is None:
+            return footprint
+        if footprint is None or not _strays(scene, resolution):
+            return own
+        log.warning("plan: item %s: its geometry reaches beyond its proj: fields' grid; its tiles are cut "
+                    "to both", scene.id)  # fmt: skip
+        return shapely.union(own, footprint)
+
+
+def _strays(scene: Scene, tolerance: float) -> bool:
+    """Whether the scene's STAC geometry reaches beyond its stated grid (the bounds of its assets'
+    ``proj:`` grids in its own CRS) by more than ``tolerance`` metres (and a native pixel).
+
+    Compared in the scene's own CRS, each vertex projected and the edges kept straight there:
+    Sentinel-2 footprints are traced on the tile's UTM pixels, so an honest one lies inside its
+    square, while a lon/lat edge of 100 km strays from the square's projected edge by ~300 m. The
+    square is north-up there, so comparing the vertices' bounds with it suffices (~0.1 ms a scene)."""
+    if scene.footprint is None:
+        return False
+    grids = [g for g in scene.assets.values() if g.transform is not None and g.shape is not None and g.crs]
+    if not grids:
+        return False
+    crs = grids[0].crs
+    edges = [_bounds(g.transform, g.shape) for g in grids if g.crs == crs]
+    slack = max(tolerance, *(abs(g.transform[0]) for g in grids))
+    try:
+        lonlat = shapely.get_coordinates(shapely.geometry.shape(scene.footprint))
+        x, y = _transformer(crs)(lonlat)
+        x0, y0, x1, y1 = np.min(x), np.min(y), np.max(x), np.max(y)
+    except Exception:  # noqa: BLE001  (a footprint that cannot be projected there: nothing to compare)
+        return False
+    if not all(map(_finite, (x0, y0, x1, y1))):
+        return False
+    return bool(x0 < min(e[0] for e in edges) - slack or y0 < min(e[1] for e in edges) - slack
+                or x1 > max(e[2] for e in edges) + slack or y1 > max(e[3] for e in edges) + slack)  # fmt: skip
+
+
+def _bounds(transform, shape) -> tuple[float, float, float, float]:
+    """A grid's bounds from its affine ``transform`` and ``(rows, columns)`` (any orientation)."""
+    a, b, c, d, e, f = transform[:6]
+    xs = [c + a * i + b * j for i in (0, shape[1]) for j in (0, shape[0])]
+    ys = [f + d * i + e * j for i in (0, shape[1]) for j in (0, shape[0])]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+@functools.lru_cache(maxsize=64)
+def _transformer(crs: str):
+    """lon/lat vertices ((n, 2) array) to ``crs``, vectorised (pyproj)."""
+    forward = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    return lambda xy: forward.transform(xy[:, 0], xy[:, 1])
 
 
 def _projected(scene: Scene, crs: str):

@@ -30,11 +30,11 @@ START, END = "2022-01-01", "2022-02-28"
 MONTHS = ("2022-01", "2022-02")
 
 
-def _args(region: RegionArchive, out: Path, res: int, *extra: str, aoi=None) -> list[str]:
+def _args(region: RegionArchive, out: Path, res: int, *extra: str, aoi=None, items=None) -> list[str]:
     box = aoi or region.aoi()
     return [
         "catalog=demo",
-        f"catalog.url={region.items_path}",
+        f"catalog.url={items or region.items_path}",
         f"start_date={START}",
         f"end_date={END}",
         f"aoi=[{','.join(map(str, box))}]",
@@ -80,9 +80,13 @@ def test_tiles_match_the_truth_through_the_month_vrts(region, tiled20):
     log = (tiled20 / "log.txt").read_text()
     assert "tiles: the area is cut into 9 tile(s) of up to 200 x 200 pixels" in log
     assert "done [9/9]" in log
-    monthly, geobox = _vrt_monthly(tiled20)
-    untiled = output_geobox(region.aoi(), "EPSG:32610", 20)
-    assert geobox == untiled, "the tiles together are the untiled grid, pixel for pixel"
+    _assert_truth_through_the_vrts(region, tiled20)
+
+
+def _assert_truth_through_the_vrts(region: RegionArchive, out: Path) -> None:
+    """The month VRTs of ``out`` are the untiled grid and the region's truth on it."""
+    monthly, geobox = _vrt_monthly(out)
+    assert geobox == output_geobox(region.aoi(), "EPSG:32610", 20), "the tiles together are the untiled grid"
     truth = region.truth(geobox)
     interior = truth["interior"].values
     assert interior.mean() > 0.95
@@ -93,6 +97,39 @@ def test_tiles_match_the_truth_through_the_month_vrts(region, tiled20):
         diff = np.abs(got - expected)[interior & clear]
         assert (diff <= 1).all(), f"{name}: {int((diff > 1).sum())} interior pixels off by more than 1 DN"
     np.testing.assert_array_equal(monthly["count"].values[interior], truth["count"].values[interior])
+
+
+def test_a_catalog_that_understates_its_scenes_loses_no_pixel_from_a_tiled_run(region, tmp_path):
+    """Every scene of one MGRS tile with a geometry of its north-west kilometre only, every scene of
+    another (in the other zone) with ``proj:shape`` halved: the tiled run still reads each scene
+    wherever its grid or its geometry reaches and cuts the tiles to both, so its mosaics are the
+    region's truth, as an untiled run's are; the log names the items whose geometry strays."""
+    from pyproj import Transformer
+
+    doc = json.loads(region.items_path.read_text())
+    mgrs = sorted({f["properties"]["s2:mgrs_tile"]: f["properties"]["proj:epsg"] for f in doc["features"]}.items())
+    small = next(name for name, epsg in mgrs if epsg == 32610)
+    halved = next(name for name, epsg in mgrs if epsg == 32611)
+    for feature in doc["features"]:
+        props, assets = feature["properties"], feature["assets"]
+        if props["s2:mgrs_tile"] == small:
+            a, _, x0, _, e, y0 = assets["SCL"]["proj:transform"]
+            to_lonlat = Transformer.from_crs(props["proj:epsg"], 4326, always_xy=True)
+            corners = [(x0, y0), (x0 + 1000, y0), (x0 + 1000, y0 - 1000), (x0, y0 - 1000), (x0, y0)]
+            feature["geometry"] = {"type": "Polygon", "coordinates": [[list(to_lonlat.transform(*c)) for c in corners]]}
+        elif props["s2:mgrs_tile"] == halved:
+            for asset in assets.values():
+                if "proj:shape" in asset:
+                    asset["proj:shape"] = [n // 2 for n in asset["proj:shape"]]
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    out = tmp_path / "out"
+    proc = cli(_args(region, out, 20, "tile_size=200", items=items))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _assert_truth_through_the_vrts(region, out)
+    strays = {line.split("item ")[1].split(":")[0] for line in proc.stderr.splitlines()
+              if "its geometry reaches beyond its proj: fields' grid" in line}  # fmt: skip
+    assert strays and all(f"_T{halved}_" in item for item in strays), strays
 
 
 def test_the_collection_lists_every_tile_and_month(tiled20):

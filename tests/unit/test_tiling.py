@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
 
 import pytest
 from odc.geo.geobox import GeoBox
@@ -63,9 +65,43 @@ def test_the_layout_leaves_out_tiles_no_scene_meets_and_those_outside_the_aoi():
     assert isinstance(tile, Tile) and tile.id == "x200y3396"
 
 
-def test_a_scene_without_a_footprint_meets_every_tile():
-    tiles = layout(AREA, [_scene("west", 400000, 403000), _scene("nowhere", 0, 0, with_footprint=False)], size=100)
+def test_a_scene_without_a_footprint_or_a_grid_meets_every_tile():
+    west = _scene("west", 400000, 403000)
+    nowhere = Scene("nowhere", west.datetime, west.day, CRS, "", "", {"B04": AssetGrid("n.tif", None, None, None)}, {})
+    tiles = layout(AREA, [west, nowhere], size=100)
     assert len(tiles) == 6 and all("nowhere" in [s.id for s in t.scenes] for t in tiles)
+
+
+def _geometry(scene: Scene, x0: float, x1: float) -> Scene:
+    """``scene`` with its STAC geometry moved to x0..x1 (metres, over the whole AREA's rows)."""
+    fp = GeoBox.from_bbox((x0, 6790000, x1, 6794000), crs=CRS, resolution=20).extent.to_crs("EPSG:4326").json
+    return dataclasses.replace(scene, footprint=fp)
+
+
+def test_a_scene_reaches_the_tiles_its_grid_reaches_where_its_geometry_does_not():
+    """A geometry that understates the scene's pixels (here: its westmost 400 m of 3 km) does not
+    take the scene from the tiles its grid reaches: an untiled run would read it there too."""
+    tiles = layout(AREA, [_geometry(_scene("west", 400000, 403000), 400000, 400400)], size=100)
+    assert sorted(t.id for t in tiles) == ["x200y3395", "x200y3396", "x201y3395", "x201y3396"]
+    assert all([s.id for s in t.scenes] == ["west"] for t in tiles)
+
+
+def test_tiles_are_cut_to_a_geometry_that_strays_beyond_its_scenes_grid(caplog):
+    """``proj:`` fields that understate the pixels (a grid of 1 km where the geometry has 3 km):
+    the tiles are cut to the geometry too, and the log names the item; a geometry inside its grid
+    (an honest item, a swath-edge wedge) leaves the tiles cut to the grid."""
+    short = _geometry(_scene("short", 400000, 401000), 400000, 403000)
+    with caplog.at_level(logging.WARNING, logger="cubemosaic"):
+        tiles = layout(AREA, [short], size=100)
+    assert sorted(t.id for t in tiles) == ["x200y3395", "x200y3396", "x201y3395", "x201y3396"]
+    assert max(t.geobox.boundingbox.right for t in tiles) == 403000
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["plan: item short: its geometry reaches beyond its proj: fields' grid; its tiles are cut to both"]
+    caplog.clear()
+    wedge = _geometry(_scene("wedge", 400000, 403000), 400000, 401000)
+    with caplog.at_level(logging.WARNING, logger="cubemosaic"):
+        tiles = layout(AREA, [wedge], size=100)
+    assert max(t.geobox.boundingbox.right for t in tiles) == 403000 and not caplog.records
 
 
 def test_a_footprint_is_the_items_geometry_else_an_assets_bbox():

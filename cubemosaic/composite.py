@@ -150,9 +150,9 @@ def build_monthly(
     places the cube (``zarr_dir`` or ``cube_url``), named if a chunk of the cube does not decode.
     """
 
-    attrs = store.read_attrs(cube_path)
+    attrs = store.read_attrs(cube_path, cube_parameter)
     if not attrs.get("complete"):
-        raise OutputError(f"output_dir: {cube_path} is not complete; run stage=cube (the same command) first")
+        raise OutputError(f"{cube_parameter}: {cube_path} is not complete; run stage=cube (the same command) first")
     cube = xr.open_zarr(cube_path, mask_and_scale=False, consolidated=True, chunks=None)
     bands = list(attrs["variables"])
     composite = make_composite(bands, statistics, provenance, percentile_method)

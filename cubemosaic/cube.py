@@ -215,6 +215,7 @@ def build_cube(
     writes: store.Writes = store.DIRECT,
     label: str = "cube",
     request: Mapping[str, Any] | None = None,
+    parameter: str = "zarr_dir",
 ) -> str:
     """Write (or resume) the cube of ``items`` (STAC items or scenes parsed from them) made as
     ``spec`` says at ``path``; returns ``path``.
@@ -224,7 +225,8 @@ def build_cube(
     ``writes``: how the days reach the store, the run's choice (:func:`cubemosaic.reach.choose_writes`);
     relayed, the workers compute the days and this process writes them (:mod:`cubemosaic.relay`).
     ``request``: what was asked (period, area, search filters), noted in the store
-    (:func:`cubemosaic.store.note_request`).
+    (:func:`cubemosaic.store.note_request`). ``parameter``: the setting that places the store
+    (``zarr_dir`` or ``cube_url``), named when it holds another request.
     """
     geobox, bands = spec.geobox, spec.band_keys
     days = group_by_solar_day(items)
@@ -232,7 +234,7 @@ def build_cube(
     template = cube_template(geobox, days, list(bands), shard)
     encoding = {name: store.zarr_encoding((1,) + chunk, (1,) + shard, compressor="lz4") for name in bands}
     sig = signature(days, spec)
-    state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label=label)
+    state = store.open_or_create(path, template, encoding, sig, overwrite=overwrite, label=label, parameter=parameter)
     if request is not None:
         store.note_request(path, request)
     todo = [i for i in range(len(days)) if i not in state.done]

@@ -484,7 +484,7 @@ def write_months(
 
     attrs = store.read_attrs(monthly_path)
     if not attrs.get("complete"):
-        raise OutputError(f"output_dir: {monthly_path} is not complete; run stage=composite first")
+        raise OutputError(f"zarr_dir: {monthly_path} is not complete; run stage=composite first")
     # Coordinates and attributes only; the pixels are read shard by shard from zarr.
     with store.quiet():  # zarr's notes on the numcodecs scale filter, which the stores use on purpose
         monthly = xr.open_zarr(monthly_path, mask_and_scale=False, consolidated=True, chunks=None)

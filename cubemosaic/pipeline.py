@@ -284,7 +284,8 @@ def _run(settings: Settings) -> Outputs:
             context.enter_context(worker_failures(settings.cluster, client))
             writes = choose_writes(client, _store_folders(out))
         if grid is not None and "cube" in stages:
-            write_tiled(out.cube, grid, plan.tiles, overwrite=settings.overwrite, label="cube")
+            write_tiled(out.cube, grid, plan.tiles, overwrite=settings.overwrite, label="cube",
+                        parameter=_cube_parameter(settings))  # fmt: skip
         if grid is not None and "composite" in stages:
             write_tiled(out.monthly, grid, monthly_tiles, overwrite=settings.overwrite, label="composite")
         if "export" in stages:
@@ -459,6 +460,7 @@ def _cube(settings: Settings, unit: Unit, plan: Plan, client: Any, writes: Write
             writes=writes,
             label=f"cube{unit.label}",
             request=asked(settings),
+            parameter=_cube_parameter(settings),
         )
 
 

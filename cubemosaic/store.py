@@ -327,11 +327,13 @@ def open_or_create(
     *,
     overwrite: bool,
     label: str,
+    parameter: str = "zarr_dir",
 ) -> StoreState:
     """Open the store at ``path`` (a folder or an fsspec URL) to resume it, or create it.
 
     ``signature`` is a JSON-able description of the request; a store holding another
-    request raises :class:`OutputError` (or is replaced when ``overwrite``).
+    request raises :class:`OutputError` naming ``parameter``, the setting that places the store
+    (``zarr_dir`` or ``cube_url``), or is replaced when ``overwrite``.
     """
     sig = json.loads(json.dumps(signature, default=str))
     name = path.rstrip("/").rsplit("/", 1)[-1]
@@ -359,7 +361,7 @@ def open_or_create(
                 keys = ", ".join(differences(attrs.get("signature") or {}, sig)) or "format"
                 what = f"was made for another request (differs in: {keys})"
             raise OutputError(
-                f"output_dir: {path} {what}; choose another output_dir or set overwrite=true to replace it"
+                f"{parameter}: {path} {what}; choose another {parameter} or set overwrite=true to replace it"
             )
         log.info("%s: replacing %s (overwrite=true)", label, name)
         fs.rm(fspath, recursive=True)
@@ -675,11 +677,12 @@ def record_or_none(path: str) -> dict[str, Any] | None:
     return _read_attrs(path)
 
 
-def read_attrs(path: str) -> dict[str, Any]:
-    """The cubemosaic attributes of a store (signature, variables in order, done, complete)."""
+def read_attrs(path: str, parameter: str = "zarr_dir") -> dict[str, Any]:
+    """The cubemosaic attributes of a store (signature, variables in order, done, complete);
+    :class:`OutputError` naming ``parameter`` (the setting that places it) where there is none."""
     attrs = _read_attrs(path)
     if attrs is None:
-        raise OutputError(f"output_dir: {path} is missing or not a cubemosaic store")
+        raise OutputError(f"{parameter}: {path} is missing or not a cubemosaic store")
     return attrs
 
 

@@ -75,7 +75,9 @@ def read_tiled(root: str) -> TiledRecord | None:
     return TiledRecord(TileGrid(**tiled["grid"]), tuple(tiled["tiles"]))
 
 
-def write_tiled(root: str, grid: TileGrid, tiles: Sequence[Tile | dict], *, overwrite: bool, label: str) -> None:
+def write_tiled(
+    root: str, grid: TileGrid, tiles: Sequence[Tile | dict], *, overwrite: bool, label: str, parameter: str = "zarr_dir"
+) -> None:
     """Make ``root`` a tiled store on ``grid`` for ``tiles`` (create it, or keep its tiles' stores to
     resume). A new store's record lists ``tiles`` at once; an earlier one on the same grid keeps
     listing its own tiles (but with ``overwrite``) until the run has written every one of these (:func:`note_tiles`), so a
@@ -83,8 +85,9 @@ def write_tiled(root: str, grid: TileGrid, tiles: Sequence[Tile | dict], *, over
     later stage run alone still works on, and keeps, the earlier request's tiles.
 
     An untiled store at ``root`` (an earlier request over an area that fitted one tile) is replaced
-    only with ``overwrite``; else :class:`OutputError` names it. A tiled store made on another grid
-    is replaced the same way: its tiles' pixels are not this request's.
+    only with ``overwrite``; else :class:`OutputError` names it and ``parameter`` (the setting that
+    places it). A tiled store made on another grid is replaced the same way: its tiles' pixels are
+    not this request's.
     """
     records = [t.record() if isinstance(t, Tile) else dict(t) for t in tiles]
     fs, path = fsspec.core.url_to_fs(root)
@@ -98,7 +101,7 @@ def write_tiled(root: str, grid: TileGrid, tiles: Sequence[Tile | dict], *, over
         if other:
             if not overwrite:
                 raise OutputError(
-                    f"output_dir: {root} {other}; choose another output_dir or set overwrite=true to replace it"
+                    f"{parameter}: {root} {other}; choose another {parameter} or set overwrite=true to replace it"
                 )
             log.info("%s: replacing %s (overwrite=true)", label, root)
             fs.rm(path, recursive=True)

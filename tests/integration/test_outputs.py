@@ -212,6 +212,22 @@ def test_a_stage_run_alone_refuses_an_override_its_store_was_not_made_for(demo_r
     }
 
 
+def test_a_store_of_another_request_in_zarr_dir_is_refused_naming_zarr_dir(demo_run, tmp_path):
+    """Stores kept apart from the COGs (``zarr_dir``) and holding another request: the one line
+    names ``zarr_dir`` and the store, not ``output_dir`` (which holds no store here)."""
+    from conftest import cli, one_line_error
+
+    stores = tmp_path / "stores"
+    stores.mkdir()
+    shutil.copytree(demo_run / "cube.zarr", stores / "cube.zarr")
+    args = ["catalog=demo", "resolution=60", f"output_dir={tmp_path / 'out'}", f"zarr_dir={stores}"]
+    proc = cli(args, cwd=tmp_path)
+    assert proc.returncode == 1 and one_line_error(proc) == (
+        f"cubemosaic: error: zarr_dir: {stores / 'cube.zarr'} was made for another request (differs in: "
+        "shape, transform); choose another zarr_dir or set overwrite=true to replace it"
+    ), proc.stderr[-2000:]
+
+
 def test_a_file_of_the_users_in_a_month_folder_of_an_earlier_request_stays(demo_run, tmp_path):
     """A shorter period into a demo run's folder (overwrite=true): the months it no longer makes
     are removed, but a file the user put in one of their folders stays, with its folder (the

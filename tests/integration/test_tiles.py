@@ -313,7 +313,7 @@ def test_switching_between_tiled_and_untiled_leaves_nothing_of_the_other(tmp_pat
             before = _ours(out)
             refused = cli(["catalog=demo", *extra, f"output_dir={out}"], cwd=tmp_path)
             assert refused.returncode == 1 and one_line_error(refused) == (
-                f"cubemosaic: error: output_dir: {out / 'cube.zarr'} {refusals[i]}; choose another output_dir or set overwrite=true "
+                f"cubemosaic: error: zarr_dir: {out / 'cube.zarr'} {refusals[i]}; choose another zarr_dir or set overwrite=true "
                 "to replace it"
             ), refused.stderr[-2000:]
             assert _ours(out) == before

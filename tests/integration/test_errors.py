@@ -62,7 +62,14 @@ def test_output_of_another_request_is_not_overwritten(demo_run, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(demo_run / "cube.zarr", out / "cube.zarr")
     proc = cli(["catalog=demo", "bands=[red,nir]", "resolution=40", f"output_dir={out}"], cwd=tmp_path)
-    one_line_error(proc, "output_dir", "cube.zarr", "overwrite=true", "differs in: bands, shape, transform)")
+    one_line_error(
+        proc,
+        "zarr_dir: ",
+        "cube.zarr",
+        "choose another zarr_dir",
+        "overwrite=true",
+        "differs in: bands, shape, transform)",
+    )
 
 
 def test_corrupt_asset_is_named(demo, tmp_path):

@@ -44,7 +44,7 @@ import fsspec
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 from zarr.codecs.numcodecs import FixedScaleOffset
 from zarr.core.array import AsyncArray
 from zarr.core.sync import sync
@@ -120,9 +120,14 @@ def zarr_encoding(
     compressor: str = "zstd",
     dtype: str = "uint16",
 ) -> dict[str, Any]:
-    """Encoding of one data variable: Blosc (bit-shuffled), inner chunks, shards; stored as
-    uint16 and read as float32 reflectance through the scale filter if ``reflectance``, else
-    plain ``dtype`` (uint16 counts, uint8 days, float32 with NaN for none).
+    """Encoding of one data variable: Blosc (bit-shuffled) then a crc32c checksum of each inner
+    chunk, shards; stored as uint16 and read as float32 reflectance through the scale filter if
+    ``reflectance``, else plain ``dtype`` (uint16 counts, uint8 days, float32 with NaN for none).
+
+    The checksum (Zarr v3's ``crc32c`` codec, which zarrs and zarr-python both decode) makes a
+    chunk changed in place a read error (:class:`Readable`) instead of pixels: a Blosc stream
+    with a flipped byte often still decodes. It costs 4 bytes a chunk and no time that shows
+    (writing and reading 64 MB of the cube: within the noise of 0.13 and 0.09 s).
 
     ``compressor``: ``zstd`` for the monthly store, ``lz4`` for the cube, the large store the
     pipeline writes and reads back once: measured on the benchmark cube, lz4 encodes
@@ -142,7 +147,8 @@ def zarr_encoding(
         # Level 1: for zstd, half the encode time of level 3 for 1-2% less compression (measured on
         # the cube). typesize: the compressor sees the stored values, also behind the scale filter.
         "compressors": [
-            BloscCodec(cname=compressor, clevel=1, shuffle="bitshuffle", typesize=np.dtype(stored).itemsize)
+            BloscCodec(cname=compressor, clevel=1, shuffle="bitshuffle", typesize=np.dtype(stored).itemsize),
+            Crc32cCodec(),
         ],
     }
     if reflectance:
@@ -727,8 +733,8 @@ def damaged_steps(path: str, attrs: Mapping[str, Any] | None = None) -> dict[int
     (18 steps, 4 variables) a few milliseconds.
 
     A step recorded by a version that did not keep ``written`` is checked for its number of
-    shard objects only. Same-size damage inside a shard is not seen here (zarr's checksums find
-    it when it is read).
+    shard objects only. Same-size damage inside a shard is not seen here: the crc32c of its index
+    and of each chunk (:func:`zarr_encoding`) find it when it is read.
     """
     attrs = attrs if attrs is not None else _read_attrs(path) or {}
     done = sorted(int(i) for i in attrs.get("done", []))

@@ -161,6 +161,40 @@ def test_a_cube_shard_whose_index_does_not_decode_is_one_line_and_deleting_the_s
     assert_same_cogs(demo_run, out)
 
 
+def _damage_chunk(shard: Path) -> None:
+    """Flip one byte in the middle of the shard's first stored chunk, found through the shard index
+    at the end (an (offset, nbytes) little-endian uint64 pair a chunk, then the index's crc32c): the
+    same size and an intact index, so neither the size check nor the index's checksum sees it."""
+    import json
+
+    import numpy as np
+
+    meta = json.loads((shard.parents[3] / "zarr.json").read_text())
+    inner = meta["codecs"][0]["configuration"]["chunk_shape"]
+    outer = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    count = int(np.prod([o // i for o, i in zip(outer, inner, strict=True)]))
+    data = bytearray(shard.read_bytes())
+    index = np.frombuffer(bytes(data[-(16 * count + 4) : -4]), dtype="<u8").reshape(count, 2)
+    offset, nbytes = next((int(o), int(n)) for o, n in index if o != 2**64 - 1 and n > 64)
+    data[offset + nbytes // 2] ^= 0xFF
+    shard.write_bytes(data)
+
+
+@pytest.mark.parametrize(("store", "step", "stage", "remedy"), [
+    ("cube.zarr", 9, "stage=mosaic", "delete it, then run stage=cube"),
+    ("monthly.zarr", 1, "stage=export", "delete it, then run stage=mosaic"),
+])  # fmt: skip
+def test_a_chunk_overwritten_in_place_is_found_by_its_checksum(demo_run, tmp_path, store, step, stage, remedy):
+    """A chunk's bytes changed in place (a bit flip, another writer's bytes of the same length):
+    every chunk carries its own crc32c, so the stage reading it stops in one line naming the store,
+    where a chunk whose Blosc stream still decoded was read as it was, and the outputs were wrong."""
+    out = _finished_copy(demo_run, tmp_path / "out", keep_exports=store == "monthly.zarr")
+    _damage_chunk(_shard(out / store, "red", step))
+    shutil.rmtree(out / "monthly-mosaic-2022-01", ignore_errors=True)  # the month the damaged step makes
+    proc = cli(["catalog=demo", f"output_dir={out}", stage], cwd=tmp_path)
+    one_line_error(proc, f"zarr_dir: {out / store} is damaged: a shard of red does not decode", remedy)
+
+
 def test_the_record_holds_what_each_step_wrote(demo_run, tmp_path):
     """Per step: its shard objects and their bytes, as the files are; nothing damaged in a finished store."""
     from cubemosaic.store import damaged_steps, read_attrs

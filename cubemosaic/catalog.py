@@ -291,12 +291,17 @@ def _check_usable(item: pystac.Item, source: str) -> None:
 def _filter(
     items: Iterable[pystac.Item], request: SearchRequest, source: str, quiet: bool = False
 ) -> list[pystac.Item]:
-    """Apply ``request`` in-process (static files; APIs without the query extension)."""
+    """Apply ``request`` in-process (static files; APIs without the query extension).
+
+    ``max_items`` counts scenes, distinct ids: a copy of an item already kept (pages overlapping,
+    a file listing it twice) is kept too, for :func:`_one_per_id` to compare, but does not count,
+    or a search would stop short of the scenes asked for."""
     start = dt.datetime.combine(request.start_date, dt.time.min, tzinfo=dt.timezone.utc)
     end = dt.datetime.combine(request.end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.timezone.utc)
     x0, y0, x1, y1 = request.bbox
     area = _shape(request.geometry) if request.geometry else None
     out: list[pystac.Item] = []
+    ids: set[str] = set()
     for item in items:
         if item.collection_id and item.collection_id != request.collection:
             continue
@@ -313,7 +318,8 @@ def _filter(
         if request.max_cloud_cover < 100 and cc is not None and cc > request.max_cloud_cover:
             continue
         out.append(item)
-        if request.max_items and len(out) >= request.max_items:
+        ids.add(item.id)
+        if request.max_items and len(ids) >= request.max_items:
             break
     if not quiet:
         log.debug("search: %d item(s) kept of %s", len(out), redact(source))

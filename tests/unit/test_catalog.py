@@ -345,3 +345,13 @@ def test_an_item_listed_twice_is_one_scene_and_two_items_of_one_id_are_refused(d
     with pytest.raises(CatalogError, match=f"two different items of id {first['id']}") as refused:
         search(str(clash), search_request())
     assert str(refused.value).startswith("catalog.url: ") and "\n" not in str(refused.value)
+
+
+def test_max_items_counts_scenes_not_copies_of_one(demo, tmp_path):
+    """Each item listed twice in a row: max_items=3 gives 3 scenes (the copies were counted, and
+    the search stopped at 2 scenes, 1 of them twice)."""
+    doc = json.loads(demo.items_path.read_text())
+    doubled = tmp_path / "doubled.json"
+    doubled.write_text(json.dumps({**doc, "features": [f for f in doc["features"] for _ in (0, 1)]}))
+    found = search(str(doubled), search_request(max_items=3))
+    assert [i.id for i in found] == [i.id for i in search(str(demo.items_path), search_request(max_items=3))]

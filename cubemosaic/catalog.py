@@ -410,9 +410,14 @@ def resolve_bands(
         mapping[band] = found[0]
     scl = asset_key(first, mask_band)
     if scl is None:
-        raise CatalogError(f"item {first.id} has no {mask_band} (scene classification) asset to mask clouds with")
+        raise CatalogError(
+            f"catalog.url: item {first.id} has no {mask_band} (scene classification) asset to mask clouds with"
+        )
     for item in items[1:]:
         for band, key in list(mapping.items()) + [(mask_band, scl)]:
             if key not in item.assets:
-                raise CatalogError(f"item {item.id} has no asset {key!r} for band {band!r}")
+                raise CatalogError(
+                    f"catalog.url: item {item.id} has no asset {key!r} for band {band!r} (item {first.id} has); "
+                    "remove the item or choose other bands"
+                )
     return mapping, scl

@@ -374,7 +374,7 @@ def open_or_create(
     try:
         create(path, template, encoding, sig)
     except OSError as e:
-        raise WriteError(f"zarr_dir: cannot create {path}: {e.strerror or one_line(str(e))}") from None
+        raise WriteError(f"{parameter}: cannot create {path}: {e.strerror or one_line(str(e))}") from None
     return StoreState(path, set(), template.sizes["time"])
 
 

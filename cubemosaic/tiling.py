@@ -164,6 +164,9 @@ def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | N
             continue
         tiles.append(Tile(index, cut, tuple(scenes[i] for i in hits)))
     tiles.sort(key=lambda t: (-t.index[1], t.index[0]))  # rows from the north, columns from the west
+    if extents.strays:
+        log.warning("plan: the geometry of %d item(s) reaches beyond its proj: fields' grid (first: %s); their "
+                    "tiles are cut to both", len(extents.strays), extents.strays[0])  # fmt: skip
     return tiles
 
 
@@ -179,6 +182,8 @@ class GridExtents:
         self.crs = crs
         self.cache: dict[tuple, shapely.Geometry | None] = {}
         self.unions: dict[frozenset, shapely.Geometry | None] = {}
+        #: Ids of the scenes whose geometry strays beyond their grid (:meth:`cut`).
+        self.strays: list[str] = []
 
     def grid(self, grid) -> shapely.Geometry | None:
         """``grid`` (an AssetGrid with its transform, shape and CRS) in the output CRS; ``None``
@@ -213,15 +218,14 @@ class GridExtents:
         """What a tile is cut to for ``scene``: its grid (:meth:`of`), and its ``footprint`` (the
         STAC geometry in the output CRS) too where that strays beyond the grid by more than a
         pixel: a catalog that contradicts itself (the geometry or the ``proj:`` fields understate
-        the pixels), logged once a scene. An honest item's geometry lies inside its grid, so its
-        tiles are the grid's, whatever the orbit."""
+        the pixels), noted in :attr:`strays` (the layout logs them in one line). An honest item's
+        geometry lies inside its grid, so its tiles are the grid's, whatever the orbit."""
         own = self.of(scene, None)
         if own is None:
             return footprint
         if footprint is None or not _strays(scene, resolution):
             return own
-        log.warning("plan: item %s: its geometry reaches beyond its proj: fields' grid; its tiles are cut "
-                    "to both", scene.id)  # fmt: skip
+        self.strays.append(scene.id)
         return shapely.union(own, footprint)
 
 

@@ -192,7 +192,7 @@ def test_a_chunk_overwritten_in_place_is_found_by_its_checksum(demo_run, tmp_pat
     _damage_chunk(_shard(out / store, "red", step))
     shutil.rmtree(out / "monthly-mosaic-2022-01", ignore_errors=True)  # the month the damaged step makes
     proc = cli(["catalog=demo", f"output_dir={out}", stage], cwd=tmp_path)
-    one_line_error(proc, f"zarr_dir: {out / store} is damaged: a shard of red does not decode", remedy)
+    one_line_error(proc, f"zarr_dir: {out / store} is damaged: a shard of red does not decode", "checksum", remedy)
 
 
 def test_the_record_holds_what_each_step_wrote(demo_run, tmp_path):

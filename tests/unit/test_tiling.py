@@ -96,7 +96,9 @@ def test_tiles_are_cut_to_a_geometry_that_strays_beyond_its_scenes_grid(caplog):
     assert sorted(t.id for t in tiles) == ["x200y3395", "x200y3396", "x201y3395", "x201y3396"]
     assert max(t.geobox.boundingbox.right for t in tiles) == 403000
     said = [r.getMessage() for r in caplog.records]
-    assert said == ["plan: item short: its geometry reaches beyond its proj: fields' grid; its tiles are cut to both"]
+    assert said == [
+        "plan: the geometry of 1 item(s) reaches beyond its proj: fields' grid (first: short); their tiles are cut to both"
+    ]
     caplog.clear()
     wedge = _geometry(_scene("wedge", 400000, 403000), 400000, 401000)
     with caplog.at_level(logging.WARNING, logger="cubemosaic"):

@@ -9,10 +9,10 @@ and its untiled grid share every pixel.
 Each tile keeps the scenes that may reach it, so it reads only those, on only their solar days,
 and is cut down to the AOI's grid and those scenes' own grids (their ``proj:`` squares, the MGRS
 tiles: stable from one date to the next, where a footprint is not). A scene may reach a tile where
-its STAC ``geometry`` or its stated grid does: the trust an untiled run gives a catalog (it reads a
-scene wherever its ``proj:`` fields or its bbox reach, :func:`cubemosaic.read.scene_reach`), so a
-catalog whose geometry or whose ``proj:`` fields understate a scene's pixels does not lose them
-from a tiled run either. A tile no scene reaches is not a work unit at all, so the cost follows
+its STAC ``geometry`` or its stated grid does, or its bbox where that reaches beyond the grid: the
+trust an untiled run gives a catalog (it reads a scene wherever its ``proj:`` fields or its bbox
+reach, :func:`cubemosaic.read.scene_reach`), so a catalog whose geometry or ``proj:`` fields
+understate a scene's pixels does not lose them from a tiled run either. A tile no scene reaches is not a work unit at all, so the cost follows
 the data, not the AOI's bounding box: an AOI 100 times larger than the data it covers costs what
 the data does.
 
@@ -132,9 +132,10 @@ def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | N
     area = (aoi.to_crs(crs) if aoi is not None else geobox.extent).intersection(geobox.extent)
     extents = GridExtents(crs)
     projected = [_projected(scene, crs) for scene in scenes]
+    wider = [extents.wider_bbox(scene, grid.resolution) for scene in scenes]
     owners, shapes = [], []
     for i, scene in enumerate(scenes):
-        for shape in (projected[i], extents.of(scene, None)):
+        for shape in (projected[i], extents.of(scene, None), wider[i]):
             if shape is not None:
                 owners.append(i)
                 shapes.append(shape)
@@ -154,7 +155,7 @@ def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | N
         else:  # cut to the scenes' grids, not their footprints: see GridExtents
             for i in hits:
                 if i not in cuts:
-                    cuts[i] = extents.cut(scenes[i], projected[i], grid.resolution)
+                    cuts[i] = extents.cut(scenes[i], projected[i], grid.resolution, wider[i])
             shared = {id(cuts[i]): cuts[i] for i in hits}  # scenes of one MGRS tile share its grid's object
             region = cell.geom.intersection(shapely.union_all(list(shared.values())))
         if region.is_empty or region.area == 0:
@@ -165,8 +166,9 @@ def layout(geobox: GeoBox, scenes: Sequence[Scene], size: int, aoi: Geometry | N
         tiles.append(Tile(index, cut, tuple(scenes[i] for i in hits)))
     tiles.sort(key=lambda t: (-t.index[1], t.index[0]))  # rows from the north, columns from the west
     if extents.strays:
-        log.warning("plan: the geometry of %d item(s) reaches beyond its proj: fields' grid (first: %s); their "
-                    "tiles are cut to both", len(extents.strays), extents.strays[0])  # fmt: skip
+        strays = list(dict.fromkeys(extents.strays))
+        log.warning("plan: the geometry or bbox of %d item(s) reaches beyond its proj: fields' grid (first: %s); "
+                    "their tiles are cut to both", len(strays), strays[0])  # fmt: skip
     return tiles
 
 
@@ -214,19 +216,61 @@ class GridExtents:
         found = self.unions[together]
         return fallback if found is None else found
 
-    def cut(self, scene: Scene, footprint, resolution: float):
+    def cut(self, scene: Scene, footprint, resolution: float, wider=None):
         """What a tile is cut to for ``scene``: its grid (:meth:`of`), and its ``footprint`` (the
         STAC geometry in the output CRS) too where that strays beyond the grid by more than a
         pixel: a catalog that contradicts itself (the geometry or the ``proj:`` fields understate
-        the pixels), noted in :attr:`strays` (the layout logs them in one line). An honest item's
-        geometry lies inside its grid, so its tiles are the grid's, whatever the orbit."""
+        the pixels), noted in :attr:`strays` (the layout logs them in one line); and ``wider``,
+        the item's bbox where it reaches beyond the grid (:meth:`wider_bbox`). An honest item's
+        geometry and bbox lie inside its grid, so its tiles are the grid's, whatever the orbit."""
         own = self.of(scene, None)
-        if own is None:
+        parts = [p for p in (own, wider) if p is not None]
+        if footprint is not None and (own is None or _strays(scene, resolution)):
+            if own is not None:
+                self.strays.append(scene.id)
+            parts.append(footprint)
+        if not parts:
             return footprint
-        if footprint is None or not _strays(scene, resolution):
-            return own
-        self.strays.append(scene.id)
-        return shapely.union(own, footprint)
+        return parts[0] if len(parts) == 1 else shapely.union_all(parts)
+
+    def wider_bbox(self, scene: Scene, resolution: float):
+        """The item's lon/lat ``bbox`` in the output CRS where it reaches beyond the lon/lat
+        envelope of the scene's stated grid by more than a pixel (the ``proj:`` fields understate
+        the pixels: an untiled run reads the scene wherever its bbox reaches,
+        :func:`cubemosaic.read.scene_reach`), or where the scene states no grid; else None. The
+        bbox of any geometry inside the grid lies inside that envelope, so an honest item's is
+        never taken (it would widen the tiles at the data's edge, a lon/lat box leaning on the
+        UTM square)."""
+        bbox = next((g.bbox for g in scene.assets.values() if g.bbox is not None), None)
+        if bbox is None or bbox[0] > bbox[2]:  # none, or across the antimeridian: the grid and geometry say
+            return None
+        grids = {(g.crs, tuple(g.transform[:6]), tuple(g.shape)): g for g in scene.assets.values()
+                 if g.transform is not None and g.shape is not None and g.crs is not None}  # fmt: skip
+        if grids:
+            bounds = [self.lonlat(g) for g in grids.values()]
+            if any(b is None for b in bounds):
+                return None
+            slack = resolution / 111_000 + 1e-7  # a pixel, in degrees of latitude (less in longitude)
+            x0, y0 = min(b[0] for b in bounds) - slack, min(b[1] for b in bounds) - slack
+            x1, y1 = max(b[2] for b in bounds) + slack, max(b[3] for b in bounds) + slack
+            if x0 <= bbox[0] and y0 <= bbox[1] and bbox[2] <= x1 and bbox[3] <= y1:
+                return None
+            self.strays.append(scene.id)
+        try:
+            return box(*bbox[:4], "EPSG:4326").to_crs(self.crs, resolution=0.01).geom
+        except Exception:  # noqa: BLE001  (pyproj's errors for points outside the projection)
+            return None
+
+    def lonlat(self, grid) -> tuple[float, float, float, float] | None:
+        """The lon/lat envelope of ``grid`` (an AssetGrid), once per distinct grid."""
+        key = ("lonlat", grid.crs, tuple(grid.transform[:6]), tuple(grid.shape))
+        if key not in self.cache:
+            try:
+                extent = GeoBox(grid.shape, Affine(*grid.transform[:6]), grid.crs).extent
+                self.cache[key] = tuple(extent.to_crs("EPSG:4326", resolution=1000.0).boundingbox)
+            except Exception:  # noqa: BLE001
+                self.cache[key] = None
+        return self.cache[key]
 
 
 def _strays(scene: Scene, tolerance: float) -> bool:

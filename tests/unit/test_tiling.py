@@ -97,7 +97,8 @@ def test_tiles_are_cut_to_a_geometry_that_strays_beyond_its_scenes_grid(caplog):
     assert max(t.geobox.boundingbox.right for t in tiles) == 403000
     said = [r.getMessage() for r in caplog.records]
     assert said == [
-        "plan: the geometry of 1 item(s) reaches beyond its proj: fields' grid (first: short); their tiles are cut to both"
+        "plan: the geometry or bbox of 1 item(s) reaches beyond its proj: fields' grid (first: short); their tiles "
+        "are cut to both"
     ]
     caplog.clear()
     wedge = _geometry(_scene("wedge", 400000, 403000), 400000, 401000)
@@ -131,3 +132,25 @@ def test_grid_extents_project_each_grid_once():
     assert extents.of(b, None) is first and len(extents.cache) == 1
     bare = Scene("c", a.datetime, a.day, CRS, "", "", {"B04": AssetGrid("c.tif", None, None, None)}, {})
     assert extents.of(bare, "fallback") == "fallback"
+
+
+def test_an_items_bbox_reaches_the_tiles_its_grid_and_geometry_understate(caplog):
+    """Grid and geometry both 400 m where the item's bbox (and the file) has 3 km: an untiled run
+    reads the scene wherever its bbox reaches, so the tiles are given and cut to it too, logged; an
+    honest bbox (the envelope of a geometry inside the grid) changes nothing."""
+    honest = _scene("honest", 400000, 403000)
+    wide = GeoBox.from_bbox((400000, 6790000, 403000, 6794000), crs=CRS, resolution=20).extent.to_crs("EPSG:4326")
+    lying = _geometry(_scene("lying", 400000, 400400), 400000, 400400)
+    asset = dataclasses.replace(lying.assets["B04"], bbox=tuple(wide.boundingbox))
+    lying = dataclasses.replace(lying, assets={"B04": asset})
+    with caplog.at_level(logging.WARNING, logger="cubemosaic"):
+        tiles = layout(AREA, [lying], size=100)
+    assert sorted(t.id for t in tiles) == ["x200y3395", "x200y3396", "x201y3395", "x201y3396"]
+    assert max(t.geobox.boundingbox.right for t in tiles) >= 403000
+    assert len(caplog.records) == 1 and "(first: lying)" in caplog.records[0].getMessage()
+    caplog.clear()
+    bbox = tuple(footprint(honest).boundingbox)
+    honest = dataclasses.replace(honest, assets={"B04": dataclasses.replace(honest.assets["B04"], bbox=bbox)})
+    with caplog.at_level(logging.WARNING, logger="cubemosaic"):
+        tiles = layout(AREA, [honest], size=100)
+    assert max(t.geobox.boundingbox.right for t in tiles) == 403000 and not caplog.records

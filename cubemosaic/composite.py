@@ -153,7 +153,7 @@ def build_monthly(
     attrs = store.read_attrs(cube_path, cube_parameter)
     if not attrs.get("complete"):
         raise OutputError(f"{cube_parameter}: {cube_path} is not complete; run stage=cube (the same command) first")
-    cube = xr.open_zarr(cube_path, mask_and_scale=False, consolidated=True, chunks=None)
+    cube = store.open_labels(cube_path, parameter=cube_parameter, remedy=store.CUBE_REMEDY)
     bands = list(attrs["variables"])
     composite = make_composite(bands, statistics, provenance, percentile_method)
     months, counts = month_starts(cube.time.values)

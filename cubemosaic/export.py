@@ -486,8 +486,7 @@ def write_months(
     if not attrs.get("complete"):
         raise OutputError(f"zarr_dir: {monthly_path} is not complete; run stage=composite first")
     # Coordinates and attributes only; the pixels are read shard by shard from zarr.
-    with store.quiet():  # zarr's notes on the numcodecs scale filter, which the stores use on purpose
-        monthly = xr.open_zarr(monthly_path, mask_and_scale=False, consolidated=True, chunks=None)
+    monthly = store.open_labels(monthly_path, remedy=store.MONTHLY_REMEDY)
     layers, summary = store_layers(monthly, attrs["variables"])
     mosaic, count = layers[0], count_layer(layers)
     geobox = monthly.odc.geobox

@@ -44,7 +44,7 @@ import fsspec
 import numpy as np
 import xarray as xr
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, ZstdCodec
 from zarr.codecs.numcodecs import FixedScaleOffset
 from zarr.core.array import AsyncArray
 from zarr.core.sync import sync
@@ -254,7 +254,49 @@ class Readable:
 #: zarrs' messages for bytes that do not decode ("the checksum is invalid", "blosc_decompress_ctx
 #: failed", "blosc encoded value is invalid", a codec's or the shard index's decode error), as
 #: against its storage errors ("IO error for operation on ...").
-_CODEC_ERROR = re.compile(r"checksum|blosc|decod|codec|shard index|invalid", re.IGNORECASE)
+_CODEC_ERROR = re.compile(r"checksum|blosc|decod|decompress|corrupt|codec|shard index|invalid", re.IGNORECASE)
+
+
+def open_labels(path: str, *, parameter: str = "zarr_dir", remedy: str = "delete it and run again") -> xr.Dataset:
+    """The store at ``path`` as ``xr.open_zarr`` opens it (pixels lazy, DN), its coordinates and
+    per-step variables (time, x, y, ``item_ids``, ``n_days``: every variable of one dimension or
+    none) read now: one that does not decode is :class:`OutputError` naming ``parameter`` and the
+    store, ending with ``remedy``, not a traceback (those arrays are read by zarr-python and
+    numcodecs, whose errors are ValueError and RuntimeError)."""
+    reading = ""
+    try:
+        with _quiet():
+            ds = xr.open_zarr(path, mask_and_scale=False, consolidated=True, chunks=None)
+            for key, variable in ds.variables.items():
+                if variable.ndim <= 1:
+                    reading = str(key)
+                    variable.load()
+    except (RuntimeError, ValueError) as e:
+        text = one_line(str(e), 120)
+        store_path, _, store_name = path.rstrip("/").rpartition("/")
+        if not _CODEC_ERROR.search(text):
+            raise OutputError(f"{parameter}: cannot read {store_name} of {store_path} ({text})") from None
+        reading = reading or _undecodable_label(path)
+        what = f"its {reading} does not decode" if reading else "it does not decode"
+        raise OutputError(f"{parameter}: {path} is damaged: {what} ({text}); {remedy}") from None
+    return ds
+
+
+def _undecodable_label(path: str) -> str:
+    """The first array of one dimension or none in the store at ``path`` that does not read ("" if
+    none): which one :func:`open_labels` met, where xarray read it while opening."""
+    try:
+        with _quiet():
+            group = open_group(path, "r")
+            for name, array in group.arrays():
+                if array.ndim <= 1:
+                    try:
+                        array[...]
+                    except (RuntimeError, ValueError):
+                        return name
+    except Exception:  # noqa: BLE001  (only for the message: the error raised is the store's)
+        pass
+    return ""
 
 
 def _dn_arrays(path: str, names: Iterable[str] | None, mode: str, *, fast: bool) -> dict[str, zarr.Array]:
@@ -464,6 +506,9 @@ def create(path: str, template, encoding: Mapping[str, dict], signature: Mapping
             # Chunked along time as the data are (one step a chunk), in one shard: xarray's
             # ds.chunks / .chunksizes need every variable chunked alike along a dimension.
             encoding[name] = {"chunks": (1,), "shards": (coord.size,)}
+    for name in ds.variables:  # coordinates and per-step labels: checked like the pixels (zarr_encoding)
+        if "compressors" not in encoding.get(name, {}):
+            encoding[name] = {**encoding.get(name, {}), "compressors": [ZstdCodec(level=0), Crc32cCodec()]}
     with _quiet():
         ds.to_zarr(target, mode="w", compute=False, encoding=encoding, consolidated=True, zarr_format=3)
         zarr.consolidate_metadata(target)

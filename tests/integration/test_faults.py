@@ -195,6 +195,23 @@ def test_a_chunk_overwritten_in_place_is_found_by_its_checksum(demo_run, tmp_pat
     one_line_error(proc, f"zarr_dir: {out / store} is damaged: a shard of red does not decode", "checksum", remedy)
 
 
+@pytest.mark.parametrize(("store", "stage", "remedy"), [
+    ("cube.zarr", "stage=mosaic", "delete it, then run stage=cube"),
+    ("monthly.zarr", "stage=export", "delete it, then run stage=mosaic"),
+])  # fmt: skip
+def test_a_damaged_coordinate_is_one_line_naming_the_store(demo_run, tmp_path, store, stage, remedy):
+    """A byte flipped in a store's ``x`` coordinate (a probe's: its RuntimeError from zstd was a
+    traceback on every rerun): the stage opening the store stops in one line naming it."""
+    out = _finished_copy(demo_run, tmp_path / "out", keep_exports=store == "monthly.zarr")
+    (coordinate,) = (out / store / "x" / "c").iterdir()
+    data = bytearray(coordinate.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    coordinate.write_bytes(data)
+    shutil.rmtree(out / "monthly-mosaic-2022-01", ignore_errors=True)
+    proc = cli(["catalog=demo", f"output_dir={out}", stage], cwd=tmp_path)
+    one_line_error(proc, f"zarr_dir: {out / store} is damaged: its x does not decode", remedy)
+
+
 def test_the_record_holds_what_each_step_wrote(demo_run, tmp_path):
     """Per step: its shard objects and their bytes, as the files are; nothing damaged in a finished store."""
     from cubemosaic.store import damaged_steps, read_attrs

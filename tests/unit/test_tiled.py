@@ -73,6 +73,15 @@ def test_another_store_is_replaced_only_with_overwrite(earlier, tmp_path):
     assert read_tiled(root).grid == GRID
 
 
+def test_a_folder_without_zarr_json_is_not_called_an_untiled_store(tmp_path):
+    """A tiled store whose root zarr.json was lost (a probe's) is no store of ours, not an untiled one."""
+    root = tmp_path / "cube.zarr"
+    write_tiled(str(root), GRID, TILES, overwrite=False, label="cube")
+    (root / "zarr.json").unlink()
+    with pytest.raises(OutputError, match="is not a cubemosaic store .*overwrite=true"):
+        write_tiled(str(root), GRID, TILES, overwrite=False, label="cube")
+
+
 def test_a_damaged_record_is_an_output_error_not_untiled(tmp_path):
     root = tmp_path / "cube.zarr"
     write_tiled(str(root), GRID, TILES, overwrite=False, label="cube")

@@ -404,7 +404,10 @@ def open_or_create(
             if attrs is None:
                 what = "is not a cubemosaic store"
             elif "tiled" in attrs:  # cubemosaic.tiled's group of tile stores
-                what = "holds a tiled store (an area cut into tiles)"
+                size = (attrs["tiled"].get("grid") or {}).get("size") if isinstance(attrs["tiled"], dict) else None
+                what = "holds a tiled store (an area cut into tiles" + (
+                    f" of tile_size={size}: give that tile_size to work on it)" if size else ")"
+                )
             else:
                 keys = ", ".join(differences(attrs.get("signature") or {}, sig)) or "format"
                 what = f"was made for another request (differs in: {keys})"

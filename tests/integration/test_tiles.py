@@ -308,7 +308,7 @@ def test_switching_between_tiled_and_untiled_leaves_nothing_of_the_other(tmp_pat
     refusals = [
         None,
         "holds an untiled store (an area that fitted one tile)",
-        "holds a tiled store (an area cut into tiles)",
+        "holds a tiled store (an area cut into tiles of tile_size=128: give that tile_size to work on it)",
     ]
     for i, extra in enumerate(runs):
         if refusals[i]:  # without overwrite=true: refused, in one line, nothing changed

@@ -12,9 +12,9 @@ tiles: stable from one date to the next, where a footprint is not). A scene may 
 its STAC ``geometry`` or its stated grid does, or its bbox where that reaches beyond the grid: the
 trust an untiled run gives a catalog (it reads a scene wherever its ``proj:`` fields or its bbox
 reach, :func:`cubemosaic.read.scene_reach`), so a catalog whose geometry or ``proj:`` fields
-understate a scene's pixels does not lose them from a tiled run either. A tile no scene reaches is not a work unit at all, so the cost follows
-the data, not the AOI's bounding box: an AOI 100 times larger than the data it covers costs what
-the data does.
+understate a scene's pixels does not lose them from a tiled run either. A tile no scene reaches
+is not a work unit at all, so the cost follows the data, not the AOI's bounding box: an AOI 100
+times larger than the data it covers costs what the data does.
 
 An area whose grid fits one tile (``tile_size`` pixels on each side) is one unit: today's untiled
 outputs (:func:`layout` returns ``None``).
@@ -190,7 +190,7 @@ class GridExtents:
     def grid(self, grid) -> shapely.Geometry | None:
         """``grid`` (an AssetGrid with its transform, shape and CRS) in the output CRS; ``None``
         where it cannot be projected there (far outside the CRS's zone)."""
-        key = (grid.crs, tuple(grid.transform[:6]), tuple(grid.shape))
+        key = _grid_key(grid)
         if key not in self.cache:
             try:
                 own = GeoBox(grid.shape, Affine(*grid.transform[:6]), grid.crs).extent.to_crs(self.crs).geom
@@ -202,8 +202,7 @@ class GridExtents:
     def of(self, scene: Scene, fallback):
         """The scene's grid (the union of its assets' stated grids: one square for an honest
         Sentinel-2 item, whose bands share their extent), else ``fallback``."""
-        keys = {(g.crs, tuple(g.transform[:6]), tuple(g.shape)): g for g in scene.assets.values()
-                if g.transform is not None and g.shape is not None and g.crs is not None}  # fmt: skip
+        keys = _stated_grids(scene)
         together = frozenset(keys)
         if together not in self.unions:
             own = [p for p in map(self.grid, keys.values()) if p is not None]
@@ -244,8 +243,7 @@ class GridExtents:
         bbox = next((g.bbox for g in scene.assets.values() if g.bbox is not None), None)
         if bbox is None or bbox[0] > bbox[2]:  # none, or across the antimeridian: the grid and geometry say
             return None
-        grids = {(g.crs, tuple(g.transform[:6]), tuple(g.shape)): g for g in scene.assets.values()
-                 if g.transform is not None and g.shape is not None and g.crs is not None}  # fmt: skip
+        grids = _stated_grids(scene)
         if grids:
             bounds = [self.lonlat(g) for g in grids.values()]
             if any(b is None for b in bounds):
@@ -263,7 +261,7 @@ class GridExtents:
 
     def lonlat(self, grid) -> tuple[float, float, float, float] | None:
         """The lon/lat envelope of ``grid`` (an AssetGrid), once per distinct grid."""
-        key = ("lonlat", grid.crs, tuple(grid.transform[:6]), tuple(grid.shape))
+        key = ("lonlat", *_grid_key(grid))
         if key not in self.cache:
             try:
                 extent = GeoBox(grid.shape, Affine(*grid.transform[:6]), grid.crs).extent
@@ -283,7 +281,7 @@ def _strays(scene: Scene, tolerance: float) -> bool:
     square is north-up there, so comparing the vertices' bounds with it suffices (~0.1 ms a scene)."""
     if scene.footprint is None:
         return False
-    grids = [g for g in scene.assets.values() if g.transform is not None and g.shape is not None and g.crs]
+    grids = list(_stated_grids(scene).values())
     if not grids:
         return False
     crs = grids[0].crs
@@ -299,6 +297,17 @@ def _strays(scene: Scene, tolerance: float) -> bool:
         return False
     return bool(x0 < min(e[0] for e in edges) - slack or y0 < min(e[1] for e in edges) - slack
                 or x1 > max(e[2] for e in edges) + slack or y1 > max(e[3] for e in edges) + slack)  # fmt: skip
+
+
+def _grid_key(grid) -> tuple:
+    """A stated grid's identity: its CRS, transform and shape."""
+    return grid.crs, tuple(grid.transform[:6]), tuple(grid.shape)
+
+
+def _stated_grids(scene: Scene) -> dict[tuple, object]:
+    """The scene's assets' stated grids (those with a CRS, a transform and a shape), each once."""
+    return {_grid_key(g): g for g in scene.assets.values()
+            if g.transform is not None and g.shape is not None and g.crs is not None}  # fmt: skip
 
 
 def _bounds(transform, shape) -> tuple[float, float, float, float]:

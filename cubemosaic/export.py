@@ -6,7 +6,7 @@ For each month of ``monthly.zarr`` with any clear pixel, writes under ``output_d
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM-count.tif  clear observations per pixel
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM-<layer>.tif each other layer (p25, medoid, medoid-day, ...)
     monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM-quicklook.png  true-colour quick-look (item thumbnail)
-    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.json       its STAC item, an asset per COG
+    monthly-mosaic-YYYY-MM/monthly-mosaic-YYYY-MM.json       its STAC item, an asset per COG (its file:checksum)
     overview.png                                             every month's quick-look side by side
 
 and ``collection.json``, the root of the outputs: a self-contained STAC Collection with relative
@@ -44,6 +44,7 @@ import shapely
 import xarray as xr
 from odc.geo.geobox import GeoBox
 from pystac.extensions.eo import Band, EOExtension
+from pystac.extensions.file import FileExtension
 from pystac.extensions.projection import ProjectionExtension
 from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from rasterio.enums import ColorInterp, Resampling
@@ -451,7 +452,9 @@ def _catalog_complete(output_dir: Path, months: Sequence[Month], layers: Sequenc
         folder = output_dir / m.name
         needed += [folder / f"{m.name}.json", folder / f"{m.name}-quicklook.png"]
         needed += [m.path(output_dir, layer) for layer in layers]
-    return all(p.is_file() for p in needed)
+    # An item from before the items recorded their COGs' checksums is written again, with them.
+    cogs = [m.path(output_dir, layer) for m in months for layer in layers]
+    return all(p.is_file() for p in needed) and all(recorded_file(p) for p in cogs)
 
 
 @dataclass(frozen=True)
@@ -585,23 +588,28 @@ def month_items(
     area = picture_area(made.get("aoi_geometry"), geobox)
     mosaic, count = layers[0], count_layer(layers)
 
-    def look(month: Month) -> Quicklook:
-        return month_quicklook(
+    def look(month: Month) -> tuple[Quicklook, dict[str, tuple[int, str]]]:
+        quicklook = month_quicklook(
             month.path(written.folder, mosaic),
             month.path(written.folder, count),
             written.folder / month.name / f"{month.name}-quicklook.png",
             area=area,
         )
+        return quicklook, {layer.key: file_record(month.path(written.folder, layer)) for layer in layers}
 
     # Side by side: a quick-look is an overview read and a PNG encoded, both outside the GIL
-    # (rasterio, Pillow). One after the other they were a third of this process's own samples in
-    # the year20 benchmark's export (py-spy); its 12 months took 3.8-5.1 s so, 2.2-2.7 s two at a time.
+    # (rasterio, Pillow), as is hashing a COG. One after the other the quick-looks were a third of
+    # this process's own samples in the year20 benchmark's export (py-spy); its 12 months took
+    # 3.8-5.1 s so, 2.2-2.7 s two at a time.
     with ThreadPoolExecutor(max(1, min(EXPORT_THREADS, os.cpu_count() or 1, len(written.months)))) as pool:
-        looks = list(pool.map(look, written.months))
+        done = list(pool.map(look, written.months))
     out = []
-    for month, look in zip(written.months, looks, strict=True):
+    for month, (look, files) in zip(written.months, done, strict=True):
         folder = written.folder / month.name
         item = build_item(month, folder, written.source)
+        for key, (size, checksum) in files.items():
+            record = FileExtension.ext(item.assets[key], add_if_missing=True)
+            record.size, record.checksum = size, checksum
         if tile is not None:
             item.id = f"{month.name}-{tile}"
             item.properties["title"] += f", tile {tile}"
@@ -825,11 +833,53 @@ def _written_from(path: Path, source: Mapping[str, str]) -> bool:
         return SOURCE_TAG in tags
     if not all(tags.get(k) == v for k, v in source.items()):
         return False
-    damage = _cog_damage(path)
+    recorded = recorded_file(path)
+    if recorded is not None:  # the file as its item says it was written, byte for byte
+        size, checksum = recorded
+        if path.stat().st_size != size or file_record(path)[1] != checksum:
+            log.info("export: %s is rewritten: its bytes are not those its STAC item records (file:checksum)", path)
+            return False
+        return True
+    damage = _cog_damage(path)  # written before its item was (a run stopped between them), or by an older version
     if damage:
         log.info("export: %s is rewritten: %s", path, damage)
         return False
     return True
+
+
+#: The multihash prefix of a sha2-256 digest (function code 0x12, 32 bytes), as STAC's file
+#: extension writes ``file:checksum``.
+SHA2_256 = "1220"
+
+
+def file_record(path: Path) -> tuple[int, str]:
+    """(``file:size``, ``file:checksum``) of the file at ``path``: its bytes and their sha2-256
+    multihash in hex (STAC file extension), read a few MB at a time (hashlib releases the GIL).
+    0.15 s for an 80 MB file on this project's 2-core machine."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 23):
+            digest.update(chunk)
+    return path.stat().st_size, SHA2_256 + digest.hexdigest()
+
+
+def recorded_file(path: Path) -> tuple[int, str] | None:
+    """(``file:size``, ``file:checksum``) that the STAC item beside the COG at ``path`` (the month
+    folder's ``<folder name>.json``, in either layout) records for it; None where there is no such
+    item, or it records none (written by an older version)."""
+    item = path.parent / f"{path.parent.name}.json"
+    try:
+        assets = json.loads(item.read_text()).get("assets") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    for asset in assets.values() if isinstance(assets, dict) else ():
+        href = asset.get("href") if isinstance(asset, dict) else None
+        if not isinstance(href, str) or (item.parent / href).resolve() != path.resolve():
+            continue
+        size, checksum = asset.get("file:size"), asset.get("file:checksum")
+        if isinstance(size, int) and isinstance(checksum, str):
+            return size, checksum
+    return None
 
 
 def _cog_damage(path: Path) -> str | None:

@@ -56,9 +56,15 @@ def test_rerun_of_a_finished_job_reads_nothing_again(demo_run, tmp_path):
     assert _exported(out) == before, "no COG, item or catalog rewritten"
 
 
-def test_a_truncated_cog_is_written_again_on_the_rerun(demo_run, tmp_path):
-    """Its tags survive the truncation, so it looked up to date: the rerun finds its blocks run past
-    the end of the file, says so, and writes it again, pixel for pixel the original."""
+@pytest.mark.parametrize("damage", ["flipped", "truncated", "truncated, its item lost"])
+def test_a_damaged_cog_is_written_again_on_the_rerun(demo_run, tmp_path, damage):
+    """Its tags survive the damage, so it looked up to date. A byte flipped inside its data (a
+    probe: 104 pixels wrong, exit 0) or a cut tail is found by the size and sha2-256 its STAC item
+    records (``file:checksum``); with its item lost, a cut tail still is, by its blocks running past
+    the end of the file. Either way the rerun says so and writes it again, pixel for pixel the
+    original, and its item again."""
+    import hashlib
+    import json
     import shutil
 
     import numpy as np
@@ -67,17 +73,32 @@ def test_a_truncated_cog_is_written_again_on_the_rerun(demo_run, tmp_path):
     out = tmp_path / "out"
     shutil.copytree(demo_run, out)
     name = "monthly-mosaic-2022-01/monthly-mosaic-2022-01.tif"
-    cog = out / name
-    os.truncate(cog, cog.stat().st_size - 2000)
+    cog, item = out / name, out / "monthly-mosaic-2022-01/monthly-mosaic-2022-01.json"
+    if damage == "flipped":
+        data = bytearray(cog.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # the middle of the image's blocks: the IFDs are at the head
+        cog.write_bytes(bytes(data))
+        with rasterio.open(cog) as src, rasterio.open(demo_run / name) as original:
+            assert not np.array_equal(src.read(), original.read()), "the flip changes pixels"
+    else:
+        os.truncate(cog, cog.stat().st_size - 2000)
+    if damage.endswith("item lost"):
+        item.unlink()
     proc = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert re.search(rf"{re.escape(str(cog))} is rewritten: truncated", proc.stderr), proc.stderr
+    why = "truncated" if damage.endswith("item lost") else "its bytes are not those its STAC item records"
+    assert re.search(rf"{re.escape(str(cog))} is rewritten: {why}", proc.stderr), proc.stderr
     assert f"{cog} written" in proc.stderr
     assert "is up to date, nothing rewritten" not in proc.stderr  # its item and quick-look too
     with rasterio.open(cog) as src, rasterio.open(demo_run / name) as original:
         assert np.array_equal(src.read(), original.read())
         assert src.tags() == original.tags()
+    recorded = json.loads(item.read_text())["assets"]["mosaic"]
+    assert recorded["file:size"] == cog.stat().st_size
+    assert recorded["file:checksum"] == "1220" + hashlib.sha256(cog.read_bytes()).hexdigest()
+    again = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
+    assert again.returncode == 0 and "is up to date, nothing rewritten" in again.stderr, again.stderr
 
 
 def _exported(out):

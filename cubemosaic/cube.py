@@ -263,7 +263,8 @@ def build_cube(
         skipped: list[dict[str, str]] = []
         while True:  # each pass leaves out one more scene, or ends the loop
             try:
-                writes.write(path, {i: load_day(day, spec, shard, access) for i, day in batch_days.items()})
+                steps = {i: load_day(day, spec, shard, access) for i, day in batch_days.items()}
+                writes.write(path, steps, parameter=parameter)
                 return skipped
             except AssetReadError as e:
                 day = next((d for d in batch_days.values() if any(s.id == e.item_id for s in d.items)), None)

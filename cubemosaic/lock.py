@@ -115,9 +115,14 @@ def _read_lease(fs: Any, key: str) -> dict[str, Any] | None:
 
 @contextmanager
 def store_lease(
-    url: str, *, lease_seconds: float = LEASE_SECONDS, renew_seconds: float = RENEW_SECONDS
+    url: str,
+    *,
+    parameter: str = "zarr_dir",
+    lease_seconds: float = LEASE_SECONDS,
+    renew_seconds: float = RENEW_SECONDS,
 ) -> Iterator[None]:
-    """Hold a lease on ``url`` (a ``zarr_dir`` on object storage) for the duration.
+    """Hold a lease on ``url`` (a ``zarr_dir`` on object storage, or the folder of a ``cube_url``
+    outside it: ``parameter``, named when the lease cannot be had) for the duration.
 
     Object stores have no ``flock``: the lease is an object, ``<url>/.cubemosaic.lease``, naming
     its run and when it expires; the run renews it while it works and deletes it at the end.
@@ -137,16 +142,16 @@ def store_lease(
     try:
         held = _read_lease(fs, key)
         if held and float(held.get("expires", 0)) > time.time():
-            raise OutputError(_in_use(url, held))
+            raise OutputError(_in_use(url, held, parameter))
         write()
         time.sleep(SETTLE_SECONDS)
         held = _read_lease(fs, key)
     except OutputError:
         raise
     except Exception as e:  # credentials, a missing bucket, no network: the store is unusable
-        raise OutputError(f"zarr_dir: cannot write {url} ({type(e).__name__}: {one_line(str(e), 200)})") from None
+        raise OutputError(f"{parameter}: cannot write {url} ({type(e).__name__}: {one_line(str(e), 200)})") from None
     if not held or held.get("owner") != me:
-        raise OutputError(_in_use(url, held or {}))
+        raise OutputError(_in_use(url, held or {}, parameter))
     stop = threading.Event()
 
     def renew() -> None:
@@ -175,10 +180,10 @@ def _holder() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}, started {now}"
 
 
-def _in_use(url: str, held: Mapping[str, Any]) -> str:
+def _in_use(url: str, held: Mapping[str, Any], parameter: str) -> str:
     until = dt.datetime.fromtimestamp(float(held.get("expires", time.time())), dt.timezone.utc)
     return (
-        f"zarr_dir: {url} is in use by another cubemosaic run ({held.get('holder', 'another process')}, lease "
+        f"{parameter}: {url} is in use by another cubemosaic run ({held.get('holder', 'another process')}, lease "
         f"renewed until {until.isoformat(timespec='seconds')}); wait for it to end (rerunning then resumes; a "
-        "killed run's lease expires by itself) or choose another zarr_dir"
+        f"killed run's lease expires by itself) or choose another {parameter}"
     )

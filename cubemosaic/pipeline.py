@@ -108,7 +108,7 @@ def run(settings: Settings) -> Outputs:
             if is_local(where):
                 held.enter_context(run_lock(Path(local_path(where)), parameter=parameter, shared=shared))
             else:
-                held.enter_context(store_lease(where))
+                held.enter_context(store_lease(where, parameter=parameter))
         try:
             with _collector_skips_what_is_there():
                 return _run(settings)
@@ -226,7 +226,7 @@ def units_of(out: Outputs, plan: Plan | None, settings: Settings) -> tuple[list[
             for t in plan.tiles
         ], plan.grid
     stages = STAGES[settings.stage]
-    record = read_tiled(out.cube if "composite" in stages else out.monthly)
+    record = read_tiled(out.cube, _cube_parameter(settings)) if "composite" in stages else read_tiled(out.monthly)
     if record is None:
         return [Unit(None, out.cube, out.monthly, out.root)], None
     return [

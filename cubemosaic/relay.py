@@ -146,12 +146,12 @@ class RelayedWrites(Writes):
     client: Any
     relayed = True
 
-    def write(self, path: str, steps: Steps) -> None:
+    def write(self, path: str, steps: Steps, *, parameter: str = "zarr_dir") -> None:
         """Lazy steps: computed block by block on the workers, sent back and written here
         (:func:`relay_steps`). A :class:`~cubemosaic.store.Reduction`: its sources read here, one
         step at a time, each block sent to a worker to reduce and written here (:func:`relay_month_blocks`)."""
 
-        targets = writable_arrays(path)
+        targets = writable_arrays(path, parameter)
         if isinstance(steps, Reduction):
             for index, span in steps.spans.items():
                 relay_month_blocks(

@@ -524,10 +524,12 @@ class Target:
     whose failures are :class:`WriteError` naming the store: a write that fails is never
     mistaken for a read that failed."""
 
-    def __init__(self, array: Any, fast: Any, where: str) -> None:
+    def __init__(self, array: Any, fast: Any, where: str, parameter: str = "zarr_dir") -> None:
         self.array = array
         self.fast = fast
         self.where = where
+        #: The setting that places the store (``zarr_dir``, or ``cube_url`` for a cube elsewhere).
+        self.parameter = parameter
 
     def __dask_tokenize__(self) -> tuple[str, str]:
         """What names it in a dask graph: its store and variable. Without it ``dask.array.store``
@@ -541,21 +543,25 @@ class Target:
             # empty chunks; zarr-python writes it, an object :func:`check_visible` can look for.
             (self.fast if np.asarray(value).any() else self.array)[key] = value
         except Exception as e:  # zarr, fsspec and the OS raise many types; all are write failures
-            raise WriteError(f"zarr_dir: cannot write {self.where}: {type(e).__name__}: {one_line(str(e))}") from None
+            problem = f"{type(e).__name__}: {one_line(str(e))}"
+            raise WriteError(f"{self.parameter}: cannot write {self.where}: {problem}") from None
 
 
-def writable_arrays(path: str) -> dict[str, Target]:
+def writable_arrays(path: str, parameter: str = "zarr_dir") -> dict[str, Target]:
     """The store's arrays by name, open for writing. Writing empty chunks skips zarr's per-chunk
     "all fill value?" scan (~7% of the cube stage), and makes every written shard an object
-    :func:`check_visible` can look for."""
+    :func:`check_visible` can look for. ``parameter`` is the setting that places the store, named
+    when a write fails."""
     fast = _dn_arrays(path, None, "r+", fast=True)
     return {
-        name: Target(array.with_config({"write_empty_chunks": True}), fast[name], f"{path}/{name}")
+        name: Target(array.with_config({"write_empty_chunks": True}), fast[name], f"{path}/{name}", parameter)
         for name, array in dn_arrays(path, mode="r+").items()
     }
 
 
-def check_visible(path: str, arrays: Mapping[str, Target], steps: Mapping[int, Iterable[str]]) -> None:
+def check_visible(
+    path: str, arrays: Mapping[str, Target], steps: Mapping[int, Iterable[str]], parameter: str = "zarr_dir"
+) -> None:
     """Every step's first shard of each of its variables is in the store as this process sees it.
 
     Dask workers write the store themselves unless relayed; workers that do not share this
@@ -569,9 +575,9 @@ def check_visible(path: str, arrays: Mapping[str, Target], steps: Mapping[int, I
             key = f"{array.store_path.path}/{array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))}"
             if not sync(array.store_path.store.exists(key)):
                 raise WriteError(
-                    f"zarr_dir: the Dask workers wrote {path} where this process cannot see it (step {index} of "
-                    f"{name} is missing here): they do not share this folder; use object storage both reach "
-                    "(zarr_dir=s3://...)"
+                    f"{parameter}: the Dask workers wrote {path} where this process cannot see it (step {index} "
+                    f"of {name} is missing here): they do not share this folder; use object storage both reach "
+                    f"({parameter}=s3://...)"
                 )
 
 
@@ -620,9 +626,10 @@ class Writes(ABC):
     relayed: ClassVar[bool]
 
     @abstractmethod
-    def write(self, path: str, steps: Steps) -> None:
+    def write(self, path: str, steps: Steps, *, parameter: str = "zarr_dir") -> None:
         """Store ``steps`` (lazy arrays, or a :class:`Reduction` of another store) into their time
-        steps of the store at ``path``, then hand the batch's freed memory back (:func:`release_memory`)."""
+        steps of the store at ``path``, then hand the batch's freed memory back (:func:`release_memory`).
+        A failure names ``parameter``, the setting that places the store."""
 
 
 @dataclass(frozen=True)
@@ -631,13 +638,13 @@ class DirectWrites(Writes):
 
     relayed = False
 
-    def write(self, path: str, steps: Steps) -> None:
+    def write(self, path: str, steps: Steps, *, parameter: str = "zarr_dir") -> None:
         """One ``dask.array.store`` of every step's arrays: several steps keep every worker thread
         busy, and each task writes whole shards, so no two tasks write the same object. Then
         :func:`check_visible`: steps the workers wrote where this process cannot see them are a
         :class:`WriteError`."""
 
-        arrays = writable_arrays(path)
+        arrays = writable_arrays(path, parameter)
         sources, targets, regions = [], [], []
         for index, step in steps.items():
             for name, array in step.items():
@@ -646,7 +653,7 @@ class DirectWrites(Writes):
                 regions.append((slice(index, index + 1), slice(None), slice(None)))
         da.store(sources, targets, regions=regions, lock=False, compute=True)
         release_memory()
-        check_visible(path, arrays, {index: list(step) for index, step in steps.items()})
+        check_visible(path, arrays, {index: list(step) for index, step in steps.items()}, parameter)
 
 
 #: The writes of the local threaded scheduler and of workers that see the stores.

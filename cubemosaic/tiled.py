@@ -49,11 +49,12 @@ def member(root: str, tile_id: str) -> str:
     return f"{root.rstrip('/')}/{tile_id}"
 
 
-def read_tiled(root: str) -> TiledRecord | None:
+def read_tiled(root: str, parameter: str = "zarr_dir") -> TiledRecord | None:
     """The record of the tiled store at ``root``; ``None`` if it is not one (nothing there, an
     untiled store, not a Zarr group). Any other failure to read it (permissions, the network, a
-    damaged ``zarr.json``) is :class:`OutputError` naming it: never taken for "not tiled", which
-    would send a later stage down the untiled path (or ``overwrite`` to remove the store)."""
+    damaged ``zarr.json``) is :class:`OutputError` naming it and ``parameter``, the setting that
+    places it: never taken for "not tiled", which would send a later stage down the untiled path
+    (or ``overwrite`` to remove the store)."""
     fs, path = fsspec.core.url_to_fs(root)
     try:
         if not fs.exists(f"{path.rstrip('/')}/zarr.json"):
@@ -67,7 +68,7 @@ def read_tiled(root: str) -> TiledRecord | None:
     ):
         return None  # an array, or no group: not a tiled store
     except Exception as e:  # noqa: BLE001  (whatever the store's filesystem raises)
-        raise OutputError(f"zarr_dir: cannot read {root}: {one_line(str(e) or type(e).__name__)}") from None
+        raise OutputError(f"{parameter}: cannot read {root}: {one_line(str(e) or type(e).__name__)}") from None
     record = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
     tiled = record.get("tiled")
     if not tiled:
@@ -92,7 +93,7 @@ def write_tiled(
     records = [t.record() if isinstance(t, Tile) else dict(t) for t in tiles]
     fs, path = fsspec.core.url_to_fs(root)
     if fs.exists(path):
-        earlier = read_tiled(root)
+        earlier = read_tiled(root, parameter)
         other = None
         if earlier is None and record_or_none(root) is None:  # a folder, or a store without its zarr.json
             other = "is not a cubemosaic store (no zarr.json with a cubemosaic record)"
@@ -110,7 +111,7 @@ def write_tiled(
     # A new store (or one just replaced) lists its tiles at once. So does one whose tiles this run
     # replaces (overwrite=true: nothing is refused, and an interrupted run must not leave the
     # earlier list over tiles now this request's). Else it is rewritten once every tile is done.
-    if overwrite or read_tiled(root) is None:
+    if overwrite or read_tiled(root, parameter) is None:
         note_tiles(root, grid, records)
 
 

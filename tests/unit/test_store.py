@@ -145,3 +145,28 @@ def test_a_storage_error_of_zarrs_is_not_called_damage():
         readable[0]
     assert str(e.value).startswith("cube_url: cannot read red of s3://b/cube.zarr (IO error")
     assert "delete" not in str(e.value) and "damaged" not in str(e.value)
+
+
+@pytest.mark.parametrize("parameter", ["zarr_dir", "cube_url"])
+def test_a_failed_or_unseen_write_names_the_setting_that_places_the_store(tmp_path, parameter):
+    """A cube placed by ``cube_url`` used to be called ``zarr_dir`` when a write to it failed or
+    the workers wrote it where this process cannot see it, the one remedy that changes nothing."""
+    from cubemosaic.errors import WriteError
+
+    path = str(tmp_path / "cube.zarr")
+    _open(path, 2, {"v": 1})
+    targets = store.writable_arrays(path, parameter)
+    store.DIRECT.write(path, {0: _step(3)}, parameter=parameter)
+    store.check_visible(path, targets, {0: ["red"]}, parameter)  # step 0 is there
+    with pytest.raises(WriteError, match=rf"^{parameter}: the Dask workers wrote .* \({parameter}=s3://\.\.\.\)$"):
+        store.check_visible(path, targets, {1: ["red"]}, parameter)  # step 1 was never written
+    targets["red"].array = targets["red"].fast = Unwritable()
+    with pytest.raises(WriteError, match=rf"^{parameter}: cannot write {path}/red: PermissionError: read-only"):
+        targets["red"][0:1] = np.ones((1, 8, 8), dtype=np.uint16)
+
+
+class Unwritable:
+    """An array whose every write fails as a read-only disk's does."""
+
+    def __setitem__(self, key, value):
+        raise PermissionError("read-only file system")

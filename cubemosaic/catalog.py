@@ -28,7 +28,7 @@ from shapely.geometry import shape
 from urllib3.util.retry import Retry
 
 from .errors import CatalogError, ConfigError, NothingFoundError, one_line
-from .s2 import asset_resolution
+from .s2 import asset_resolution, solar_day
 from .urls import is_local, local_path, redact
 
 __all__ = [
@@ -70,7 +70,11 @@ class SearchRequest:
 
     @property
     def datetime_range(self) -> str:
-        return f"{self.start_date.isoformat()}T00:00:00Z/{self.end_date.isoformat()}T23:59:59.999Z"
+        """The search's window in UTC: the period a day wider on each side, since a scene belongs
+        to its solar day (:func:`cubemosaic.s2.solar_day`, up to 12 h from UTC), as the cube's days
+        and months do; :func:`_filter` then keeps the scenes whose solar day is in the period."""
+        first, last = self.start_date - dt.timedelta(days=1), self.end_date + dt.timedelta(days=1)
+        return f"{first.isoformat()}T00:00:00Z/{last.isoformat()}T23:59:59.999Z"
 
 
 # --------------------------------------------------------------------------- search
@@ -252,11 +256,19 @@ def _item(feature: Any, source: str) -> pystac.Item:
         raise CatalogError(f"catalog.url: item {name} in {where} has no datetime (nor start_datetime and end_datetime)")
     for key in stated:
         try:
-            pystac.utils.str_to_datetime(str(props[key]))
+            when = pystac.utils.str_to_datetime(str(props[key]))
         except (ValueError, OverflowError):
             raise CatalogError(
                 f"catalog.url: item {name} in {where}: {key} {props[key]!r} is not a date-time"
             ) from None
+        if when.tzinfo is None:
+            # STAC's date-times are UTC (RFC 3339 with its offset); one without an offset was read
+            # as the host's local time (the same catalog gave other months on another machine)
+            # and failed to sort beside the others (a probe): it is taken as UTC.
+            props[key] = when.replace(tzinfo=dt.timezone.utc).isoformat()
+    cloud = props.get(CLOUD_COVER)
+    if cloud is not None and (isinstance(cloud, bool) or not isinstance(cloud, (int, float))):
+        raise CatalogError(f"catalog.url: item {name} in {where}: {CLOUD_COVER} {cloud!r} is not a number")
     assets = feature.get("assets")
     for key, asset in (assets if isinstance(assets, dict) else {}).items():
         href = asset.get("href") if isinstance(asset, dict) else None
@@ -291,13 +303,12 @@ def _check_usable(item: pystac.Item, source: str) -> None:
 def _filter(
     items: Iterable[pystac.Item], request: SearchRequest, source: str, quiet: bool = False
 ) -> list[pystac.Item]:
-    """Apply ``request`` in-process (static files; APIs without the query extension).
+    """Apply ``request`` in-process (static files; APIs without the query extension). The period
+    is of solar days (:func:`cubemosaic.s2.solar_day`), as the cube's are.
 
     ``max_items`` counts scenes, distinct ids: a copy of an item already kept (pages overlapping,
     a file listing it twice) is kept too, for :func:`_one_per_id` to compare, but does not count,
     or a search would stop short of the scenes asked for."""
-    start = dt.datetime.combine(request.start_date, dt.time.min, tzinfo=dt.timezone.utc)
-    end = dt.datetime.combine(request.end_date + dt.timedelta(days=1), dt.time.min, tzinfo=dt.timezone.utc)
     x0, y0, x1, y1 = request.bbox
     area = _shape(request.geometry) if request.geometry else None
     out: list[pystac.Item] = []
@@ -305,8 +316,11 @@ def _filter(
     for item in items:
         if item.collection_id and item.collection_id != request.collection:
             continue
+        # By solar day, as the cube's days and months are: by UTC date a scene near the antimeridian
+        # stated at 05:00Z on the first day made a month before the period (a probe), and one
+        # whose solar day is the last was left out.
         when = item.datetime or item.common_metadata.start_datetime
-        if when is None or not (start <= when.astimezone(dt.timezone.utc) < end):
+        if when is None or not (request.start_date <= solar_day(item) <= request.end_date):
             continue
         if item.bbox:
             bx0, by0, bx1, by1 = item.bbox[0], item.bbox[1], item.bbox[-2], item.bbox[-1]

@@ -192,6 +192,8 @@ def _set(value):
         (_set(None), ("geometry",), "has no geometry"),
         (_drop, ("geometry",), "has no geometry"),
         (_set({"type": "Polygon", "coordinates": []}), ("geometry",), "has no geometry"),
+        # A probe: a TypeError where max_cloud_cover compared it.
+        (_set("10.8"), ("properties", "eo:cloud_cover"), "eo:cloud_cover '10.8' is not a number"),
     ],
 )
 def test_a_malformed_item_is_named_by_its_id_before_any_read(demo, tmp_path, change, path, needle):
@@ -211,6 +213,58 @@ def test_a_malformed_item_is_named_by_its_id_before_any_read(demo, tmp_path, cha
         search(str(items), request)
     assert str(e.value).startswith(f"catalog.url: item {item['id']} in {items}")
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_date_time_without_an_offset_is_utc_whatever_the_hosts_time_zone(demo, tmp_path, monkeypatch):
+    """A probe: one item's datetime without its offset was a TypeError (it did not sort beside the
+    others); every item's so gave other months under another TZ. STAC's date-times are UTC."""
+    import datetime as dt
+    import json
+    import time
+
+    from cubemosaic.catalog import search
+
+    doc = json.loads(demo.items_path.read_text())
+    stated = doc["features"][2]["properties"]["datetime"]
+    doc["features"][2]["properties"]["datetime"] = stated.replace("Z", "").split("+")[0]
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+    request = SearchRequest("sentinel-2-l2a", demo.bbox_lonlat(), dt.date(2021, 12, 1), dt.date(2022, 3, 31))
+    found = {}
+    for zone in ("UTC", "Pacific/Kiritimati", "America/Los_Angeles"):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        found[zone] = {i.id: i.datetime for i in search(str(items), request)}
+    monkeypatch.delenv("TZ")
+    time.tzset()
+    assert found["UTC"] == found["Pacific/Kiritimati"] == found["America/Los_Angeles"]
+    when = found["UTC"][doc["features"][2]["id"]]
+    assert when == pystac.utils.str_to_datetime(stated) and when.tzinfo is not None
+
+
+def test_the_period_is_of_solar_days_as_the_months_are(demo, tmp_path):
+    """A probe: a scene at -122 deg stated at 2021-12-01T05:00Z (its solar day Nov 30) was found
+    for a period from Dec 1 by its UTC date and made a November mosaic; one at 2022-04-01T05:00Z
+    (solar day Mar 31) was left out of a period ending Mar 31."""
+    from cubemosaic.s2 import solar_day
+
+    doc = json.loads(demo.items_path.read_text())
+    early, late = doc["features"][0], doc["features"][1]
+    early["properties"]["datetime"] = "2021-12-01T05:00:00Z"
+    late["properties"]["datetime"] = "2022-04-01T05:00:00Z"
+    items = tmp_path / "items.json"
+    items.write_text(json.dumps(doc))
+
+    def found(start: dt.date, end: dt.date) -> set[str]:
+        return {i.id for i in search(str(items), SearchRequest("sentinel-2-l2a", demo.bbox_lonlat(), start, end))}
+
+    period = found(dt.date(2021, 12, 1), dt.date(2022, 3, 31))
+    assert early["id"] not in period and late["id"] in period
+    assert early["id"] in found(dt.date(2021, 11, 30), dt.date(2022, 3, 31))
+    assert late["id"] not in found(dt.date(2021, 12, 1), dt.date(2022, 3, 30))
+    kept = [i for i in search(str(items), SearchRequest("sentinel-2-l2a", demo.bbox_lonlat(), dt.date(2021, 12, 1),
+                                                       dt.date(2022, 3, 31)))]  # fmt: skip
+    assert all(dt.date(2021, 12, 1) <= solar_day(i) <= dt.date(2022, 3, 31) for i in kept)
 
 
 # --------------------------------------------------------------------------- failing searches

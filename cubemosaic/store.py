@@ -404,10 +404,7 @@ def open_or_create(
             if attrs is None:
                 what = "is not a cubemosaic store"
             elif "tiled" in attrs:  # cubemosaic.tiled's group of tile stores
-                size = (attrs["tiled"].get("grid") or {}).get("size") if isinstance(attrs["tiled"], dict) else None
-                what = "holds a tiled store (an area cut into tiles" + (
-                    f" of tile_size={size}: give that tile_size to work on it)" if size else ")"
-                )
+                what = _tiled_refusal(attrs["tiled"], sig)
             else:
                 keys = ", ".join(differences(attrs.get("signature") or {}, sig)) or "format"
                 what = f"was made for another request (differs in: {keys})"
@@ -421,6 +418,22 @@ def open_or_create(
     except OSError as e:
         raise WriteError(f"{parameter}: cannot create {path}: {e.strerror or one_line(str(e))}") from None
     return StoreState(path, set(), template.sizes["time"])
+
+
+def _tiled_refusal(tiled: Any, sig: Mapping[str, Any]) -> str:
+    """Why an untiled request cannot use a tiled store: its tile size and resolution, so that the
+    user can give both (a probe gave tile_size=128 at another resolution, where the area fits one
+    tile, and was told only to give tile_size=128), and the resolution named when it differs."""
+    grid = (tiled.get("grid") or {}) if isinstance(tiled, dict) else {}
+    size, res = grid.get("size"), grid.get("resolution")
+    asked = abs(float(sig["transform"][0])) if len(sig.get("transform") or ()) == 6 else None
+    if res is not None and asked is not None and abs(float(res) - asked) > 1e-9:
+        return f"was made for another request (differs in: resolution; a tiled store of resolution={float(res):g}" + (
+            f", tile_size={size})" if size else ")"
+        )
+    if size:
+        return f"holds a tiled store (an area cut into tiles of tile_size={size}: give that tile_size to work on it)"
+    return "holds a tiled store (an area cut into tiles)"
 
 
 #: Signature keys a longer period changes (the cube's days; the monthly store's months and cube days).

@@ -170,3 +170,16 @@ class Unwritable:
 
     def __setitem__(self, key, value):
         raise PermissionError("read-only file system")
+
+
+def test_a_tiled_store_refused_at_another_resolution_names_the_resolution():
+    """A probe: tile_size=128 at 60 m into a 20 m tiled folder (the area fits one tile at 60 m)
+    was told to give tile_size=128, which it had; the resolution is what differs."""
+    tiled = {"grid": {"crs": "EPSG:32610", "resolution": 20.0, "size": 128}, "tiles": []}
+    at = {20: [20.0, 0.0, 500000.0, 0.0, -20.0, 5300000.0], 60: [60.0, 0.0, 500000.0, 0.0, -60.0, 5300000.0]}
+    assert store._tiled_refusal(tiled, {"transform": at[60]}) == (
+        "was made for another request (differs in: resolution; a tiled store of resolution=20, tile_size=128)"
+    )
+    assert store._tiled_refusal(tiled, {"transform": at[20]}) == (
+        "holds a tiled store (an area cut into tiles of tile_size=128: give that tile_size to work on it)"
+    )

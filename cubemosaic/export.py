@@ -808,13 +808,14 @@ SOURCE_TAG = "CUBEMOSAIC_SOURCE"
 
 def _made_from(attrs: Mapping[str, Any], scenes: str) -> str:
     """A fingerprint of what one month's COGs are made from: the request the monthly store holds
-    (its signature, but for the period) and the month's scenes. A longer period changes neither
-    for the months it does not touch, so their COGs are kept."""
+    (its signature, but for the period), the order of its variables (the COGs' bands: the sorted
+    signature does not keep the order of the bands) and the month's scenes. A longer period
+    changes none of them for the months it does not touch, so their COGs are kept."""
 
     signature = dict(attrs.get("signature") or {})
     signature.pop("months", None)
     signature["cube"] = {k: v for k, v in dict(signature.get("cube") or {}).items() if k != "days"}
-    text = json.dumps([signature, scenes], sort_keys=True, default=str)
+    text = json.dumps([signature, list(attrs.get("variables") or ()), scenes], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 

@@ -388,7 +388,7 @@ def open_or_create(
     fs, fspath = _fs(path)
     if fs.exists(fspath):
         attrs = _read_attrs(path)
-        if attrs is not None and attrs.get("signature") == sig:
+        if attrs is not None and attrs.get("signature") == sig and not differences(attrs["signature"], sig):
             done = _intact(path, attrs, label)
             if done:
                 log.info("%s: resuming %s, %d step(s) already written", label, name, len(done))
@@ -479,15 +479,22 @@ def _extend(path: str, template, attrs: Mapping[str, Any], signature: Mapping[st
     return kept
 
 
+#: Signature keys whose order is part of the request: the bands are the COGs' bands in that order
+#: (a dict's ``==`` ignores it: a rerun with the bands reordered resumed, its COGs in the old order).
+ORDERED_KEYS = frozenset({"bands"})
+
+
 def differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
     """The keys whose values differ between two signatures (dotted into a nested signature,
-    as the monthly store's ``cube``)."""
+    as the monthly store's ``cube``); the order of an :data:`ORDERED_KEYS` mapping counts."""
     found = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping) and "format" in a and "format" in b:
             found += differences(a, b, f"{prefix}{key}.")  # a store's signature inside another's
-        elif a != b:
+        elif a != b or (
+            key in ORDERED_KEYS and isinstance(a, Mapping) and isinstance(b, Mapping) and list(a) != list(b)
+        ):
             found.append(f"{prefix}{key}")
     return found
 

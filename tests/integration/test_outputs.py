@@ -228,6 +228,29 @@ def test_a_store_of_another_request_in_zarr_dir_is_refused_naming_zarr_dir(demo_
     ), proc.stderr[-2000:]
 
 
+def test_the_bands_in_another_order_are_refused_then_made_in_that_order(demo_run, tmp_path):
+    """A probe's rerun with bands=[nir,red,green,blue] into a red,green,blue,nir folder exited 0,
+    "up to date", its COGs in the old order. It is another request: refused naming bands, and made
+    in the order asked with overwrite=true."""
+    import rasterio
+
+    from conftest import cli, one_line_error
+
+    out = tmp_path / "copy"
+    shutil.copytree(demo_run, out)
+    args = ["catalog=demo", "bands=[nir,red,green,blue]", f"output_dir={out}"]
+    proc = cli(args, cwd=tmp_path)
+    assert proc.returncode == 1 and one_line_error(proc).startswith(
+        f"cubemosaic: error: zarr_dir: {out / 'cube.zarr'} was made for another request (differs in: bands)"
+    ), proc.stderr[-2000:]
+    again = cli([*args, "overwrite=true"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    name = "monthly-mosaic-2022-01/monthly-mosaic-2022-01.tif"
+    with rasterio.open(out / name) as new, rasterio.open(demo_run / name) as old:
+        assert new.descriptions == ("nir", "red", "green", "blue")
+        assert np.array_equal(new.read(), old.read()[[3, 0, 1, 2]])
+
+
 def test_a_file_of_the_users_in_a_month_folder_of_an_earlier_request_stays(demo_run, tmp_path):
     """A shorter period into a demo run's folder (overwrite=true): the months it no longer makes
     are removed, but a file the user put in one of their folders stays, with its folder (the

@@ -172,6 +172,20 @@ class Unwritable:
         raise PermissionError("read-only file system")
 
 
+def test_the_bands_in_another_order_are_another_request(tmp_path):
+    """A dict's ``==`` ignores its order: a rerun asking the bands in another order resumed the
+    store, and its COGs kept the old order (a probe). The order is the request's."""
+    path = str(tmp_path / "s.zarr")
+    _open(path, 2, {"bands": {"red": "B04", "nir": "B08"}})
+    assert _open(path, 2, {"bands": {"red": "B04", "nir": "B08"}}).done == set()  # the same: resumed
+    with pytest.raises(OutputError, match=r"differs in: bands\)"):
+        _open(path, 2, {"bands": {"nir": "B08", "red": "B04"}})
+    nested = {"format": 1, "cube": {"format": 1, "bands": {"red": "B04", "nir": "B08"}}}
+    assert store.differences(nested, {**nested, "cube": {"format": 1, "bands": {"nir": "B08", "red": "B04"}}}) == [
+        "cube.bands"
+    ]
+
+
 def test_a_tiled_store_refused_at_another_resolution_names_the_resolution():
     """A probe: tile_size=128 at 60 m into a 20 m tiled folder (the area fits one tile at 60 m)
     was told to give tile_size=128, which it had; the resolution is what differs."""

@@ -435,9 +435,11 @@ def _write_month(
         else:
             write_cog(path, lambda ys, xs, layer=layer: np.stack([arrays[v][i, ys, xs] for v in layer.variables]),
                       **options)  # fmt: skip
+        note_checksum(path)
         written = True
     for path in stale:
         path.unlink(missing_ok=True)
+        checksum_file(path).unlink(missing_ok=True)
         log.info("export: removed %s, a layer the request no longer asks for", path)
     return written
 
@@ -454,7 +456,7 @@ def _catalog_complete(output_dir: Path, months: Sequence[Month], layers: Sequenc
         needed += [m.path(output_dir, layer) for layer in layers]
     # An item from before the items recorded their COGs' checksums is written again, with them.
     cogs = [m.path(output_dir, layer) for m in months for layer in layers]
-    return all(p.is_file() for p in needed) and all(recorded_file(p) for p in cogs)
+    return all(p.is_file() for p in needed) and all(_item_checksum(p) for p in cogs)
 
 
 @dataclass(frozen=True)
@@ -595,7 +597,7 @@ def month_items(
             written.folder / month.name / f"{month.name}-quicklook.png",
             area=area,
         )
-        return quicklook, {layer.key: file_record(month.path(written.folder, layer)) for layer in layers}
+        return quicklook, {layer.key: _file_fields(month.path(written.folder, layer)) for layer in layers}
 
     # Side by side: a quick-look is an overview read and a PNG encoded, both outside the GIL
     # (rasterio, Pillow), as is hashing a COG. One after the other the quick-looks were a third of
@@ -834,16 +836,14 @@ def _written_from(path: Path, source: Mapping[str, str]) -> bool:
         return SOURCE_TAG in tags
     if not all(tags.get(k) == v for k, v in source.items()):
         return False
-    recorded = recorded_file(path)
-    if recorded is not None:  # the file as its item says it was written, byte for byte
-        size, checksum = recorded
-        if path.stat().st_size != size or file_record(path)[1] != checksum:
-            log.info("export: %s is rewritten: its bytes are not those its STAC item records (file:checksum)", path)
-            return False
-        return True
-    damage = _cog_damage(path)  # written before its item was (a run stopped between them), or by an older version
-    if damage:
-        log.info("export: %s is rewritten: %s", path, damage)
+    recorded = recorded_checksum(path)
+    if recorded is None:
+        # Written by an older version: no check of the file alone tells a flipped byte from a
+        # pixel, so it is made again.
+        log.info("export: %s is rewritten: no checksum of it was recorded to check it by", path)
+        return False
+    if file_record(path)[1] != recorded:
+        log.info("export: %s is rewritten: its bytes are not those written (its checksum differs)", path)
         return False
     return True
 
@@ -864,10 +864,50 @@ def file_record(path: Path) -> tuple[int, str]:
     return path.stat().st_size, SHA2_256 + digest.hexdigest()
 
 
-def recorded_file(path: Path) -> tuple[int, str] | None:
-    """(``file:size``, ``file:checksum``) that the STAC item beside the COG at ``path`` (the month
-    folder's ``<folder name>.json``, in either layout) records for it; None where there is no such
-    item, or it records none (written by an older version)."""
+def _file_fields(path: Path) -> tuple[int, str]:
+    """(``file:size``, ``file:checksum``) of a COG this run wrote or found intact: its checksum as
+    recorded beside it then (not hashed twice), else hashed now."""
+    return path.stat().st_size, recorded_checksum(path) or file_record(path)[1]
+
+
+def checksum_file(path: Path) -> Path:
+    """Where the sha2-256 of the COG at ``path`` is kept beside it as it is written:
+    ``.<name>.sha256``, in ``sha256sum``'s format (``sha256sum -c`` checks it)."""
+    return path.with_name(f".{path.name}.sha256")
+
+
+def note_checksum(path: Path) -> None:
+    """Record the checksum of the COG just written at ``path`` (:func:`checksum_file`): a rerun
+    keeps the COG only when its bytes still have it, even when the run stopped before the COG's
+    STAC item (which records it too, as ``file:checksum``) was written, as a tiled run's are
+    at its end."""
+    digest = file_record(path)[1][len(SHA2_256) :]
+    target = checksum_file(path)
+    tmp = target.with_name(f"{target.name}.partial")
+    try:
+        tmp.write_text(f"{digest}  {path.name}\n")
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"output_dir: cannot write {target}: {_write_problem(e, path.parent)}") from None
+
+
+def recorded_checksum(path: Path) -> str | None:
+    """The sha2-256 multihash recorded for the COG at ``path`` when it was written: its
+    :func:`checksum_file`, else its STAC item's ``file:checksum``; None where neither holds one."""
+    try:
+        digest = checksum_file(path).read_text().split()[0]
+        if len(digest) == 64 and all(c in "0123456789abcdef" for c in digest):
+            return SHA2_256 + digest
+    except (OSError, IndexError, UnicodeDecodeError):
+        pass
+    return _item_checksum(path)
+
+
+def _item_checksum(path: Path) -> str | None:
+    """The ``file:checksum`` that the STAC item beside the COG at ``path`` (the month folder's
+    ``<folder name>.json``, in either layout) records for it; None where there is no such item,
+    or it records none (written by an older version)."""
     item = path.parent / f"{path.parent.name}.json"
     try:
         assets = json.loads(item.read_text()).get("assets") or {}
@@ -877,51 +917,9 @@ def recorded_file(path: Path) -> tuple[int, str] | None:
         href = asset.get("href") if isinstance(asset, dict) else None
         if not isinstance(href, str) or (item.parent / href).resolve() != path.resolve():
             continue
-        size, checksum = asset.get("file:size"), asset.get("file:checksum")
-        if isinstance(size, int) and isinstance(checksum, str):
-            return size, checksum
-    return None
-
-
-def _cog_damage(path: Path) -> str | None:
-    """Why the COG at ``path`` cannot be the file that was written (its tags survive a truncated
-    file), or None: the last block of every level (the image and each overview; GDAL writes a
-    level's blocks in row order, so it is the level's last in the file) must end inside the
-    file, and the one that ends last must decode. The offsets and sizes are in the IFDs at the
-    head of the file (GDAL's ``BLOCK_OFFSET_x_y`` / ``BLOCK_SIZE_x_y``, TIFF domain; band 1's
-    blocks are every band's, the interleave being pixel): an open and a tag pair a level,
-    one block read: 19-23 ms a 4096 px, 4-band COG with 5 overviews (32-45 ms when every block's
-    tags were read)."""
-
-    def level(ovr: int | None):
-        return rasterio.open(path) if ovr is None else rasterio.open(path, overview_level=ovr)
-
-    try:
-        size = path.stat().st_size
-        with rasterio.open(path) as src:
-            count = len(src.overviews(1))
-        last = None  # (end, overview, window) of the block that ends last
-        for ovr in [None, *range(count)]:
-            # Each level opened for its own size: rasterio's overview factors are rounded (a
-            # 5000 x 5 px sliver's two overviews are both "2x"), so sizes derived from them are not.
-            with level(ovr) as src:
-                bh, bw = src.block_shapes[0]
-                row, col = -(-src.height // bh) - 1, -(-src.width // bw) - 1
-                offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=1)
-                length = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=1)
-                if not offset or not length:
-                    return f"block {row},{col} of {'the image' if ovr is None else f'overview {ovr + 1}'} is missing"
-                end = int(offset) + int(length)
-                if end > size:
-                    return f"truncated ({size} bytes, a block ends at byte {end})"
-                if last is None or end > last[0]:
-                    window = Window(col * bw, row * bh, min(bw, src.width - col * bw), min(bh, src.height - row * bh))
-                    last = (end, ovr, window)
-        if last is not None:
-            with level(last[1]) as src:
-                src.read(window=last[2])
-    except (OSError, ValueError, rasterio.errors.RasterioError) as e:
-        return f"its data does not read ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        checksum = asset.get("file:checksum")
+        if isinstance(checksum, str):
+            return checksum
     return None
 
 

@@ -56,13 +56,14 @@ def test_rerun_of_a_finished_job_reads_nothing_again(demo_run, tmp_path):
     assert _exported(out) == before, "no COG, item or catalog rewritten"
 
 
-@pytest.mark.parametrize("damage", ["flipped", "truncated", "truncated, its item lost"])
+@pytest.mark.parametrize("damage", ["flipped", "truncated, its item lost", "flipped, its records lost"])
 def test_a_damaged_cog_is_written_again_on_the_rerun(demo_run, tmp_path, damage):
     """Its tags survive the damage, so it looked up to date. A byte flipped inside its data (a
-    probe: 104 pixels wrong, exit 0) or a cut tail is found by the size and sha2-256 its STAC item
-    records (``file:checksum``); with its item lost, a cut tail still is, by its blocks running past
-    the end of the file. Either way the rerun says so and writes it again, pixel for pixel the
-    original, and its item again."""
+    probe: 104 pixels wrong, exit 0) or a cut tail is found by the sha2-256 recorded as it was
+    written (``.<name>.sha256`` beside it, and its STAC item's ``file:checksum``), with its item
+    lost too (a probe: kept, 3039 pixels wrong, its checksum then recorded). With both records
+    lost nothing can tell the flip from a pixel, so it is made again. Either way the rerun says
+    so and writes it again, pixel for pixel the original, and its item again."""
     import hashlib
     import json
     import shutil
@@ -74,7 +75,7 @@ def test_a_damaged_cog_is_written_again_on_the_rerun(demo_run, tmp_path, damage)
     shutil.copytree(demo_run, out)
     name = "monthly-mosaic-2022-01/monthly-mosaic-2022-01.tif"
     cog, item = out / name, out / "monthly-mosaic-2022-01/monthly-mosaic-2022-01.json"
-    if damage == "flipped":
+    if damage.startswith("flipped"):
         data = bytearray(cog.read_bytes())
         data[len(data) // 2] ^= 0xFF  # the middle of the image's blocks: the IFDs are at the head
         cog.write_bytes(bytes(data))
@@ -82,12 +83,14 @@ def test_a_damaged_cog_is_written_again_on_the_rerun(demo_run, tmp_path, damage)
             assert not np.array_equal(src.read(), original.read()), "the flip changes pixels"
     else:
         os.truncate(cog, cog.stat().st_size - 2000)
-    if damage.endswith("item lost"):
+    if damage.endswith("lost"):
         item.unlink()
+    if damage.endswith("records lost"):
+        (cog.parent / f".{cog.name}.sha256").unlink()
     proc = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    why = "truncated" if damage.endswith("item lost") else "its bytes are not those its STAC item records"
+    why = "no checksum of it was recorded" if damage.endswith("records lost") else "its bytes are not those written"
     assert re.search(rf"{re.escape(str(cog))} is rewritten: {why}", proc.stderr), proc.stderr
     assert f"{cog} written" in proc.stderr
     assert "is up to date, nothing rewritten" not in proc.stderr  # its item and quick-look too
@@ -97,6 +100,7 @@ def test_a_damaged_cog_is_written_again_on_the_rerun(demo_run, tmp_path, damage)
     recorded = json.loads(item.read_text())["assets"]["mosaic"]
     assert recorded["file:size"] == cog.stat().st_size
     assert recorded["file:checksum"] == "1220" + hashlib.sha256(cog.read_bytes()).hexdigest()
+    assert (cog.parent / f".{cog.name}.sha256").read_text() == f"{recorded['file:checksum'][4:]}  {cog.name}\n"
     again = cli(["catalog=demo", f"output_dir={out}"], cwd=tmp_path)
     assert again.returncode == 0 and "is up to date, nothing rewritten" in again.stderr, again.stderr
 

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from .aoi import parse_aoi
 from .clusterspec import ClusterSpec, check_spec
 from .errors import ConfigError
+from .lock import writer_of
 from .s2 import DEFAULT_MASK_CLASSES
 from .statistics import composite
 from .urls import MEMORY_SCHEMES, is_local, local_path, scheme
@@ -292,6 +293,12 @@ def _cube_url(value: str | None, zarr_dir: str, stage: str) -> str:
         path = Path(local_path(value)).expanduser().absolute()
         reads_given_cube = "composite" in STAGES[stage] and "cube" not in STAGES[stage]
         if reads_given_cube and not (path / "zarr.json").is_file():
+            writer = writer_of(path.parent)
+            if writer:
+                raise ConfigError(
+                    "cube_url",
+                    f"{path} is being written by another cubemosaic run ({writer}); wait for it to end, then run again",
+                )
             raise ConfigError("cube_url", f"{path} is not a Zarr store (no zarr.json)")
         return str(path)
     return value.rstrip("/")

@@ -37,7 +37,7 @@ from typing import Any
 
 from .errors import OutputError, one_line
 
-__all__ = ["LEASE_NAME", "LOCK_NAME", "run_lock", "store_lease"]
+__all__ = ["LEASE_NAME", "LOCK_NAME", "run_lock", "store_lease", "writer_of"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,23 @@ def run_lock(folder: Path, *, parameter: str = "output_dir", shared: bool = Fals
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def writer_of(folder: Path) -> str | None:
+    """The run writing in ``folder`` now (its holder line), or None: a store found incomplete
+    there may be one that run is still creating, which is not the same as no store (a probe:
+    ``stage=mosaic cube_url=`` another run's cube being made was "not a Zarr store")."""
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 512, 0).decode(errors="replace").strip() or "another process"
+    finally:
+        os.close(fd)
 
 
 def _lock_holder(fd: int, shared: bool) -> str:

@@ -401,10 +401,10 @@ def _write_month(
     source: Mapping[str, str],
     common,
     cluster: ClusterCogs | None = None,
-) -> bool:
+) -> list[Path]:
     """Write the month's COGs, one per layer, that are missing or were made from something else
     (on the cluster's workers with ``cluster``); remove its COGs of layers no longer asked for.
-    Returns whether any was written."""
+    Returns the COGs written now."""
     i = month.index
     wanted = {month.path(output_dir, layer) for layer in layers}
     stale = [
@@ -412,7 +412,7 @@ def _write_month(
         for p in (output_dir / month.name).glob(f"{month.name}-*.tif")
         if p not in wanted and _written_from(p, {})  # one of ours: it carries the source tag
     ]
-    written = False
+    written: list[Path] = []
     for layer in layers:
         path = month.path(output_dir, layer)
         if _written_from(path, source):
@@ -436,7 +436,7 @@ def _write_month(
             write_cog(path, lambda ys, xs, layer=layer: np.stack([arrays[v][i, ys, xs] for v in layer.variables]),
                       **options)  # fmt: skip
         note_checksum(path)
-        written = True
+        written.append(path)
     for path in stale:
         path.unlink(missing_ok=True)
         checksum_file(path).unlink(missing_ok=True)
@@ -522,8 +522,11 @@ def write_months(
             return None
         source = {SOURCE_TAG: f"{_made_from(attrs, ' '.join(month.sources))} {month.tag}"}
         written = _write_month(month, layers, arrays, folder, source, common, cluster)
-        log.info("export: %s %s %s", month.path(folder, mosaic), "written" if written else "is up to date", where)
-        return month, written
+        for path in written:
+            log.info("export: %s written %s", path, where)
+        if not written:
+            log.info("export: %s is up to date %s", month.path(folder, mosaic), where)
+        return month, bool(written)
 
     # On a cluster every month of the tile at once; relayed, each month's layer is held here while
     # it travels (4096 px, 4 bands: 134 MB), so two at a time, as in this process.

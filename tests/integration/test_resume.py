@@ -93,6 +93,8 @@ def test_a_damaged_cog_is_written_again_on_the_rerun(demo_run, tmp_path, damage)
     why = "no checksum of it was recorded" if damage.endswith("records lost") else "its bytes are not those written"
     assert re.search(rf"{re.escape(str(cog))} is rewritten: {why}", proc.stderr), proc.stderr
     assert f"{cog} written" in proc.stderr
+    written = [line for line in proc.stderr.splitlines() if re.search(r"export: .* written \[", line)]
+    assert len(written) == 1, "the month's count COG and the other months are up to date: " + "\n".join(written)
     assert "is up to date, nothing rewritten" not in proc.stderr  # its item and quick-look too
     with rasterio.open(cog) as src, rasterio.open(demo_run / name) as original:
         assert np.array_equal(src.read(), original.read())

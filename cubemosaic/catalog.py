@@ -28,7 +28,7 @@ from shapely.geometry import shape
 from urllib3.util.retry import Retry
 
 from .errors import CatalogError, ConfigError, NothingFoundError, one_line
-from .s2 import asset_resolution, solar_day
+from .s2 import asset_resolution, offset_contradiction, solar_day
 from .urls import is_local, local_path, redact
 
 __all__ = [
@@ -269,6 +269,10 @@ def _item(feature: Any, source: str) -> pystac.Item:
     cloud = props.get(CLOUD_COVER)
     if cloud is not None and (isinstance(cloud, bool) or not isinstance(cloud, (int, float))):
         raise CatalogError(f"catalog.url: item {name} in {where}: {CLOUD_COVER} {cloud!r} is not a number")
+    if cloud is not None and not 0 <= cloud <= 100:
+        # A percentage (STAC eo): 150 was taken as above any max_cloud_cover and the scene left
+        # out without a word (a probe); no reading of it is right.
+        raise CatalogError(f"catalog.url: item {name} in {where}: {CLOUD_COVER} {cloud!r} is not a percentage (0-100)")
     assets = feature.get("assets")
     for key, asset in (assets if isinstance(assets, dict) else {}).items():
         href = asset.get("href") if isinstance(asset, dict) else None
@@ -298,6 +302,9 @@ def _check_usable(item: pystac.Item, source: str) -> None:
     for key, asset in item.assets.items():
         if not isinstance(asset.href, str) or not asset.href.strip():
             raise CatalogError(f"catalog.url: item {item.id} in {where}: asset {key!r} has no href")
+    contradiction = offset_contradiction(item)
+    if contradiction:
+        raise CatalogError(f"catalog.url: item {item.id} in {where}: {contradiction}")
 
 
 def _filter(

@@ -36,6 +36,7 @@ __all__ = [
     "dominant_crs",
     "item_crs",
     "item_offset",
+    "offset_contradiction",
     "solar_day",
     "stated_crs",
 ]
@@ -171,24 +172,63 @@ def item_offset(item: pystac.Item, asset_key: str | None = None) -> int:
     the acquisition date (from 2022-01-25).
     """
     if asset_key and asset_key in item.assets:
-        fields = item.assets[asset_key].extra_fields
-        stated = [(b.get("scale"), b.get("offset")) for b in fields.get("raster:bands") or []]
-        stated += [(b.get("raster:scale"), b.get("raster:offset")) for b in fields.get("bands") or []]
-        stated.append((fields.get("raster:scale"), fields.get("raster:offset")))
-        for scale, offset in stated:
-            if scale and offset is not None:
-                return int(round(-offset / scale))
+        stated = _stated_offset(item.assets[asset_key].extra_fields)
+        if stated is not None:
+            return stated
     props = item.properties
     if "earthsearch:boa_offset_applied" in props:
         return BOA_OFFSET_DN if props["earthsearch:boa_offset_applied"] else 0
-    baseline = props.get("s2:processing_baseline") or props.get("processing:version")  # CDSE: processing:version
-    if baseline:
-        try:
-            return BOA_OFFSET_DN if float(baseline) >= 4.0 else 0
-        except ValueError:
-            pass
+    baseline = _baseline(props)
+    if baseline is not None:
+        return BOA_OFFSET_DN if baseline >= 4.0 else 0
     when = item.datetime or item.common_metadata.start_datetime
     return BOA_OFFSET_DN if when and when.date() >= BASELINE_CHANGE else 0
+
+
+def offset_contradiction(item: pystac.Item) -> str | None:
+    """Why what ``item`` states of its BOA offset cannot be right, else None: a processing
+    baseline older than 04.00 on a scene acquired after 04.00 replaced every older baseline
+    (:data:`BASELINE_CHANGE`), where the baseline decides the offset (:func:`item_offset`; no
+    asset states its scale and offset, nor ``earthsearch:boa_offset_applied``). Either statement
+    may be the wrong one, and the two differ by 1000 DN in every pixel."""
+    props = item.properties
+    if "earthsearch:boa_offset_applied" in props:
+        return None
+    if any(_stated_offset(asset.extra_fields) is not None for asset in item.assets.values()):
+        return None
+    baseline = _baseline(props)
+    when = item.datetime or item.common_metadata.start_datetime
+    # A day's margin: scenes of the change's own day were processed with either baseline.
+    if baseline is None or baseline >= 4.0 or when is None or when.date() <= BASELINE_CHANGE:
+        return None
+    key = "s2:processing_baseline" if props.get("s2:processing_baseline") else "processing:version"
+    return (
+        f"{key} {props[key]!r} is older than 04.00, which every scene acquired from {BASELINE_CHANGE} "
+        f"on was processed with, yet it was acquired on {when.date()}: its reflectance offset "
+        "(1000 DN) cannot be told"
+    )
+
+
+def _stated_offset(fields: Mapping[str, Any]) -> int | None:
+    """The DN offset an asset's fields state (scale and offset: STAC 1.0 ``raster:bands``, STAC 1.1
+    ``raster:scale``/``raster:offset`` on the asset or in its ``bands``), else None."""
+    stated = [(b.get("scale"), b.get("offset")) for b in fields.get("raster:bands") or []]
+    stated += [(b.get("raster:scale"), b.get("raster:offset")) for b in fields.get("bands") or []]
+    stated.append((fields.get("raster:scale"), fields.get("raster:offset")))
+    for scale, offset in stated:
+        if scale and offset is not None:
+            return int(round(-offset / scale))
+    return None
+
+
+def _baseline(props: Mapping[str, Any]) -> float | None:
+    """The processing baseline an item states (``s2:processing_baseline``, or
+    ``processing:version`` as Copernicus Data Space states it) as a number, else None."""
+    baseline = props.get("s2:processing_baseline") or props.get("processing:version")
+    try:
+        return float(baseline) if baseline else None
+    except (TypeError, ValueError):
+        return None
 
 
 def stated_crs(fields: Mapping[str, Any]) -> str | None:

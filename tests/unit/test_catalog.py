@@ -194,6 +194,9 @@ def _set(value):
         (_set({"type": "Polygon", "coordinates": []}), ("geometry",), "has no geometry"),
         # A probe: a TypeError where max_cloud_cover compared it.
         (_set("10.8"), ("properties", "eo:cloud_cover"), "eo:cloud_cover '10.8' is not a number"),
+        # A probe: 150 was left out by max_cloud_cover without a word, and let in without one.
+        (_set(150), ("properties", "eo:cloud_cover"), "eo:cloud_cover 150 is not a percentage (0-100)"),
+        (_set(-3.5), ("properties", "eo:cloud_cover"), "eo:cloud_cover -3.5 is not a percentage (0-100)"),
     ],
 )
 def test_a_malformed_item_is_named_by_its_id_before_any_read(demo, tmp_path, change, path, needle):
@@ -213,6 +216,38 @@ def test_a_malformed_item_is_named_by_its_id_before_any_read(demo, tmp_path, cha
         search(str(items), request)
     assert str(e.value).startswith(f"catalog.url: item {item['id']} in {items}")
     assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_baseline_the_acquisition_date_contradicts_is_refused_naming_the_item(demo, tmp_path):
+    """A probe: a scene of 2022-02 stated as baseline 03.01 (no 03.xx was made after 04.00 came on
+    2022-01-25) was read without its 1000 DN offset, every pixel wrong, exit 0. Which statement
+    lies cannot be told, so the search refuses it; a reprocessed older scene (05.00 before the
+    change) and one whose assets state their offset are taken as they say."""
+    import datetime as dt
+    import json
+
+    from cubemosaic.catalog import search
+    from cubemosaic.errors import CatalogError
+
+    doc = json.loads(demo.items_path.read_text())
+    late = next(f for f in doc["features"] if f["properties"]["datetime"] >= "2022-01-26")
+    early = next(f for f in doc["features"] if f["properties"]["datetime"] < "2022-01-25")
+    request = SearchRequest("sentinel-2-l2a", demo.bbox_lonlat(), dt.date(2021, 12, 1), dt.date(2022, 3, 31))
+    items = tmp_path / "items.json"
+
+    late["properties"]["s2:processing_baseline"] = "03.01"
+    items.write_text(json.dumps(doc))
+    with pytest.raises(CatalogError) as e:
+        search(str(items), request)
+    said = str(e.value)
+    assert said.startswith(f"catalog.url: item {late['id']} in {items}: s2:processing_baseline '03.01'")
+    assert "reflectance offset (1000 DN) cannot be told" in said and "\n" not in said
+
+    for asset in late["assets"].values():
+        asset["raster:bands"] = [{"scale": 0.0001, "offset": -0.1}]  # stated: the assets decide
+    early["properties"]["s2:processing_baseline"] = "05.00"  # reprocessed, with the offset
+    items.write_text(json.dumps(doc))
+    assert {i.id for i in search(str(items), request)} >= {late["id"], early["id"]}
 
 
 def test_a_date_time_without_an_offset_is_utc_whatever_the_hosts_time_zone(demo, tmp_path, monkeypatch):
@@ -249,7 +284,9 @@ def test_the_period_is_of_solar_days_as_the_months_are(demo, tmp_path):
     from cubemosaic.s2 import solar_day
 
     doc = json.loads(demo.items_path.read_text())
-    early, late = doc["features"][0], doc["features"][1]
+    early = doc["features"][0]
+    # A scene of the later baseline, as every scene acquired in April 2022 is.
+    late = next(f for f in doc["features"][1:] if f["properties"]["s2:processing_baseline"] >= "04.00")
     early["properties"]["datetime"] = "2021-12-01T05:00:00Z"
     late["properties"]["datetime"] = "2022-04-01T05:00:00Z"
     items = tmp_path / "items.json"

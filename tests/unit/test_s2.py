@@ -115,3 +115,29 @@ def test_solar_day_groups_adjacent_tiles_and_splits_at_local_midnight():
     )
     assert [len(d.items) for d in days] == [2, 1]
     assert days[0].items[0].datetime < days[0].items[1].datetime
+
+
+@pytest.mark.parametrize(
+    ("props", "when", "refused"),
+    [
+        ({"s2:processing_baseline": "03.01"}, "2022-02-03T19:00:00+00:00", True),
+        ({"processing:version": "02.14"}, "2023-06-01T19:00:00+00:00", True),
+        ({"s2:processing_baseline": "03.01"}, "2022-01-25T19:00:00+00:00", False),  # the change's day
+        ({"s2:processing_baseline": "03.01"}, "2022-01-20T19:00:00+00:00", False),
+        ({"s2:processing_baseline": "05.00"}, "2019-06-01T19:00:00+00:00", False),  # reprocessed
+        ({"s2:processing_baseline": "04.00"}, "2022-02-03T19:00:00+00:00", False),
+        ({}, "2022-02-03T19:00:00+00:00", False),  # nothing stated: by date
+        (
+            {"s2:processing_baseline": "03.01", "earthsearch:boa_offset_applied": False},
+            "2022-02-03T19:00:00+00:00",
+            False,
+        ),
+    ],
+)
+def test_a_baseline_older_than_the_acquisition_is_a_contradiction(props, when, refused):
+    from cubemosaic.s2 import offset_contradiction
+
+    said = offset_contradiction(_item(when, **props))
+    assert bool(said) == refused, said
+    if refused:
+        assert "older than 04.00" in said and when[:10] in said

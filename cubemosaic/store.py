@@ -402,7 +402,7 @@ def open_or_create(
                 return StoreState(path, kept, template.sizes["time"])
         if not overwrite:
             if attrs is None:
-                what = "is not a cubemosaic store"
+                what = damaged(path) or "is not a cubemosaic store"
             elif "tiled" in attrs:  # cubemosaic.tiled's group of tile stores
                 what = _tiled_refusal(attrs["tiled"], sig)
             else:
@@ -763,8 +763,23 @@ def read_attrs(path: str, parameter: str = "zarr_dir") -> dict[str, Any]:
     :class:`OutputError` naming ``parameter`` (the setting that places it) where there is none."""
     attrs = _read_attrs(path)
     if attrs is None:
-        raise OutputError(f"{parameter}: {path} is missing or not a cubemosaic store")
+        raise OutputError(f"{parameter}: {path} {damaged(path) or 'is missing or not a cubemosaic store'}")
     return attrs
+
+
+def damaged(path: str) -> str | None:
+    """Why the store at ``path`` holds no readable record, where its ``zarr.json`` is there but
+    is not a JSON document (cut short or overwritten: a probe's truncated tile store was called
+    missing), for a refusal to say so; else None."""
+    fs, root = _fs(path)
+    try:
+        with fs.open(f"{root.rstrip('/')}/zarr.json", "rb") as f:
+            json.loads(f.read())
+    except (UnicodeDecodeError, ValueError) as e:
+        return f"is damaged: its zarr.json is not a JSON document ({one_line(str(e), 120)})"
+    except Exception:  # noqa: BLE001  (missing, or whatever else the store's filesystem raises)
+        pass
+    return None
 
 
 # --------------------------------------------------------------------------- verification

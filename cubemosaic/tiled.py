@@ -24,7 +24,7 @@ import fsspec
 import zarr
 
 from .errors import OutputError, one_line
-from .store import ATTR, open_group, record_or_none
+from .store import ATTR, damaged, open_group, record_or_none
 from .tiling import Tile, TileGrid
 
 __all__ = ["TiledRecord", "member", "note_tiles", "read_tiled", "write_tiled"]
@@ -96,7 +96,7 @@ def write_tiled(
         earlier = read_tiled(root, parameter)
         other = None
         if earlier is None and record_or_none(root) is None:  # a folder, or a store without its zarr.json
-            other = "is not a cubemosaic store (no zarr.json with a cubemosaic record)"
+            other = damaged(root) or "is not a cubemosaic store (no zarr.json with a cubemosaic record)"
         elif earlier is None:
             other = "holds an untiled store (an area that fitted one tile)"
         elif earlier.grid != grid:

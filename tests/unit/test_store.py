@@ -197,3 +197,24 @@ def test_a_tiled_store_refused_at_another_resolution_names_the_resolution():
     assert store._tiled_refusal(tiled, {"transform": at[20]}) == (
         "holds a tiled store (an area cut into tiles of tile_size=128: give that tile_size to work on it)"
     )
+
+
+def test_a_store_whose_zarr_json_is_cut_short_is_called_damaged_not_missing(tmp_path):
+    """A probe: a tile store whose zarr.json was truncated was 'missing or not a cubemosaic store';
+    the user, told so, looked for a store that is there. The refusals say it is damaged."""
+    import os
+
+    path = str(tmp_path / "s.zarr")
+    sig = {"days": ["a", "b"], "bands": ["red"]}
+    _open(path, 2, sig)
+    meta = tmp_path / "s.zarr" / "zarr.json"
+    os.truncate(meta, meta.stat().st_size // 2)
+    with pytest.raises(OutputError) as e:
+        store.read_attrs(path, "cube_url")
+    assert str(e.value).startswith(f"cube_url: {path} is damaged: its zarr.json is not a JSON document (")
+    with pytest.raises(OutputError, match=r"is damaged: its zarr.json is not a JSON document .*overwrite=true"):
+        _open(path, 2, sig)
+    assert _open(path, 2, sig, overwrite=True).done == set()
+    (tmp_path / "gone.zarr").mkdir()
+    with pytest.raises(OutputError, match="is missing or not a cubemosaic store"):
+        store.read_attrs(str(tmp_path / "gone.zarr"))

@@ -136,6 +136,23 @@ def demo_run(demo, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_tiled_run(demo, tmp_path_factory) -> Path:
+    """The main job on the demo cut into tiles of 128 px (6 tiles), through the CLI:
+    ``python -m cubemosaic catalog=demo tile_size=128``; run once for the session, as
+    :func:`demo_run`. Tests read it (its log beside it, ``stderr.txt``), never change it."""
+    folder = shared_dir(tmp_path_factory, "demo-tiled-run")
+    out = folder / "out"
+    with one_at_a_time(folder):
+        if not (folder / "done").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            proc = cli(["catalog=demo", "tile_size=128", f"output_dir={out}"], cwd=folder)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            (folder / "stderr.txt").write_text(proc.stderr)
+            (folder / "done").touch()
+    return out
+
+
+@pytest.fixture(scope="session")
 def stac_api(demo) -> str:
     """The demo archive's items behind a real STAC API on loopback."""
     from servers import serve_stac

@@ -151,14 +151,12 @@ def test_workers_that_cannot_see_the_job_folder_compute_and_the_client_writes(pr
     assert not list(out.glob(".cubemosaic-reach-*")), "no marker left behind"
 
 
-def test_a_tiled_run_exports_on_workers_that_cannot_see_the_job_folder(private_gateway, hidden_dir, tmp_path):
+def test_a_tiled_run_exports_on_workers_that_cannot_see_the_job_folder(private_gateway, hidden_dir, demo_tiled_run):
     """A run cut into tiles, on workers that do not mount the job's folder: the workers make the
     COGs too (this process sends each tile's month and writes the bytes back), and they are the
     COGs the same tiled run makes in one process."""
-    local = tmp_path / "local"
-    proc = cli(["catalog=demo", "tile_size=128", f"output_dir={local}"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "export: COGs made in this process" in proc.stderr
+    local = demo_tiled_run
+    assert "export: COGs made in this process" in (local.parent / "stderr.txt").read_text()
     out = hidden_dir / "tiled-job"
     with private_gateway.running_cluster() as (cluster, transitions):
         proc = cli(["catalog=demo", "tile_size=128", f"output_dir={out}"],

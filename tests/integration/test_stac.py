@@ -20,13 +20,9 @@ ITEM_EXTENSIONS = {"projection", "raster", "eo", "processing"}
 
 
 @pytest.fixture(scope="module")
-def demo_tiled(demo, tmp_path_factory) -> Path:
-    """The demo cut into 128-pixel tiles (6 tiles), once for this module."""
-    folder = tmp_path_factory.mktemp("tiled")
-    out = folder / "out"
-    proc = cli(["catalog=demo", "tile_size=128", f"output_dir={out}"], cwd=folder)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
+def demo_tiled(demo_tiled_run) -> Path:
+    """The demo cut into 128-pixel tiles (6 tiles): the session's run (conftest)."""
+    return demo_tiled_run
 
 
 def _documents(root: Path) -> Iterator[tuple[Path, dict]]:

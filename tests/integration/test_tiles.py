@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -275,15 +276,14 @@ def test_an_infeasible_request_stops_in_one_line(tmp_path):
     assert json.loads(ok.stdout)["tiles"] > 6, "the same area in tiles of the default size plans"
 
 
-def test_the_two_steps_of_the_workflow_carry_a_tiled_cube(demo, tmp_path):
+def test_the_two_steps_of_the_workflow_carry_a_tiled_cube(demo_tiled_run, tmp_path):
     """As the CWL workflow runs it: stage=cube (its cube.zarr Directory holds every tile), then
     stage=mosaic from that cube alone: the tiles are found in it, the months are those of one run."""
-    step1, step2, whole = tmp_path / "cube-step", tmp_path / "mosaic-step", tmp_path / "whole"
+    step1, step2, whole = tmp_path / "cube-step", tmp_path / "mosaic-step", demo_tiled_run
     assert cli(["catalog=demo", "tile_size=128", "stage=cube", f"output_dir={step1}"]).returncode == 0
     proc = cli(["stage=mosaic", f"cube_url={step1 / 'cube.zarr'}", f"output_dir={step2}"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "done [6/6]" in proc.stderr
-    assert cli(["catalog=demo", "tile_size=128", f"output_dir={whole}"]).returncode == 0
     for vrt in sorted(whole.glob("monthly-mosaic-*.vrt")):
         with rasterio.open(vrt) as a, rasterio.open(step2 / vrt.name) as b:
             np.testing.assert_array_equal(a.read(), b.read())
@@ -296,12 +296,13 @@ def _ours(out: Path) -> list[str]:
     return sorted(str(p.relative_to(out)) for p in out.rglob("*") if not skip & set(p.relative_to(out).parts))
 
 
-def test_switching_between_tiled_and_untiled_leaves_nothing_of_the_other(tmp_path):
+def test_switching_between_tiled_and_untiled_leaves_nothing_of_the_other(demo_run, demo_tiled_run, tmp_path):
     """The same output_dir, an untiled run, then a tiled one, then untiled again: refused in one
     line naming the store and what it holds, then with overwrite=true (as the refusal says): what each leaves is what the same run leaves in an empty folder, no
     catalog.json listing the months of the run before, no month VRT showing its pixels. A file
-    of the user's stays."""
-    out, fresh = tmp_path / "out", tmp_path / "fresh"
+    of the user's stays. The same runs in an empty folder are the session's (the default
+    tile_size is 4096)."""
+    out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     runs = [["tile_size=4096"], ["tile_size=128"], ["tile_size=4096"]]
@@ -321,8 +322,7 @@ def test_switching_between_tiled_and_untiled_leaves_nothing_of_the_other(tmp_pat
             assert _ours(out) == before
         proc = cli(["catalog=demo", *extra, "overwrite=true", f"output_dir={out}"], cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        alone = fresh / str(i)
-        assert cli(["catalog=demo", *extra, f"output_dir={alone}"], cwd=tmp_path).returncode == 0
+        alone = demo_tiled_run if extra == ["tile_size=128"] else demo_run
         assert _ours(out) == sorted([*_ours(alone), "notes.txt"]), extra
         roots = [json.loads((out / name).read_text()) for name in ("collection.json", "catalog.json")
                  if (out / name).exists()]  # fmt: skip
@@ -333,13 +333,13 @@ def test_switching_between_tiled_and_untiled_leaves_nothing_of_the_other(tmp_pat
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_a_run_refused_at_one_of_its_tiles_leaves_the_earlier_tiles_listed(demo, tmp_path):
+def test_a_run_refused_at_one_of_its_tiles_leaves_the_earlier_tiles_listed(demo_tiled_run, tmp_path):
     """A tiled output, then a request over a smaller area into it: refused at a tile whose store
     another request made (one line, exit 1). The stores' records must still list the earlier
     tiles: a stage=export run alone then exports them all, as before, and removes none (it
     removed the tiles the refused run had not listed)."""
     out = tmp_path / "out"
-    assert cli(["catalog=demo", "tile_size=128", f"output_dir={out}"]).returncode == 0
+    shutil.copytree(demo_tiled_run, out)
     tiles = sorted(p.name for p in out.glob("x*y*"))
     vrts = {p.name: rasterio.open(p).read() for p in out.glob("monthly-mosaic-*.vrt")}
     refused = cli(["catalog=demo", "tile_size=128", "aoi=[-122.31,47.54,-122.28,47.565]", f"output_dir={out}"])

@@ -120,19 +120,26 @@ def archives_side_by_side(request) -> None:
         request.getfixturevalue("region")
 
 
-@pytest.fixture(scope="session")
-def demo_run(demo, tmp_path_factory) -> Path:
-    """One whole main job on the demo, through the CLI: ``python -m cubemosaic catalog=demo``; run
-    once for the session (by the first test process that needs it). Tests read it, never change it."""
-    folder = shared_dir(tmp_path_factory, "demo-run")
+def _session_run(tmp_path_factory, name: str, *args: str) -> Path:
+    """``python -m cubemosaic catalog=demo ARGS`` into ``<session>/NAME/out``, run once for the
+    session by the first test process that asks (its stderr beside it, ``stderr.txt``)."""
+    folder = shared_dir(tmp_path_factory, name)
     out = folder / "out"
     with one_at_a_time(folder):
         if not (folder / "done").exists():
             shutil.rmtree(out, ignore_errors=True)  # a failed attempt of another test process
-            proc = cli(["catalog=demo", f"output_dir={out}"], cwd=folder)
-            assert proc.returncode == 0, proc.stderr
+            proc = cli(["catalog=demo", *args, f"output_dir={out}"], cwd=folder)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            (folder / "stderr.txt").write_text(proc.stderr)
             (folder / "done").touch()
     return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(demo, tmp_path_factory) -> Path:
+    """One whole main job on the demo, through the CLI: ``python -m cubemosaic catalog=demo``; run
+    once for the session (by the first test process that needs it). Tests read it, never change it."""
+    return _session_run(tmp_path_factory, "demo-run")
 
 
 @pytest.fixture(scope="session")
@@ -140,16 +147,7 @@ def demo_tiled_run(demo, tmp_path_factory) -> Path:
     """The main job on the demo cut into tiles of 128 px (6 tiles), through the CLI:
     ``python -m cubemosaic catalog=demo tile_size=128``; run once for the session, as
     :func:`demo_run`. Tests read it (its log beside it, ``stderr.txt``), never change it."""
-    folder = shared_dir(tmp_path_factory, "demo-tiled-run")
-    out = folder / "out"
-    with one_at_a_time(folder):
-        if not (folder / "done").exists():
-            shutil.rmtree(out, ignore_errors=True)
-            proc = cli(["catalog=demo", "tile_size=128", f"output_dir={out}"], cwd=folder)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-            (folder / "stderr.txt").write_text(proc.stderr)
-            (folder / "done").touch()
-    return out
+    return _session_run(tmp_path_factory, "demo-tiled-run", "tile_size=128")
 
 
 @pytest.fixture(scope="session")
